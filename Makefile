@@ -1,0 +1,62 @@
+# kcp — every target installs what it needs on a fresh machine.
+#   make demo    a synthetic ZTF night through a local Kafka broker
+#   make test    the whole test suite against a real Kafka broker
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+CACHE := .cache
+KAFKA_LIBS := $(CACHE)/kafka-libs
+MAVEN_REPO := $(CURDIR)/$(CACHE)/m2
+PYTEST_ARGS ?=
+
+.PHONY: help test demo broker kafka-libs venv lint man bench bench-codec clean
+
+help:
+	@echo "make demo | test | broker | lint | man | bench | bench-codec | clean"
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "kcp needs $(PYTHON) (Python >= 3.11) on PATH" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Java and Maven run the test broker; apt-get installs them when they are missing and we may.
+$(CACHE)/.java-ok:
+	@if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq default-jre-headless maven >/dev/null; \
+	  else \
+	    echo "kcp's tests need java (>= 17) and mvn (Maven) to run a real Kafka broker:" \
+	         "install them, e.g. 'sudo apt-get install default-jre-headless maven'" >&2; exit 1; \
+	  fi; \
+	fi
+	@mkdir -p $(CACHE) && touch $@
+
+# The broker jars come from Maven Central; the Maven repository stays in .cache so reruns are offline.
+$(KAFKA_LIBS)/.fetched: tests/kafka/pom.xml $(CACHE)/.java-ok
+	rm -rf $(KAFKA_LIBS)
+	mvn -q -B -f tests/kafka/pom.xml -Dmaven.repo.local=$(MAVEN_REPO) \
+	    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=$(CURDIR)/$(KAFKA_LIBS)
+	touch $@
+
+kafka-libs: $(KAFKA_LIBS)/.fetched
+
+test: venv kafka-libs
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+broker: venv kafka-libs
+	$(PY) tests/kafka/broker.py --port 9092 --libs $(KAFKA_LIBS)
+
+demo: venv kafka-libs
+	@command -v jq >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq jq >/dev/null; } || true
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash scripts/demo.sh
+
+lint: venv
+	$(VENV)/bin/ruff check kcp tests scripts
+
+clean:
+	rm -rf $(VENV) $(CACHE) build dist *.egg-info demo

@@ -1,0 +1,436 @@
+"""The kcp command line: click options turned into a pipeline run.  The only module using click."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import EXIT_STATUS_HELP, ExitStatus, KcpError, UsageError
+
+EXIT_STATUS_TEXT = "\b\nExit status:\n" + "\n".join(
+    f"  {int(status):<4} {text}" for status, text in EXIT_STATUS_HELP.items())
+
+ADDRESS_TEXT = """\b
+Addresses:
+  -                       stdin / stdout
+  PATH, 'GLOB'            files; format from the extension (.avro .json .jsonl)
+  TOPIC                   a topic on the default broker (KCP_BROKER, config, localhost:9092)
+  NAME:TOPIC              NAME is a config alias or host[:port]; TOPIC may be ^regex
+  kafka://[GROUP@]HOST[:PORT][,HOST...]/TOPIC[,TOPIC...]"""
+
+
+def _debug_logging(debug: bool) -> None:
+    if debug:
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,
+                            format="kcp %(name)s: %(message)s")
+
+
+def _fail(error: KcpError, debug: bool) -> None:
+    if debug:
+        import traceback
+
+        traceback.print_exc()
+    click.echo(f"kcp: {error}", err=True)
+    sys.exit(int(error.status))
+
+
+def _quiet_broken_pipe() -> None:
+    # Whoever read our output has gone (`| head`): that is success, and Python must not
+    # complain again while flushing stdout at exit.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass
+    sys.exit(int(ExitStatus.OK))
+
+
+def handles_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Map every outcome of a command onto the documented exit statuses."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = kwargs.get("debug", False)
+        _debug_logging(debug)
+        try:
+            return command(*args, **kwargs)
+        except KcpError as error:
+            _fail(error, debug)
+        except BrokenPipeError:
+            _quiet_broken_pipe()
+        except KeyboardInterrupt:
+            click.echo("kcp: interrupted", err=True)
+            sys.exit(int(ExitStatus.INTERRUPTED))
+
+    return wrapper
+
+
+# -- options shared by commands -----------------------------------------------------------------
+def _kafka_properties(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+                      ) -> dict[str, str]:
+    properties = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r}: expected key=value (a librdkafka property)")
+        properties[key.strip()] = value
+    return properties
+
+
+def kafka_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed([
+        click.option("-X", "properties", multiple=True, metavar="KEY=VALUE",
+                     callback=_kafka_properties,
+                     help="Any librdkafka property, e.g. -X security.protocol=SASL_SSL."),
+        click.option("-g", "--group", metavar="GROUP",
+                     help="Consumer group: resume where it stopped; commit what was handled."),
+        click.option("--timeout", type=float, default=30.0, show_default=True, metavar="SECONDS",
+                     help="How long to wait for the broker before giving up (exit 4)."),
+    ]):
+        command = option(command)
+    return command
+
+
+def read_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed([
+        click.option("-o", "--offset", metavar="OFFSET",
+                     help="Where to start: beginning, end, N, -N (N before the end), "
+                          "@TIMESTAMP_MS or @ISO-8601 time."),
+        click.option("-p", "--partition", "partitions", type=int, multiple=True,
+                     help="Read only this partition (repeatable)."),
+        click.option("-c", "--count", type=click.IntRange(min=0), metavar="N",
+                     help="Stop after N records."),
+    ]):
+        command = option(command)
+    return command
+
+
+def format_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    from .codec import BYTES_MODES, JSON_STYLES
+    from .formats import FORMATS
+
+    names = list(FORMATS)
+    for option in reversed([
+        click.option("--from", "read_format", type=click.Choice(names), metavar="FORMAT",
+                     help="Read payloads as FORMAT instead of detecting it: "
+                          + ", ".join(names) + "."),
+        click.option("--to", "write_format", type=click.Choice(names), metavar="FORMAT",
+                     help="Write FORMAT (default: from the file extension; JSON on stdout; "
+                          "Kafka: payloads as read, or one Avro OCF per record)."),
+        click.option("--schema", metavar="FILE|DIR",
+                     help="Writer schema (.avsc, or a folder of .avsc files) for JSON input "
+                          "and schemaless or unknown-id payloads."),
+        click.option("--schema-id", type=int, metavar="N",
+                     help="Registry id of --schema (for --to confluent; Rubin: major*100+minor)."),
+        click.option("--schema-dir", metavar="DIR",
+                     help="A tree DIR/MAJOR/MINOR/*.avsc resolving Rubin schema ids offline."),
+        click.option("--registry", metavar="URL",
+                     help="A Confluent-compatible Schema Registry resolving schema ids."),
+        click.option("--reader-schema", metavar="FILE|DIR",
+                     help="Decode every record into this schema (Avro schema evolution)."),
+        click.option("--bytes", "bytes_mode", type=click.Choice(BYTES_MODES), default="base64",
+                     show_default=True, help="How bytes fields (cutouts) appear in JSON."),
+        click.option("--json-style", type=click.Choice(JSON_STYLES), default="kcp",
+                     show_default=True,
+                     help="kcp: readable JSON for jq; avro: the Avro spec's JSON encoding."),
+        click.option("--raw", is_flag=True,
+                     help="Pass payloads through undecoded, one per line (like kcat)."),
+        click.option("--pretty/--compact", default=None,
+                     help="Indented JSON (default on a terminal) or one line per record."),
+    ]):
+        command = option(command)
+    return command
+
+
+def run_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed([
+        click.option("--on-error", default="fail", show_default=True,
+                     metavar="fail|skip|dead-letter:PATH",
+                     help="What a bad record does: stop (exit 3), be skipped and counted, or be "
+                          "kept raw with its metadata as JSON Lines in PATH."),
+        click.option("--progress", is_flag=True, default=None,
+                     help="Print a summary to stderr even when it is not a terminal."),
+        click.option("-q", "--quiet", is_flag=True, help="No summary on stderr."),
+        click.option("--debug", is_flag=True, help="Show tracebacks."),
+    ]):
+        command = option(command)
+    return command
+
+
+def build_options(kw: dict[str, Any]) -> Any:
+    """The library's Options from the command's keyword arguments."""
+    from .codec import RegistryClient, RubinSchemaTree, load_schema_path
+    from .options import Options
+
+    options = Options(
+        read_format=kw.get("read_format"), write_format=kw.get("write_format"),
+        bytes_mode=kw.get("bytes_mode", "base64"), json_style=kw.get("json_style", "kcp"),
+        kafka_properties=kw.get("properties") or {}, group=kw.get("group"),
+        offset=kw.get("offset"), partitions=tuple(kw.get("partitions") or ()),
+        count=kw.get("count"), timeout=kw.get("timeout") or 30.0,
+        on_error=kw.get("on_error", "fail"), progress=kw.get("progress"),
+        quiet=kw.get("quiet", False),
+    )
+    if kw.get("raw"):
+        options.read_format = options.write_format = "raw"
+    pretty = kw.get("pretty")
+    options.pretty = sys.stdout.isatty() if pretty is None else pretty
+    store = options.schemas
+    if kw.get("schema"):
+        store.default = store.add(load_schema_path(kw["schema"], registry_id=kw.get("schema_id")))
+    elif kw.get("schema_id") is not None:
+        raise UsageError("--schema-id needs --schema")
+    if kw.get("reader_schema"):
+        store.reader = load_schema_path(kw["reader_schema"])
+    if kw.get("schema_dir"):
+        store.add_id_resolver(RubinSchemaTree(kw["schema_dir"]))
+    if kw.get("registry"):
+        store.add_id_resolver(RegistryClient(kw["registry"]))
+    packaged = RubinSchemaTree.from_package()
+    if packaged is not None:
+        store.add_id_resolver(packaged)
+    return options
+
+
+def _report(summary: Any, options: Any) -> None:
+    wanted = options.progress if options.progress is not None else sys.stderr.isatty()
+    if wanted and not options.quiet:
+        click.echo(f"kcp: {summary.line()}", err=True)
+
+
+def _move(sources: list[str], destination: str, kw: dict[str, Any], default_offset: str,
+          follow: bool, tail_count: int | None = None, keep_partition: bool = False) -> None:
+    from . import Config, open_sink, open_source, reader_for, run
+    from .pipeline import Sources
+
+    options = build_options(kw)
+    options.follow = follow
+    options.tail_count = tail_count
+    config = Config.load()
+    if destination == "-" and options.write_format == "raw" and sys.stdout.isatty() \
+            and not kw.get("force"):
+        raise UsageError("refusing to write raw payloads to a terminal; pipe them, or --force")
+    opened = []
+    try:
+        for text in sources:
+            opened.append(open_source(text, options, config, default_offset=default_offset))
+        sink = open_sink(destination, options, config, keep_partition=keep_partition)
+    except BaseException:
+        for source in opened:
+            source.close()
+        raise
+    source = opened[0] if len(opened) == 1 else Sources(opened)
+    decoder = None
+    if options.read_format != "raw" and not (getattr(sink, "payloads", False)
+                                             and options.write_format is None
+                                             and options.schemas.reader is None):
+        decoder = reader_for(options.read_format, options)
+    summary = run(source, sink, options, decoder=decoder)
+    _report(summary, options)
+
+
+# -- the commands -------------------------------------------------------------------------------
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+             epilog=ADDRESS_TEXT + "\n\n" + EXIT_STATUS_TEXT)
+@click.version_option(__version__, prog_name="kcp")
+def main() -> None:
+    """kcp: netcat for Kafka/Avro. Move astronomical alert streams (ZTF, Rubin, GCN) between
+    Kafka topics, files and pipes, decoding every Avro framing they use.
+
+    \b
+    Examples:
+      kcp tail ztf_20180725_programid1 | jq .candidate.magpsf
+      kcp consume ztf_20180725_programid1 -c 3
+      kcp produce ztf_20180725_programid1 alerts/*.avro
+      kcp cp ztf:ztf_20180725_programid1 night.avro
+    """
+
+
+@main.command(epilog=ADDRESS_TEXT + "\n\n" + EXIT_STATUS_TEXT)
+@click.argument("topic")
+@click.argument("files", nargs=-1)
+@kafka_options
+@format_options
+@run_options
+@handles_errors
+def produce(topic: str, files: tuple[str, ...], **kw: Any) -> None:
+    """Send records to TOPIC from FILES (or stdin), one message per record.
+
+    Avro files (OCF, one or many records each) become one OCF per message, the way ZTF sends
+    alerts; JSON Lines need --schema. Exits non-zero, naming them, if any delivery failed.
+
+    \b
+    Examples:
+      kcp produce ztf_20180725_programid1 night.avro
+      kcp produce local:test alerts/*.avro
+      kcp consume T | kcp produce T2 --schema alert.avsc
+      kcp produce rubin:alerts --to confluent --schema v7_4/ --schema-id 704 < a.jsonl
+    """
+    _move(list(files) or ["-"], _as_topic(topic), kw, "beginning", follow=False)
+
+
+def _as_topic(text: str) -> str:
+    from .address import parse_address
+    from .config import Config
+
+    if parse_address(text, Config.load().brokers).kind != "kafka":
+        raise UsageError(f"{text}: not a topic (a TOPIC, NAME:TOPIC or kafka:// address)")
+    return text
+
+
+@main.command(epilog=ADDRESS_TEXT + "\n\n" + EXIT_STATUS_TEXT)
+@click.argument("topic")
+@click.option("-f", "--follow", is_flag=True, help="Keep waiting for new records at the end.")
+@kafka_options
+@read_options
+@format_options
+@click.option("--force", is_flag=True, help="Write raw payloads even to a terminal.")
+@run_options
+@handles_errors
+def consume(topic: str, follow: bool, **kw: Any) -> None:
+    """Read TOPIC from the beginning to its current end as JSON Lines on stdout.
+
+    \b
+    Examples:
+      kcp consume ztf_20180725_programid1 -c 3 | jq '.candidate | {ra, dec, magpsf}'
+      kcp consume ztf_20180725_programid1 -o -100 --bytes size
+      kcp consume -g mygroup ztf_20180725_programid1 -f
+      kcp consume rubin:alerts --schema-dir lsst/schema
+    """
+    _move([_as_topic(topic)], "-", kw, "beginning", follow=follow)
+
+
+@main.command(epilog=ADDRESS_TEXT + "\n\n" + EXIT_STATUS_TEXT)
+@click.argument("topic")
+@click.option("-n", "--lines", "last", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Start with the last N records of each partition.")
+@click.option("-e", "--exit-at-end", is_flag=True, help="Stop at the end instead of following.")
+@kafka_options
+@read_options
+@format_options
+@click.option("--force", is_flag=True, help="Write raw payloads even to a terminal.")
+@run_options
+@handles_errors
+def tail(topic: str, last: int, exit_at_end: bool, **kw: Any) -> None:
+    """Follow TOPIC like tail -f: new records as JSON Lines until Ctrl-C.
+
+    \b
+    Examples:
+      kcp tail ztf_20180725_programid1 | jq .candidate.magpsf
+      kcp tail -n 5 -e ztf_20180725_programid1
+    """
+    _move([_as_topic(topic)], "-", kw, "end", follow=not exit_at_end,
+          tail_count=None if kw.get("offset") else last)
+
+
+@main.command(epilog=ADDRESS_TEXT + "\n\n" + EXIT_STATUS_TEXT)
+@click.argument("addresses", nargs=-1, required=True, metavar="SRC... DST")
+@click.option("-f", "--follow", is_flag=True, help="Keep copying new records from topics.")
+@click.option("--keep-partition", is_flag=True,
+              help="Topic to topic: write each record to the partition it came from.")
+@kafka_options
+@read_options
+@format_options
+@click.option("--force", is_flag=True, help="Write raw payloads even to a terminal.")
+@run_options
+@handles_errors
+def cp(addresses: tuple[str, ...], follow: bool, keep_partition: bool, **kw: Any) -> None:
+    """Copy records from every SRC to DST: topics, files, globs, stdin/stdout (-).
+
+    Formats follow the extensions (or --from/--to). Topic to topic copies payloads, keys,
+    headers and timestamps unchanged unless asked to convert.
+
+    \b
+    Examples:
+      kcp cp ztf:ztf_20180725_programid1 night.avro
+      kcp cp night.avro local:ztf_20180725_programid1
+      kcp cp 'alerts/*.avro' night.jsonl
+      kcp cp -g backup ztf:ztf_20180725_programid1 local:ztf_20180725_programid1
+    """
+    if len(addresses) < 2:
+        raise UsageError("cp needs a source and a destination: kcp cp SRC... DST")
+    *sources, destination = addresses
+    _move(sources, destination, kw, "beginning", follow=follow, keep_partition=keep_partition)
+
+
+@main.command(epilog=EXIT_STATUS_TEXT)
+@format_options
+@run_options
+@handles_errors
+def convert(**kw: Any) -> None:
+    """Convert records from stdin to stdout: the format-changing stage of a Unix pipe.
+
+    The input format is detected (Avro in any framing, JSON Lines) unless --from says;
+    the output is JSON Lines unless --to says.
+
+    \b
+    Examples:
+      kcp convert < night.avro | jq .objectId
+      kcp consume T --raw | kcp convert --from ocf
+      kcp convert --to avro --schema alert.avsc < alerts.jsonl > alerts.avro
+    """
+    _move(["-"], "-", kw, "beginning", follow=False)
+
+
+@main.command(epilog=ADDRESS_TEXT + "\n\n" + EXIT_STATUS_TEXT)
+@click.argument("source", default="-")
+@click.option("--all", "every", is_flag=True,
+              help="Read everything; list each distinct schema with its count, "
+                   "fingerprint and registry id.")
+@kafka_options
+@read_options
+@format_options
+@run_options
+@handles_errors
+def schema(source: str, every: bool, **kw: Any) -> None:
+    """Print the Avro writer schema of SOURCE (a topic, file or stdin): of its first record,
+    or with --all every distinct one.
+
+    \b
+    Examples:
+      kcp schema ztf_20180725_programid1 | jq .fields[].name
+      kcp schema --all 'alerts/*.avro'
+      kcp schema rubin:alerts --schema-dir lsst/schema
+    """
+    import orjson
+
+    from . import Config, open_source, reader_for, run
+    from .pipeline import CallbackSink
+
+    options = build_options(kw)
+    if not every:
+        options.count = 1
+    census: dict[int, list] = {}
+
+    def record(message: Any) -> None:
+        found = message.schema
+        if found is None:
+            raise UsageError(f"{message.where()}: this record carries no Avro schema")
+        census.setdefault(found.fingerprint, [found, 0])[1] += 1
+
+    run(open_source(source, options, Config.load()), CallbackSink(record), options,
+        decoder=reader_for(options.read_format, options))
+    if not census:
+        raise UsageError(f"{source}: no records, so no schema")
+    out = sys.stdout.buffer
+    if every:
+        for found, count in census.values():
+            out.write(orjson.dumps({"name": found.name, "fingerprint": f"{found.fingerprint:016x}",
+                                    "id": found.registry_id, "count": count,
+                                    "schema": found.definition}) + b"\n")
+    else:
+        found = next(iter(census.values()))[0]
+        out.write(orjson.dumps(found.definition, option=orjson.OPT_INDENT_2) + b"\n")
+    out.flush()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

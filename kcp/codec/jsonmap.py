@@ -1,0 +1,448 @@
+"""The one mapping between Avro data and JSON, and its exact inverse.
+
+Rules of the default ``kcp`` style (what ``jq`` users see):
+
+- records and maps are objects, arrays are arrays, enums are their symbol;
+- a union value is written bare (no branch wrapper); on the way back the branch is the first one,
+  in schema order, that the JSON value fits;
+- ``bytes`` and ``fixed`` are base64 strings (``--bytes hex`` for hex; ``size`` writes the length and
+  ``omit`` writes null, both one-way);
+- float and double NaN, +Infinity and -Infinity, which JSON cannot hold, are the strings
+  ``"NaN"``, ``"Infinity"`` and ``"-Infinity"``, turned back into floats where the schema says float;
+- logical types are readable: timestamps as ISO-8601 (``2018-07-25T04:32:11.123000+00:00``), dates
+  ``YYYY-MM-DD``, times ``HH:MM:SS.ffffff``, decimals as strings, uuids as strings; each converts
+  back exactly.
+
+The ``avro`` style is the Avro specification's JSON encoding (unions wrapped as ``{"type": v}``,
+bytes as ISO-8859-1 strings), for tools that speak it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import decimal
+import io
+import math
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import fastavro
+import orjson
+
+from ..errors import BadInput, UsageError
+from .schemas import Schema
+
+BYTES_MODES = ("base64", "hex", "size", "omit")
+JSON_STYLES = ("kcp", "avro")
+FLOAT_TOKENS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+_INF = math.inf
+_NINF = -math.inf
+
+Converter = Callable[[Any], Any]
+
+
+def _float_token(value: float) -> str:
+    if value != value:
+        return "NaN"
+    return "Infinity" if value > 0 else "-Infinity"
+
+
+def _bytes_default(mode: str) -> Callable[[Any], Any]:
+    encode = {
+        "base64": lambda b: base64.b64encode(b).decode("ascii"),
+        "hex": lambda b: b.hex(),
+        "size": len,
+        "omit": lambda b: None,
+    }[mode]
+
+    def default(obj: Any) -> Any:
+        if isinstance(obj, (bytes, bytearray, memoryview)):
+            return encode(bytes(obj))
+        if isinstance(obj, decimal.Decimal):
+            return str(obj)
+        raise TypeError(f"cannot write {type(obj).__name__} as JSON")
+
+    return default
+
+
+def _named_index(schema: Any, index: dict[str, Any]) -> None:
+    """Index every named type of a parsed fastavro schema by its full name."""
+    if isinstance(schema, list):
+        for branch in schema:
+            _named_index(branch, index)
+    elif isinstance(schema, dict):
+        kind = schema["type"]
+        if kind in ("record", "error", "enum", "fixed"):
+            index[schema["name"]] = schema
+            for f in schema.get("fields", ()):
+                _named_index(f["type"], index)
+        elif kind == "array":
+            _named_index(schema["items"], index)
+        elif kind == "map":
+            _named_index(schema["values"], index)
+
+
+class _Compiler:
+    """Builds per-schema converters once; ``None`` means "nothing to convert below here"."""
+
+    def __init__(self, parsed: Any) -> None:
+        self.named: dict[str, Any] = {}
+        _named_index(parsed, self.named)
+        self.cache: dict[int, Converter | None] = {}
+
+    def resolve(self, node: Any) -> Any:
+        if isinstance(node, str) and node in self.named:
+            return self.named[node]
+        return node
+
+
+class _NanCompiler(_Compiler):
+    """Avro -> JSON: only NaN/Infinity floats need rewriting, in place; orjson does the rest."""
+
+    def build(self, node: Any, seen: frozenset = frozenset()) -> Converter | None:
+        node = self.resolve(node)
+        if isinstance(node, str):
+            if node in ("float", "double"):
+                return lambda v: v if (v == v and v != _INF and v != _NINF) else _float_token(v)
+            return None
+        if isinstance(node, list):
+            branches = [b for b in (self.build(b, seen) for b in node) if b is not None]
+            if not branches:
+                return None
+            if len(branches) == 1:
+                only = branches[0]
+                return lambda v: None if v is None else only(v)
+            return lambda v: _first_that_applies(branches, v)
+        kind = node["type"]
+        if kind in ("record", "error"):
+            name = node["name"]
+            if name in seen:  # a recursive type: convert lazily through the cache
+                return lambda v: self.cache[id(self.named[name])](v)
+            seen = seen | {name}
+            floats = [f["name"] for f in node["fields"] if self._is_float(f["type"])]
+            nested = [(f["name"], c) for f in node["fields"] if not self._is_float(f["type"])
+                      for c in [self.build(f["type"], seen)] if c is not None]
+            if not floats and not nested:
+                self.cache[id(node)] = _identity
+                return None
+
+            def record(value: dict) -> dict:
+                for field in floats:
+                    v = value[field]
+                    if v != v or v == _INF or v == _NINF:
+                        value[field] = _float_token(v)
+                for field, convert in nested:
+                    v = value[field]
+                    if v is not None:
+                        value[field] = convert(v)
+                return value
+
+            self.cache[id(node)] = record
+            return record
+        if kind == "array":
+            item = self.build(node["items"], seen)
+            if item is None:
+                return None
+            return lambda v: [item(x) for x in v]
+        if kind == "map":
+            value_converter = self.build(node["values"], seen)
+            if value_converter is None:
+                return None
+            return lambda v: {k: value_converter(x) for k, x in v.items()}
+        if kind in ("float", "double"):
+            return self.build(kind, seen)
+        return None
+
+    def _is_float(self, node: Any) -> bool:
+        """A plain or nullable float field, handled inline by the record converter."""
+        if node in ("float", "double"):
+            return True
+        if isinstance(node, dict) and node.get("type") in ("float", "double") and len(node) <= 2:
+            return True
+        if isinstance(node, list) and len(node) == 2 and "null" in node:
+            other = node[1] if node[0] == "null" else node[0]
+            return other in ("float", "double")
+        return False
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _first_that_applies(converters: list[Converter], value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, float):
+        return _float_token(value) if (value != value or value in (_INF, _NINF)) else value
+    for convert in converters:
+        try:
+            return convert(value)
+        except (TypeError, KeyError, AttributeError):
+            continue
+    return value
+
+
+class AvroToJson:
+    """Encodes decoded datums as JSON bytes (one line, no newline) in one style."""
+
+    def __init__(self, bytes_mode: str = "base64", style: str = "kcp") -> None:
+        if bytes_mode not in BYTES_MODES:
+            raise UsageError(f"--bytes must be one of {', '.join(BYTES_MODES)}")
+        if style not in JSON_STYLES:
+            raise UsageError(f"--json-style must be one of {', '.join(JSON_STYLES)}")
+        self.style = style
+        self._default = _bytes_default(bytes_mode)
+        self._converters: dict[int, Converter | None] = {}
+
+    def _converter(self, schema: Schema) -> Converter | None:
+        key = id(schema)
+        if key not in self._converters:
+            self._converters[key] = _NanCompiler(schema.parsed).build(schema.parsed)
+        return self._converters[key]
+
+    def __call__(self, datum: Any, schema: Schema | None, option: int = 0) -> bytes:
+        """JSON for ``datum``.  The datum's NaN floats are rewritten in place (it is consumed)."""
+        if self.style == "avro" and schema is not None:
+            out = io.StringIO()
+            fastavro.json_writer(out, schema.parsed, [datum])
+            return out.getvalue().rstrip("\n").encode()
+        if schema is not None:
+            convert = self._converter(schema)
+            if convert is not None:
+                datum = convert(datum)
+        elif isinstance(datum, (dict, list)):
+            datum = _nan_tokens_anywhere(datum)
+        return orjson.dumps(datum, default=self._default, option=option)
+
+
+def _nan_tokens_anywhere(value: Any) -> Any:
+    """Schema-less data (plain JSON passing through): rewrite non-finite floats wherever they are."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return _float_token(value)
+    if isinstance(value, dict):
+        return {k: _nan_tokens_anywhere(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_tokens_anywhere(v) for v in value]
+    return value
+
+
+class _InverseCompiler(_Compiler):
+    """JSON -> Avro datum, guided by the schema; errors name the field path."""
+
+    def __init__(self, parsed: Any, bytes_mode: str) -> None:
+        super().__init__(parsed)
+        self.bytes_mode = bytes_mode
+
+    def build(self, node: Any) -> Callable[[Any, str], Any]:
+        node = self.resolve(node)
+        if isinstance(node, list):
+            return self._union(node)
+        if isinstance(node, str):
+            return self._primitive(node)
+        kind = node["type"]
+        logical = node.get("logicalType")
+        if logical is not None and logical in _LOGICAL_FROM_JSON:
+            return _LOGICAL_FROM_JSON[logical]
+        if kind in ("record", "error"):
+            cached = self.cache.get(id(node))
+            if cached is not None:
+                return cached
+            fields: list[tuple[str, Callable[[Any, str], Any]]] = []
+
+            def record(value: Any, path: str) -> Any:
+                if not isinstance(value, dict):
+                    raise _mismatch(path, f"record {node['name']}", value)
+                for name, convert in fields:
+                    if name in value:
+                        value[name] = convert(value[name], f"{path}.{name}" if path else name)
+                return value
+
+            self.cache[id(node)] = record  # before the fields, for recursive types
+            fields.extend((f["name"], self.build(f["type"])) for f in node["fields"])
+            return record
+        if kind == "array":
+            item = self.build(node["items"])
+
+            def array(value: Any, path: str) -> Any:
+                if not isinstance(value, list):
+                    raise _mismatch(path, "array", value)
+                return [item(x, f"{path}[{i}]") for i, x in enumerate(value)]
+
+            return array
+        if kind == "map":
+            values = self.build(node["values"])
+
+            def mapping(value: Any, path: str) -> Any:
+                if not isinstance(value, dict):
+                    raise _mismatch(path, "map", value)
+                return {k: values(x, f"{path}.{k}") for k, x in value.items()}
+
+            return mapping
+        if kind == "enum":
+            symbols = node["symbols"]
+
+            def enum(value: Any, path: str) -> Any:
+                if value not in symbols:
+                    raise _mismatch(path, f"one of {symbols}", value)
+                return value
+
+            return enum
+        if kind == "fixed":
+            return self._primitive("bytes")
+        return self._primitive(kind)
+
+    def _primitive(self, kind: str) -> Callable[[Any, str], Any]:
+        if kind == "bytes":
+            return self._bytes
+        if kind in ("float", "double"):
+            return _float_from_json
+        if kind in ("int", "long"):
+            return _int_from_json
+        return _checked(kind)
+
+    def _bytes(self, value: Any, path: str) -> bytes:
+        if not isinstance(value, str):
+            raise _mismatch(path, f"{self.bytes_mode} bytes", value)
+        try:
+            if self.bytes_mode == "hex":
+                return bytes.fromhex(value)
+            if self.bytes_mode == "base64":
+                return base64.b64decode(value, validate=True)
+        except (ValueError, binascii.Error):
+            raise _mismatch(path, f"{self.bytes_mode} bytes", value) from None
+        raise BadInput(f"{path}: bytes written with --bytes {self.bytes_mode} cannot be restored")
+
+    def _union(self, branches: list) -> Callable[[Any, str], Any]:
+        options = [(self._json_kinds(self.resolve(b)), self.build(b)) for b in branches]
+
+        def union(value: Any, path: str) -> Any:
+            if value is None and any("null" in kinds for kinds, _ in options):
+                return None
+            kind = _json_kind(value)
+            errors = []
+            for kinds, convert in options:
+                if kind in kinds:
+                    try:
+                        return convert(value, path)
+                    except BadInput as exc:
+                        errors.append(str(exc))
+            if errors:
+                raise BadInput(errors[0])
+            raise _mismatch(path, "a value of the union", value)
+
+        return union
+
+    def _json_kinds(self, node: Any) -> set[str]:
+        """The JSON types a value of ``node`` can take in the kcp style."""
+        if isinstance(node, str):
+            return {"null": {"null"}, "boolean": {"bool"}, "int": {"int"}, "long": {"int"},
+                    "float": {"int", "float", "str"}, "double": {"int", "float", "str"},
+                    "bytes": {"str"}, "string": {"str"}}.get(node, set())
+        if isinstance(node, list):
+            return set().union(*(self._json_kinds(self.resolve(b)) for b in node))
+        kind = node["type"]
+        if node.get("logicalType") in _LOGICAL_FROM_JSON:
+            return {"str", "int", "float"}
+        return {"record": {"dict"}, "error": {"dict"}, "map": {"dict"}, "array": {"list"},
+                "enum": {"str"}, "fixed": {"str"}}.get(kind) or self._json_kinds(kind)
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    return {int: "int", float: "float", str: "str", dict: "dict", list: "list"}.get(
+        type(value), type(value).__name__)
+
+
+def _mismatch(path: str, expected: str, value: Any) -> BadInput:
+    shown = repr(value)
+    if len(shown) > 40:
+        shown = shown[:37] + "..."
+    return BadInput(f"field {path or '(top level)'}: expected {expected}, got {shown}")
+
+
+def _float_from_json(value: Any, path: str) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    token = FLOAT_TOKENS.get(value) if isinstance(value, str) else None
+    if token is None:
+        raise _mismatch(path, "a number", value)
+    return token
+
+
+def _int_from_json(value: Any, path: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise _mismatch(path, "an integer", value)
+
+
+def _checked(kind: str) -> Callable[[Any, str], Any]:
+    python_type = {"string": str, "boolean": bool, "null": type(None)}[kind]
+
+    def check(value: Any, path: str) -> Any:
+        if not isinstance(value, python_type):
+            raise _mismatch(path, kind, value)
+        return value
+
+    return check
+
+
+def _from_iso(parse: Callable[[str], Any], what: str) -> Callable[[Any, str], Any]:
+    def convert(value: Any, path: str) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return value  # the underlying Avro value, accepted as is
+        try:
+            return parse(value)
+        except (TypeError, ValueError, decimal.InvalidOperation):
+            raise _mismatch(path, what, value) from None
+
+    return convert
+
+
+_LOGICAL_FROM_JSON = {
+    "timestamp-millis": _from_iso(dt.datetime.fromisoformat, "an ISO-8601 timestamp"),
+    "timestamp-micros": _from_iso(dt.datetime.fromisoformat, "an ISO-8601 timestamp"),
+    "local-timestamp-millis": _from_iso(dt.datetime.fromisoformat, "an ISO-8601 timestamp"),
+    "local-timestamp-micros": _from_iso(dt.datetime.fromisoformat, "an ISO-8601 timestamp"),
+    "date": _from_iso(dt.date.fromisoformat, "an ISO-8601 date"),
+    "time-millis": _from_iso(dt.time.fromisoformat, "an ISO-8601 time"),
+    "time-micros": _from_iso(dt.time.fromisoformat, "an ISO-8601 time"),
+    "decimal": _from_iso(decimal.Decimal, "a decimal string"),
+    "uuid": _from_iso(uuid.UUID, "a UUID string"),
+}
+
+
+class JsonToAvro:
+    """Turns JSON documents into datums of a schema: the exact inverse of :class:`AvroToJson`."""
+
+    def __init__(self, bytes_mode: str = "base64", style: str = "kcp") -> None:
+        self.bytes_mode = bytes_mode
+        self.style = style
+        self._converters: dict[int, Callable[[Any, str], Any]] = {}
+
+    def __call__(self, document: bytes | str, schema: Schema) -> Any:
+        if self.style == "avro":
+            try:
+                return next(iter(fastavro.json_reader(io.StringIO(
+                    document.decode() if isinstance(document, bytes) else document),
+                    schema.parsed)))
+            except Exception as exc:
+                raise BadInput(f"not Avro-JSON of schema {schema.name}: {exc}") from None
+        try:
+            value = orjson.loads(document)
+        except orjson.JSONDecodeError as exc:
+            raise BadInput(f"invalid JSON: {exc}") from None
+        return self.datum(value, schema)
+
+    def datum(self, value: Any, schema: Schema) -> Any:
+        """The Avro datum for an already-parsed JSON value."""
+        convert = self._converters.get(id(schema))
+        if convert is None:
+            compiler = _InverseCompiler(schema.parsed, self.bytes_mode)
+            convert = self._converters[id(schema)] = compiler.build(schema.parsed)
+        return convert(value, "")

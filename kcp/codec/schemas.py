@@ -1,0 +1,305 @@
+"""Parsed Avro schemas, their identities, and where they come from.
+
+A :class:`Schema` is parsed once and then found again by what identifies it on the wire: the
+schema text embedded in an OCF header, a Confluent/Rubin registry id, or a single-object
+fingerprint.  :class:`SchemaStore` holds them, so no path parses a schema per message.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+from ..errors import BadInput, UsageError
+
+
+class Schema:
+    """An Avro schema parsed for fastavro, with its canonical identities."""
+
+    __slots__ = ("definition", "fingerprint", "name", "parsed", "registry_id", "text")
+
+    def __init__(self, definition: Any, registry_id: int | None = None) -> None:
+        try:
+            self.parsed = fastavro.parse_schema(copy.deepcopy(definition))
+            canonical = to_parsing_canonical_form(self.parsed)
+        except Exception as exc:  # fastavro raises several unrelated types for bad schemas
+            raise UsageError(f"invalid Avro schema: {exc}") from None
+        self.definition = definition
+        # CRC-64-AVRO of the Parsing Canonical Form, as the single-object encoding carries it.
+        self.fingerprint: int = int(fingerprint(canonical, "CRC-64-AVRO"), 16)
+        self.registry_id = registry_id
+        self.name = _full_name(definition)
+        self.text = json.dumps(definition, separators=(",", ":"))
+
+    def __repr__(self) -> str:
+        return f"Schema({self.name}, fingerprint={self.fingerprint:016x}, id={self.registry_id})"
+
+
+def _full_name(definition: Any) -> str:
+    if isinstance(definition, dict):
+        name = definition.get("name", definition.get("type", "?"))
+        namespace = definition.get("namespace")
+        return f"{namespace}.{name}" if namespace and "." not in name else str(name)
+    if isinstance(definition, list):
+        return "union"
+    return str(definition)
+
+
+class SchemaStore:
+    """Every schema a run knows, found by OCF header text, registry id or fingerprint.
+
+    ``default`` is the schema the user named (``--schema``): the writer schema of schemaless
+    payloads and of JSON input.  ``reader`` (``--reader-schema``) is the shape every decoded
+    record is resolved into.
+    """
+
+    def __init__(self) -> None:
+        self.default: Schema | None = None
+        self.reader: Schema | None = None
+        self._by_text: dict[bytes, Schema] = {}
+        self._by_id: dict[int, Schema] = {}
+        self._by_fingerprint: dict[int, Schema] = {}
+        self._id_resolvers: list[Any] = []
+
+    def add(self, schema: Schema) -> Schema:
+        self._by_fingerprint.setdefault(schema.fingerprint, schema)
+        if schema.registry_id is not None:
+            self._by_id.setdefault(schema.registry_id, schema)
+        return schema
+
+    def from_header_text(self, text: bytes) -> Schema:
+        """The schema of an OCF header, parsed the first time this exact text is seen."""
+        schema = self._by_text.get(text)
+        if schema is None:
+            try:
+                definition = json.loads(text)
+            except ValueError as exc:
+                raise BadInput(f"OCF header holds a schema that is not JSON: {exc}") from None
+            known = Schema(definition)
+            # Different writers embed the same schema with different whitespace or key order.
+            schema = self._by_fingerprint.setdefault(known.fingerprint, known)
+            self._by_text[text] = schema
+        return schema
+
+    def add_id_resolver(self, resolver: Any) -> None:
+        """Add an object whose ``schema_for_id(int) -> definition | None`` finds unknown ids."""
+        self._id_resolvers.append(resolver)
+
+    def by_id(self, schema_id: int) -> Schema | None:
+        schema = self._by_id.get(schema_id)
+        if schema is None:
+            for resolver in self._id_resolvers:
+                definition = resolver.schema_for_id(schema_id)
+                if definition is not None:
+                    schema = self.add(Schema(definition, registry_id=schema_id))
+                    self._by_id[schema_id] = schema
+                    break
+        return schema
+
+    def by_fingerprint(self, value: int) -> Schema | None:
+        return self._by_fingerprint.get(value)
+
+
+def load_schema_path(path: str | os.PathLike[str], registry_id: int | None = None) -> Schema:
+    """Load ``FILE.avsc`` or a folder of ``.avsc`` files whose named types span several files.
+
+    A file may name types defined in its sibling files (ZTF's alert.avsc names ztf.alert.candidate
+    from candidate.avsc).  From a folder, the root is the one schema no other one refers to.
+    """
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*.avsc"))
+        if not files:
+            raise UsageError(f"{path}: no .avsc files in this folder")
+        root = None
+    elif path.is_file():
+        files = sorted(path.parent.glob("*.avsc")) if path.suffix == ".avsc" else [path]
+        root = path
+    else:
+        raise UsageError(f"{path}: no such schema file or folder")
+    definitions = {}
+    for file in files:
+        try:
+            definitions[file] = json.loads(file.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            if file == root:
+                raise UsageError(f"{file}: not a JSON Avro schema: {exc}") from None
+    named = _named_definitions(definitions.values())
+    if root is None:
+        referenced = {ref for d in definitions.values() for ref in _references(d, _namespace(d))}
+        roots = [f for f, d in definitions.items() if _full_name(d) not in referenced]
+        if len(roots) != 1:
+            names = ", ".join(f.name for f in roots) or "none"
+            raise UsageError(f"{path}: cannot tell which schema is the root (candidates: {names});"
+                             " name the file instead of the folder")
+        root = roots[0]
+    return Schema(inline_named_types(definitions[root], named), registry_id=registry_id)
+
+
+def _namespace(definition: Any) -> str | None:
+    if isinstance(definition, dict):
+        name = definition.get("name", "")
+        if "." in name:
+            return name.rsplit(".", 1)[0]
+        return definition.get("namespace")
+    return None
+
+
+def _qualify(name: str, namespace: str | None) -> str:
+    return name if "." in name or not namespace else f"{namespace}.{name}"
+
+
+PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
+
+
+def _named_definitions(definitions: Iterable[Any]) -> dict[str, Any]:
+    """Every named type defined anywhere in ``definitions``, by full name."""
+    named: dict[str, Any] = {}
+
+    def visit(node: Any, namespace: str | None) -> None:
+        if isinstance(node, list):
+            for branch in node:
+                visit(branch, namespace)
+        elif isinstance(node, dict):
+            kind = node.get("type")
+            if kind in ("record", "error", "enum", "fixed"):
+                full = _qualify(node["name"], node.get("namespace", namespace))
+                named.setdefault(full, node)
+                inner = full.rsplit(".", 1)[0] if "." in full else None
+                for f in node.get("fields", ()):
+                    visit(f["type"], inner)
+            elif kind == "array":
+                visit(node["items"], namespace)
+            elif kind == "map":
+                visit(node["values"], namespace)
+            else:
+                visit(kind, namespace)
+
+    for definition in definitions:
+        visit(definition, None)
+    return named
+
+
+def _references(node: Any, namespace: str | None) -> set[str]:
+    """Full names of the named types ``node`` refers to without defining them."""
+    found: set[str] = set()
+    if isinstance(node, str):
+        if node not in PRIMITIVES:
+            found.add(_qualify(node, namespace))
+    elif isinstance(node, list):
+        for branch in node:
+            found |= _references(branch, namespace)
+    elif isinstance(node, dict):
+        kind = node.get("type")
+        if kind in ("record", "error"):
+            inner = _namespace(node) or namespace
+            for f in node.get("fields", ()):
+                found |= _references(f["type"], inner)
+        elif kind == "array":
+            found |= _references(node["items"], namespace)
+        elif kind == "map":
+            found |= _references(node["values"], namespace)
+        elif kind not in ("enum", "fixed"):
+            found |= _references(kind, namespace)
+    return found
+
+
+def inline_named_types(definition: Any, named: dict[str, Any]) -> Any:
+    """A self-contained copy of ``definition``: each referenced type defined at its first use.
+
+    An OCF header or a registry must carry a schema that parses on its own.
+    """
+    defined: set[str] = set()
+
+    def visit(node: Any, namespace: str | None) -> Any:
+        if isinstance(node, str):
+            if node in PRIMITIVES:
+                return node
+            full = _qualify(node, namespace)
+            if full in defined:
+                return full
+            target = named.get(full) or named.get(node)
+            if target is None:
+                raise UsageError(f"schema refers to unknown type {full!r}; "
+                                 "give the folder holding every .avsc file it needs")
+            return visit(_with_namespace(target, full), namespace)
+        if isinstance(node, list):
+            return [visit(branch, namespace) for branch in node]
+        if not isinstance(node, dict):
+            return node
+        kind = node.get("type")
+        out = dict(node)
+        if kind in ("record", "error", "enum", "fixed"):
+            full = _qualify(node["name"], node.get("namespace", namespace))
+            defined.add(full)
+            inner = full.rsplit(".", 1)[0] if "." in full else None
+            if kind in ("record", "error"):
+                out["fields"] = [{**f, "type": visit(f["type"], inner)} for f in node["fields"]]
+        elif kind == "array":
+            out["items"] = visit(node["items"], namespace)
+        elif kind == "map":
+            out["values"] = visit(node["values"], namespace)
+        elif isinstance(kind, (dict, list)) or (isinstance(kind, str) and kind not in PRIMITIVES):
+            out["type"] = visit(kind, namespace)
+        return out
+
+    return visit(definition, _namespace(definition))
+
+
+def _with_namespace(node: dict, full: str) -> dict:
+    """``node`` renamed to its full name, so inlining it elsewhere keeps its identity."""
+    if "." in node.get("name", "") or "." not in full:
+        return node
+    return {**node, "name": full.rsplit(".", 1)[1], "namespace": full.rsplit(".", 1)[0]}
+
+
+class RubinSchemaTree:
+    """Rubin's schemas laid out as ``<root>/<major>/<minor>/lsst.v<major>_<minor>.alert.avsc``.
+
+    Rubin's registry id is ``major * 100 + minor``; this resolves ids offline from the
+    ``lsst-alert-packet`` package or any folder with that layout.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def schema_for_id(self, schema_id: int) -> Any:
+        major, minor = divmod(schema_id, 100)
+        file = self.root / str(major) / str(minor) / f"lsst.v{major}_{minor}.alert.avsc"
+        if not file.is_file():
+            return None
+        return load_schema_path(file).definition
+
+    @classmethod
+    def from_package(cls) -> RubinSchemaTree | None:
+        """The schema tree shipped by ``lsst-alert-packet``, when that extra is installed."""
+        try:
+            from lsst.alert.packet import schema as packet_schema  # type: ignore[import-not-found]
+        except ImportError:
+            return None
+        return cls(Path(packet_schema.__file__).parent / "schema")
+
+
+class RegistryClient:
+    """A Confluent-compatible Schema Registry, queried once per id."""
+
+    def __init__(self, url: str) -> None:
+        from .registry import open_registry
+
+        self._client = open_registry(url)
+
+    def schema_for_id(self, schema_id: int) -> Any:
+        text = self._client(schema_id)
+        if text is None:
+            return None
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise BadInput(f"registry schema {schema_id} is not JSON: {exc}") from None

@@ -1,0 +1,89 @@
+"""The configuration file: default broker, broker aliases and their properties.
+
+Precedence, highest first: the command line, the environment (``KCP_BROKER``), the file
+(``KCP_CONFIG`` or ``$XDG_CONFIG_HOME/kcp/config.toml``), built-in defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+
+DEFAULT_BROKER = "localhost:9092"
+SECRET_WORDS = ("password", "secret", "token", "credential")
+
+
+def config_path() -> Path:
+    explicit = os.environ.get("KCP_CONFIG")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "kcp" / "config.toml"
+
+
+@dataclass
+class Config:
+    default_broker: str | None = None
+    brokers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    path: Path | None = None
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> Config:
+        path = path or config_path()
+        if not path.is_file():
+            if os.environ.get("KCP_CONFIG"):
+                raise UsageError(f"KCP_CONFIG names {path}, which does not exist")
+            return cls(path=path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{path}: not valid TOML: {exc}") from None
+        brokers = data.get("brokers", {})
+        if not isinstance(brokers, dict):
+            raise UsageError(f"{path}: [brokers] must be a table of broker aliases")
+        return cls(default_broker=data.get("default_broker"), brokers=brokers, path=path)
+
+    def resolve_broker(self, name: str | None) -> tuple[str, dict[str, str]]:
+        """(a display name, librdkafka properties) for an alias, a host list, or the default."""
+        if name is None:
+            name = os.environ.get("KCP_BROKER") or self.default_broker or DEFAULT_BROKER
+        entry = self.brokers.get(name)
+        if entry is None:
+            return name, {"bootstrap.servers": name}
+        properties: dict[str, str] = {}
+        for key, value in entry.items():
+            if key == "bootstrap":
+                properties["bootstrap.servers"] = str(value)
+            elif key == "password_file":
+                properties["sasl.password"] = _read_secret_file(Path(value), name)
+            elif key == "password_env":
+                if value not in os.environ:
+                    raise UsageError(f"broker {name}: environment variable {value} is not set")
+                properties["sasl.password"] = os.environ[value]
+            else:
+                properties[key] = str(value)
+        if "bootstrap.servers" not in properties:
+            raise UsageError(f"{self.path}: [brokers.{name}] needs bootstrap = \"host:port\"")
+        return name, properties
+
+
+def _read_secret_file(path: Path, broker: str) -> str:
+    try:
+        return path.expanduser().read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise UsageError(f"broker {broker}: cannot read password_file {path}: "
+                         f"{exc.strerror}") from None
+
+
+def is_secret(key: str) -> bool:
+    return any(word in key.lower() for word in SECRET_WORDS)
+
+
+def masked(properties: dict[str, str]) -> dict[str, str]:
+    """``properties`` safe to print: every secret replaced by asterisks."""
+    return {k: ("****" if is_secret(k) else v) for k, v in properties.items()}

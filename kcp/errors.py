@@ -1,0 +1,65 @@
+"""Exit statuses and the error types that carry them.
+
+Every failure kcp reports is a :class:`KcpError`: one line for stderr, naming the input and the
+position, and the exit status the CLI returns.  Nothing else reaches the user without ``--debug``.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitStatus(enum.IntEnum):
+    """The documented exit statuses of every kcp command."""
+
+    OK = 0
+    RUNTIME_ERROR = 1
+    USAGE_ERROR = 2
+    BAD_INPUT = 3
+    TRANSPORT_ERROR = 4
+    INTERRUPTED = 130
+
+
+EXIT_STATUS_HELP = {
+    ExitStatus.OK: "success (also when a downstream pipe such as `| head` closes early)",
+    ExitStatus.RUNTIME_ERROR: "runtime error",
+    ExitStatus.USAGE_ERROR: "usage error (bad option, address or schema)",
+    ExitStatus.BAD_INPUT: "bad input data under --on-error=fail",
+    ExitStatus.TRANSPORT_ERROR:
+        "broker or transport failure (unreachable, refused, delivery failed)",
+    ExitStatus.INTERRUPTED: "interrupted (Ctrl-C)",
+}
+
+
+class KcpError(Exception):
+    """A failure to report as one line on stderr and an exit status."""
+
+    status = ExitStatus.RUNTIME_ERROR
+
+    def __init__(self, message: str, *, where: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.where = where
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}" if self.where else self.message
+
+    def at(self, where: str) -> KcpError:
+        """Return the same error, located at ``where`` unless it already is."""
+        if self.where is None:
+            self.where = where
+        return self
+
+
+class UsageError(KcpError):
+    status = ExitStatus.USAGE_ERROR
+
+
+class BadInput(KcpError):
+    """A record or payload that cannot be decoded or encoded."""
+
+    status = ExitStatus.BAD_INPUT
+
+
+class TransportError(KcpError):
+    status = ExitStatus.TRANSPORT_ERROR

@@ -1,0 +1,153 @@
+"""Avro: OCF files with many records, and payloads in every framing (see kcp.codec.framing)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO
+
+import fastavro
+
+from ..codec import Schema, decode_payload, encoder_for
+from ..codec.framing import OCF_MAGIC
+from ..errors import BadInput, UsageError
+from ..message import Message
+from ..options import Options
+
+
+class AvroReader:
+    framing: str | None = None
+
+    def __init__(self, options: Options) -> None:
+        self.schemas = options.schemas
+
+    def decode(self, message: Message) -> list[Message]:
+        if message.value is None:
+            raise BadInput("empty payload (a tombstone?) where an Avro record was expected")
+        records = decode_payload(message.value, self.schemas, self.framing)
+        if len(records) == 1:
+            message.datum, message.schema = records[0]
+            message.decoded = True
+            return [message]
+        return [_record_of(message, datum, schema) for datum, schema in records]
+
+    def read_stream(self, stream: BinaryIO, source: str) -> Iterator[Message]:
+        head = stream.peek(4)[:4] if hasattr(stream, "peek") else b""
+        if head == OCF_MAGIC or (not head and self.framing in (None, "ocf")):
+            yield from self._read_ocf_file(stream, source)
+            return
+        # Not an OCF: the whole file is one payload (a schemaless datum or a framed message).
+        message = Message(value=stream.read(), source=source, position="payload")
+        try:
+            yield from self.decode(message)
+        except BadInput as exc:
+            raise exc.at(source) from None
+
+    def _read_ocf_file(self, stream: BinaryIO, source: str) -> Iterator[Message]:
+        reader_schema = self.schemas.reader
+        try:
+            records = fastavro.reader(stream, reader_schema.parsed if reader_schema else None)
+            schema = self.schemas.from_header_text(records.metadata["avro.schema"].encode())
+        except (ValueError, EOFError, StopIteration, KeyError, UnicodeDecodeError) as exc:
+            raise BadInput(f"not a readable Avro container file ({exc or type(exc).__name__})",
+                           where=source) from None
+        schema = reader_schema or schema
+        number = 0
+        while True:
+            number += 1
+            try:
+                datum = next(records)
+            except StopIteration:
+                return
+            except BadInput as exc:
+                raise exc.at(f"{source}:record {number}") from None
+            except Exception as exc:  # fastavro reports corruption with many exception types
+                raise BadInput(_describe(exc), where=f"{source}:record {number}") from None
+            yield Message(datum=datum, schema=schema, decoded=True, source=source,
+                          position=f"record {number}")
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc)
+    if isinstance(exc, EOFError) or not text:
+        return "truncated or trailing garbage after the last complete record"
+    if "sync marker" in text:
+        return "corrupt OCF block (sync marker not found)"
+    return f"corrupt Avro data ({type(exc).__name__}: {text})"
+
+
+def _record_of(message: Message, datum: Any, schema: Schema) -> Message:
+    return Message(value=None, key=message.key, headers=message.headers, topic=message.topic,
+                   partition=message.partition, offset=message.offset,
+                   timestamp=message.timestamp, source=message.source,
+                   position=message.position, datum=datum, schema=schema, decoded=True)
+
+
+class AvroWriter:
+    framing = "ocf"
+
+    def __init__(self, options: Options) -> None:
+        self.schemas = options.schemas
+        self._encode: Callable[[Any, Schema], bytes] = encoder_for(self.framing)
+
+    def _schema_of(self, message: Message) -> Schema:
+        schema = self.schemas.reader or message.schema or self.schemas.default
+        if schema is None:
+            raise UsageError("writing Avro needs a schema for records read as plain JSON: "
+                             "give --schema FILE")
+        return schema
+
+    def _datum_of(self, message: Message, schema: Schema) -> Any:
+        if message.schema is None and schema is not None and message.datum is not None:
+            from ..codec import JsonToAvro
+
+            return JsonToAvro().datum(message.datum, schema)
+        return message.datum
+
+    def encode(self, message: Message) -> bytes:
+        schema = self._schema_of(message)
+        return self._encode(self._datum_of(message, schema), schema)
+
+    def open_stream(self, stream: BinaryIO) -> OcfStreamWriter:
+        if self.framing != "ocf":
+            raise UsageError(f"files hold Avro as container files; --to {self.framing} is for "
+                             "Kafka payloads (write .avro with --to avro)")
+        return OcfStreamWriter(stream, self)
+
+
+class OcfStreamWriter:
+    """An OCF file with one header and many records; all records share the first one's schema."""
+
+    def __init__(self, stream: BinaryIO, owner: AvroWriter) -> None:
+        self.stream = stream
+        self.owner = owner
+        self.schema: Schema | None = None
+        self.writer: fastavro.write.Writer | None = None
+
+    def write(self, message: Message) -> None:
+        schema = self.owner._schema_of(message)
+        if self.writer is None:
+            self.schema = schema
+            self.writer = fastavro.write.Writer(self.stream, schema.parsed, codec="null")
+        elif schema is not self.schema and schema.fingerprint != self.schema.fingerprint:
+            raise BadInput(f"record has schema {schema.name} ({schema.fingerprint:016x}) but this "
+                           f"file holds {self.schema.name} ({self.schema.fingerprint:016x}); "
+                           "give --reader-schema to write them all in one shape")
+        try:
+            self.writer.write(self.owner._datum_of(message, schema))
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise BadInput(f"record does not match schema {schema.name}: {exc}") from None
+
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.flush()
+
+
+def framed(framing: str) -> tuple[type, type]:
+    """The Reader and Writer classes of Avro with one forced framing."""
+    reader = type(f"{framing.title()}Reader", (AvroReader,), {"framing": framing})
+    writer = type(f"{framing.title()}Writer", (AvroWriter,), {"framing": framing})
+    return reader, writer

@@ -1,0 +1,71 @@
+"""JSON Lines: one JSON document per record, mapped to and from Avro by kcp.codec.jsonmap."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import BinaryIO
+
+import orjson
+
+from ..codec import AvroToJson, JsonToAvro
+from ..errors import BadInput
+from ..message import Message
+from ..options import Options
+
+
+class JsonReader:
+    def __init__(self, options: Options) -> None:
+        self.schemas = options.schemas
+        self.to_avro = JsonToAvro(options.bytes_mode, options.json_style)
+
+    def decode(self, message: Message) -> list[Message]:
+        if message.value is None:
+            raise BadInput("empty payload (a tombstone?) where a JSON document was expected")
+        schema = self.schemas.default
+        if schema is not None:
+            message.datum = self.to_avro(message.value, schema)
+        else:
+            try:
+                message.datum = orjson.loads(message.value)
+            except orjson.JSONDecodeError as exc:
+                raise BadInput(f"invalid JSON: {exc}") from None
+        message.schema = schema
+        message.decoded = True
+        return [message]
+
+    def read_stream(self, stream: BinaryIO, source: str) -> Iterator[Message]:
+        for number, line in enumerate(stream, 1):
+            if not line.strip():
+                continue
+            message = Message(value=line, source=source, position=f"line {number}")
+            try:
+                yield from self.decode(message)
+            except BadInput as exc:
+                raise exc.at(message.where()) from None
+
+
+class JsonWriter:
+    def __init__(self, options: Options) -> None:
+        self.to_json = AvroToJson(options.bytes_mode, options.json_style)
+        self.option = orjson.OPT_INDENT_2 if options.pretty else 0
+
+    def encode(self, message: Message) -> bytes:
+        return self.to_json(message.datum, message.schema, self.option)
+
+    def open_stream(self, stream: BinaryIO) -> JsonStreamWriter:
+        return JsonStreamWriter(stream, self)
+
+
+class JsonStreamWriter:
+    def __init__(self, stream: BinaryIO, owner: JsonWriter) -> None:
+        self.stream = stream
+        self.encode = owner.encode
+
+    def write(self, message: Message) -> None:
+        self.stream.write(self.encode(message) + b"\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.flush()

@@ -1,0 +1,61 @@
+"""Payloads passed through untouched: what `kcp consume --raw` writes and kcat-style input."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from ..message import Message
+from ..options import Options
+
+
+class RawReader:
+    def __init__(self, options: Options) -> None:
+        self.delimiter = options.delimiter
+
+    def decode(self, message: Message) -> list[Message]:
+        return [message]
+
+    def read_stream(self, stream: BinaryIO, source: str) -> Iterator[Message]:
+        if not self.delimiter:
+            yield Message(value=stream.read(), source=source, position="payload 1")
+            return
+        pending = b""
+        number = 0
+        for chunk in iter(lambda: stream.read(1 << 16), b""):
+            pending += chunk
+            *payloads, pending = pending.split(self.delimiter)
+            for payload in payloads:
+                number += 1
+                yield Message(value=payload, source=source, position=f"payload {number}")
+        if pending:
+            yield Message(value=pending, source=source, position=f"payload {number + 1}")
+
+
+class RawWriter:
+    raw = True
+
+    def __init__(self, options: Options) -> None:
+        self.delimiter = options.delimiter
+
+    def encode(self, message: Message) -> bytes:
+        return message.value or b""
+
+    def open_stream(self, stream: BinaryIO) -> RawStreamWriter:
+        return RawStreamWriter(stream, self.delimiter)
+
+
+class RawStreamWriter:
+    def __init__(self, stream: BinaryIO, delimiter: bytes) -> None:
+        self.stream = stream
+        self.delimiter = delimiter
+
+    def write(self, message: Message) -> None:
+        self.stream.write(message.value or b"")
+        self.stream.write(self.delimiter)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.flush()

@@ -1,0 +1,35 @@
+"""Everything a run is asked to do, gathered from the command line, environment and config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .codec import SchemaStore
+
+
+@dataclass
+class Options:
+    """The settings every stage reads; the CLI fills it, library users may too."""
+
+    schemas: SchemaStore = field(default_factory=SchemaStore)
+    # Formats: what payloads are read as and written as (None: detect, or the sink's default).
+    read_format: str | None = None
+    write_format: str | None = None
+    bytes_mode: str = "base64"
+    json_style: str = "kcp"
+    pretty: bool = False
+    delimiter: bytes = b"\n"
+    # Kafka
+    kafka_properties: dict[str, str] = field(default_factory=dict)
+    group: str | None = None
+    offset: str | None = None
+    partitions: tuple[int, ...] = ()
+    follow: bool = False
+    exit_at_end: bool = True
+    tail_count: int | None = None
+    timeout: float = 30.0
+    # The run
+    count: int | None = None
+    on_error: str = "fail"
+    progress: bool | None = None
+    quiet: bool = False

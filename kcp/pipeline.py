@@ -1,0 +1,193 @@
+"""The one loop every command runs: source -> decode -> stages -> sink.
+
+It counts, applies ``--count`` and the ``--on-error`` policy, keeps stdout prompt when the
+source is idle, and checkpoints: the sink is made durable first, then the source commits what
+was handled, so an offset is never committed for a record the sink does not hold.
+"""
+
+from __future__ import annotations
+
+import base64
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .errors import BadInput, UsageError
+from .message import Message
+from .options import Options
+
+CHECKPOINT_SECONDS = 1.0
+Stage = Callable[[Message], Message | None]
+
+
+@dataclass
+class Summary:
+    records: int = 0
+    skipped: int = 0
+    bytes_in: int = 0
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        rate = self.records / self.seconds if self.seconds > 0 else 0.0
+        megabytes = self.bytes_in / 1e6
+        text = (f"{self.records} records, {megabytes:.1f} MB in {self.seconds:.2f} s "
+                f"({rate:,.0f} records/s, {megabytes / max(self.seconds, 1e-9):.1f} MB/s)")
+        if self.skipped:
+            text += f"; {self.skipped} bad records skipped"
+        return text
+
+
+class ErrorPolicy:
+    """``--on-error fail|skip|dead-letter:PATH``."""
+
+    def __init__(self, text: str) -> None:
+        self.dead_letter = None
+        if text.startswith("dead-letter:"):
+            path = text.split(":", 1)[1]
+            if not path:
+                raise UsageError("--on-error dead-letter:PATH needs a path")
+            self.dead_letter = open(path, "ab")
+            self.mode = "dead-letter"
+        elif text in ("fail", "skip"):
+            self.mode = text
+        else:
+            raise UsageError("--on-error must be fail, skip or dead-letter:PATH")
+
+    def handle(self, message: Message, error: BadInput) -> None:
+        if self.mode == "fail":
+            raise error
+        if self.dead_letter is not None:
+            record = {
+                "where": error.where, "error": error.message, "topic": message.topic,
+                "partition": message.partition, "offset": message.offset,
+                "timestamp": message.timestamp, "source": message.source,
+                "key": base64.b64encode(message.key).decode() if message.key else None,
+                "value": base64.b64encode(message.value).decode() if message.value else None,
+            }
+            self.dead_letter.write(orjson.dumps(record) + b"\n")
+            self.dead_letter.flush()
+
+    def close(self) -> None:
+        if self.dead_letter is not None:
+            self.dead_letter.close()
+
+
+class Sources:
+    """Several sources read one after the other, each message acknowledged to its own."""
+
+    def __init__(self, sources: list[Any]) -> None:
+        self.sources = sources
+        self._current: Any = None
+
+    def __iter__(self) -> Iterator[Message | None]:
+        for source in self.sources:
+            self._current = source
+            yield from source
+
+    def ack(self, message: Message) -> None:
+        self._current.ack(message)
+
+    def checkpoint(self) -> None:
+        for source in self.sources:
+            source.checkpoint()
+
+    def close(self) -> None:
+        for source in self.sources:
+            source.close()
+
+
+class CallbackSink:
+    """A sink that hands each record to a function (``kcp schema`` and library users)."""
+
+    payloads = False
+
+    def __init__(self, callback: Callable[[Message], None]) -> None:
+        self.write = callback
+
+    def idle(self) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def run(source: Any, sink: Any, options: Options, decoder: Any = None,
+        stages: Iterable[Stage] = (), progress: Any = None) -> Summary:
+    """Move every record of ``source`` to ``sink``; ``decoder`` decodes raw payloads if given.
+
+    A source may yield ``None`` to say it is idle: buffered output is pushed out then.
+    """
+    stages = list(stages)
+    policy = ErrorPolicy(options.on_error)
+    summary = Summary()
+    limit = options.count
+    started = last_checkpoint = time.monotonic()
+    completed = False
+    try:
+        for message in source:
+            if message is None:
+                sink.idle()
+                if time.monotonic() - last_checkpoint >= CHECKPOINT_SECONDS:
+                    _checkpoint(sink, source)
+                    last_checkpoint = time.monotonic()
+                continue
+            if message.value is not None:
+                summary.bytes_in += len(message.value)
+            try:
+                records = (decoder.decode(message) if decoder is not None and not message.decoded
+                           else (message,))
+                for record in records:
+                    for stage in stages:
+                        record = stage(record)
+                        if record is None:
+                            break
+                    else:
+                        sink.write(record)
+                        summary.records += 1
+                        if limit is not None and summary.records >= limit:
+                            break
+            except BadInput as error:
+                error.at(message.where())
+                policy.handle(message, error)
+                summary.skipped += 1
+            source.ack(message)
+            if progress is not None:
+                progress(summary)
+            if limit is not None and summary.records >= limit:
+                break
+            if (summary.records % 256 == 0
+                    and time.monotonic() - last_checkpoint >= CHECKPOINT_SECONDS):
+                _checkpoint(sink, source)
+                last_checkpoint = time.monotonic()
+        completed = True
+    finally:
+        summary.seconds = time.monotonic() - started
+        policy.close()
+        broken_pipe = isinstance(sys.exc_info()[1], BrokenPipeError)
+        _finish(source, sink, commit=completed or not broken_pipe)
+    return summary
+
+
+def _checkpoint(sink: Any, source: Any) -> None:
+    sink.flush()
+    source.checkpoint()
+
+
+def _finish(source: Any, sink: Any, commit: bool) -> None:
+    """Keep everything already written (even after an error), then commit, then close."""
+    try:
+        try:
+            sink.close()
+            if commit:
+                source.checkpoint()
+        finally:
+            source.close()
+    except BrokenPipeError:
+        pass

@@ -1,0 +1,93 @@
+"""Files and globs of files.
+
+A file being written goes to ``NAME.part`` beside its final name and is renamed into place when
+the run ends (also after an error or Ctrl-C, keeping what was written): a crash never leaves a
+torn file under the final name.  Data is flushed and fsynced at every checkpoint.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..address import Address
+from ..config import Config
+from ..errors import UsageError
+from ..formats import format_for_path, format_named
+from ..message import Message
+from ..options import Options
+from .stream import StreamSink, read_messages
+
+
+def expand(pattern: str) -> list[str]:
+    path = os.path.expanduser(pattern)
+    if any(c in path for c in "*?["):
+        matches = sorted(glob.glob(path, recursive=True))
+        if not matches:
+            raise UsageError(f"{pattern}: no file matches")
+        return matches
+    if not os.path.exists(path):
+        raise UsageError(f"{pattern}: no such file")
+    if os.path.isdir(path):
+        raise UsageError(f"{pattern}: is a folder; give a glob such as '{pattern}/*.avro'")
+    return [path]
+
+
+class FileSource:
+    def __init__(self, address: Address, options: Options) -> None:
+        self.paths = expand(address.path or address.text)
+        self.name = address.text
+        self.options = options
+
+    def __iter__(self) -> Iterator[Message]:
+        for path in self.paths:
+            try:
+                stream = open(path, "rb")
+            except OSError as exc:
+                raise UsageError(f"{path}: cannot open: {exc.strerror}") from None
+            with stream:
+                yield from read_messages(stream, path, format_for_path(path), self.options)
+
+    def ack(self, message: Message) -> None:
+        pass
+
+    def checkpoint(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class FileSink(StreamSink):
+    def __init__(self, path: str, options: Options) -> None:
+        fmt = format_named(options.write_format) if options.write_format else format_for_path(path)
+        if fmt is None:
+            raise UsageError(f"{path}: cannot tell the format from the extension; give --to FORMAT")
+        self.final = Path(path)
+        self.partial = self.final.with_name(self.final.name + ".part")
+        try:
+            stream = open(self.partial, "wb")
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot write: {exc.strerror}") from None
+        super().__init__(stream, fmt, options, path)
+
+    def flush(self) -> None:
+        super().flush()
+        os.fsync(self.stream.fileno())
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self.stream.close()
+            os.replace(self.partial, self.final)
+
+
+def open_source(address: Address, options: Options, config: Config) -> FileSource:
+    return FileSource(address, options)
+
+
+def open_sink(address: Address, options: Options, config: Config) -> FileSink:
+    return FileSink(address.path or address.text, options)

@@ -1,0 +1,388 @@
+"""Kafka topics, read with a confluent-kafka Consumer and written with a Producer.
+
+Reading: without a group, partitions are assigned directly at the requested offsets (no group
+coordinator, no rebalance, fast start); with ``-g GROUP`` the group's committed offsets are used
+and handled records are committed at each checkpoint, never before the sink holds them.
+"End of topic" is the high watermark each partition had when it was assigned, or the partition
+EOF event, whichever comes first, so ``consume`` ends even on a busy topic.
+
+Writing: acks=all with idempotence; the producer's queue is bounded, so a slow broker slows the
+reader (back-pressure); ``flush`` waits for every delivery report and fails naming the failures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+
+from ..address import Address
+from ..config import Config
+from ..errors import TransportError, UsageError
+from ..message import Message
+from ..options import Options
+
+BATCH = 500
+# librdkafka's own log lines go here: silent unless the CLI runs with --debug.
+LOG = logging.getLogger("kcp.librdkafka")
+_NO_SUCH_TOPIC = {KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC,
+                  KafkaError._UNKNOWN_PARTITION}
+_ACCESS_DENIED = {KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED,
+                  KafkaError.CLUSTER_AUTHORIZATION_FAILED, KafkaError._AUTHENTICATION,
+                  KafkaError.SASL_AUTHENTICATION_FAILED}
+
+
+def broker_properties(address: Address, options: Options, config: Config) -> tuple[str, dict]:
+    name, properties = config.resolve_broker(address.broker)
+    properties.update(options.kafka_properties)
+    return name, properties
+
+
+def _fatal_errors(name: str) -> tuple[dict, list[KafkaError]]:
+    """An ``error_cb`` that keeps errors which retrying cannot cure (bad credentials, TLS)."""
+    seen: list[KafkaError] = []
+
+    def error_cb(error: KafkaError) -> None:
+        if error.fatal() or error.code() in _ACCESS_DENIED or error.code() == KafkaError._SSL:
+            seen.append(error)
+
+    return {"error_cb": error_cb, "logger": LOG}, seen
+
+
+def _raise_fatal(name: str, seen: list[KafkaError]) -> None:
+    if seen:
+        raise TransportError(f"broker {name}: {seen[0].str()}")
+
+
+def _metadata(client: Any, name: str, topic: str | None, timeout: float, seen: list) -> Any:
+    try:
+        return client.list_topics(topic, timeout=timeout)
+    except KafkaException as exc:
+        _raise_fatal(name, seen)
+        error = exc.args[0]
+        reason = error.str() if isinstance(error, KafkaError) else str(error)
+        raise TransportError(f"cannot reach broker {name} within {timeout:g}s ({reason}); "
+                             "is it running? (KCP_BROKER, NAME:topic or -X bootstrap.servers)"
+                             ) from None
+
+
+def parse_offset(text: str) -> tuple[str, int]:
+    """``beginning|end|N|-N|@MS|@ISO-8601`` as (kind, value)."""
+    if text == "beginning":
+        return "absolute", OFFSET_BEGINNING
+    if text == "end":
+        return "absolute", OFFSET_END
+    if text.startswith("@"):
+        stamp = text[1:]
+        if stamp.isdigit():
+            return "time", int(stamp)
+        try:
+            moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        except ValueError:
+            raise UsageError(f"-o {text}: not a time (@MILLISECONDS or @ISO-8601)") from None
+        if moment.tzinfo is None:
+            raise UsageError(f"-o {text}: give a time zone (e.g. {stamp}Z)")
+        return "time", int(moment.timestamp() * 1000)
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"-o {text}: expected beginning, end, N, -N, @MS or @ISO-8601") from None
+    return ("from_end", -value) if value < 0 else ("absolute", value)
+
+
+class KafkaSource:
+    """Reads the records of one or several topics (names or ^patterns) of one broker."""
+
+    def __init__(self, address: Address, options: Options, config: Config,
+                 default_offset: str) -> None:
+        if not address.topics:
+            raise UsageError(f"{address}: name a topic to read (NAME:topic)")
+        self.address = address
+        self.options = options
+        self.name, properties = broker_properties(address, options, config)
+        self.group = options.group or address.group
+        self.offset = options.offset or default_offset
+        self.stop_at_end = not options.follow
+        callbacks, self._errors = _fatal_errors(self.name)
+        settings = {
+            "group.id": self.group or f"kcp-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest" if self.offset == "beginning" else "latest",
+            # librdkafka prefetches ~64 MB per partition by default; alerts are big, keep RSS flat.
+            "queued.max.messages.kbytes": 65536,
+            "fetch.max.bytes": 52428800,
+            **properties,
+            **callbacks,
+        }
+        try:
+            self.consumer = Consumer(settings)
+        except KafkaException as exc:
+            raise UsageError(f"bad Kafka setting: {exc.args[0].str()}") from None
+        self.stop_offsets: dict[tuple[str, int], int] = {}
+        self.done: set[tuple[str, int]] = set()
+        self.assigned: set[tuple[str, int]] = set()
+        self.positions: dict[tuple[str, int], int] = {}
+        self.committed: dict[tuple[str, int], int] = {}
+        self._assignment_seen = False
+        self._subscribe()
+
+    # -- assignment ---------------------------------------------------------------------------
+    def _topics(self) -> list[str]:
+        metadata = _metadata(self.consumer, self.name, None, self.options.timeout, self._errors)
+        names = []
+        for wanted in self.address.topics:
+            if wanted.startswith("^"):
+                pattern = re.compile(wanted)
+                names += sorted(t for t in metadata.topics if pattern.match(t)
+                                and not t.startswith("__"))
+            elif wanted in metadata.topics and metadata.topics[wanted].error is None:
+                names.append(wanted)
+            else:
+                raise TransportError(f"no such topic {wanted!r} on broker {self.name} "
+                                     "(kcp ls lists them)")
+        if not names:
+            raise TransportError(f"no topic on broker {self.name} matches "
+                                 f"{', '.join(self.address.topics)}")
+        self._metadata = metadata
+        return names
+
+    def _subscribe(self) -> None:
+        topics = self._topics()
+        if self.group:
+            self.consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                    on_lost=self._on_revoke)
+            return
+        partitions = []
+        for topic in topics:
+            ids = sorted(self._metadata.topics[topic].partitions)
+            if self.options.partitions:
+                missing = set(self.options.partitions) - set(ids)
+                if missing:
+                    raise UsageError(f"topic {topic} has no partition {sorted(missing)[0]} "
+                                     f"(it has {len(ids)})")
+                ids = [p for p in ids if p in self.options.partitions]
+            partitions += [TopicPartition(topic, p) for p in ids]
+        self._position(partitions, explicit=True)
+        self.consumer.assign(partitions)
+        self._assignment_seen = True
+
+    def _position(self, partitions: list[TopicPartition], explicit: bool) -> None:
+        """Set each partition's start offset and remember where its end is now."""
+        kind, value = parse_offset(self.offset)
+        if self.options.tail_count is not None:
+            kind, value = "from_end", self.options.tail_count
+        timeout = self.options.timeout
+        for tp in partitions:
+            try:
+                low, high = self.consumer.get_watermark_offsets(tp, timeout=timeout)
+            except KafkaException as exc:
+                raise TransportError(f"{tp.topic}[{tp.partition}]: cannot read offsets: "
+                                     f"{exc.args[0].str()}") from None
+            key = (tp.topic, tp.partition)
+            self.stop_offsets[key] = high
+            if explicit:
+                if kind == "from_end":
+                    tp.offset = max(low, high - value)
+                elif kind == "absolute":
+                    tp.offset = value
+            if high <= low or (explicit and kind == "from_end" and value == 0) or (
+                    explicit and kind == "absolute" and value == OFFSET_END):
+                self.done.add(key)
+        if explicit and kind == "time":
+            for tp in partitions:
+                tp.offset = value
+            found = self.consumer.offsets_for_times(partitions, timeout=timeout)
+            for tp, result in zip(partitions, found, strict=True):
+                tp.offset = result.offset if result.offset >= 0 else OFFSET_END
+                if tp.offset == OFFSET_END:
+                    self.done.add((tp.topic, tp.partition))
+        self.assigned.update((tp.topic, tp.partition) for tp in partitions)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self.options.partitions:
+            partitions = [tp for tp in partitions if tp.partition in self.options.partitions]
+        self._position(partitions, explicit=self.options.offset is not None
+                       or self.options.tail_count is not None)
+        consumer.assign(partitions)
+        self._assignment_seen = True
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.checkpoint()
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            self.assigned.discard(key)
+            self.done.discard(key)
+
+    # -- reading ------------------------------------------------------------------------------
+    def finished(self) -> bool:
+        return self.stop_at_end and self._assignment_seen and self.assigned <= self.done
+
+    def __iter__(self) -> Iterator[Message]:
+        consume = self.consumer.consume
+        stop_offsets = self.stop_offsets
+        done = self.done
+        while not self.finished():
+            batch = consume(BATCH, 0.2)
+            _raise_fatal(self.name, self._errors)
+            if not batch:
+                yield None
+            for record in batch:
+                error = record.error()
+                topic, partition = record.topic(), record.partition()
+                if error is not None:
+                    self._handle(error, topic, partition)
+                    continue
+                offset = record.offset()
+                key = (topic, partition)
+                if self.stop_at_end and offset >= stop_offsets.get(key, sys.maxsize) - 1:
+                    done.add(key)
+                yield Message(value=record.value(), key=record.key(), headers=record.headers(),
+                              topic=topic, partition=partition, offset=offset,
+                              timestamp=record.timestamp()[1])
+                if self.finished():
+                    return
+            yield None
+
+    def _handle(self, error: KafkaError, topic: str | None, partition: int | None) -> None:
+        code = error.code()
+        if code == KafkaError._PARTITION_EOF:
+            self.done.add((topic, partition))
+        elif code in _NO_SUCH_TOPIC:
+            raise TransportError(f"no such topic {topic!r} on broker {self.name}")
+        elif code in _ACCESS_DENIED or error.fatal():
+            raise TransportError(f"broker {self.name}: {error.str()}")
+        # Anything else (a broker restarting, a leader moving) librdkafka retries by itself.
+
+    # -- progress -----------------------------------------------------------------------------
+    def ack(self, message: Message) -> None:
+        if message.topic is not None:
+            self.positions[(message.topic, message.partition)] = message.offset + 1
+
+    def checkpoint(self) -> None:
+        if not self.group:
+            return
+        pending = [TopicPartition(t, p, o) for (t, p), o in self.positions.items()
+                   if self.committed.get((t, p)) != o]
+        if not pending:
+            return
+        try:
+            self.consumer.commit(offsets=pending, asynchronous=False)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if error.code() != KafkaError._NO_OFFSET:
+                raise TransportError(f"group {self.group}: cannot commit offsets: "
+                                     f"{error.str()}") from None
+        self.committed.update(((tp.topic, tp.partition), tp.offset) for tp in pending)
+
+    def close(self) -> None:
+        with contextlib.suppress(KafkaException, RuntimeError):
+            self.consumer.close()
+
+
+class KafkaSink:
+    """Writes payloads to one topic (or to each message's own topic when none is named)."""
+
+    payloads = True
+
+    def __init__(self, address: Address, options: Options, config: Config, writer: Any,
+                 keep_partition: bool = False) -> None:
+        if len(address.topics) > 1 or any(t.startswith("^") for t in address.topics):
+            raise UsageError(f"{address}: write to one topic name, not a list or a pattern")
+        self.topic = address.topics[0] if address.topics else None
+        self.writer = writer
+        self.keep_partition = keep_partition
+        self.name, properties = broker_properties(address, options, config)
+        callbacks, self._errors = _fatal_errors(self.name)
+        settings = {
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 5,
+            "message.timeout.ms": int(options.timeout * 1000),
+            # Bounded queue: when the broker lags, produce() blocks us instead of growing memory.
+            "queue.buffering.max.kbytes": 262144,
+            "queue.buffering.max.messages": 20000,
+            **properties,
+            **callbacks,
+        }
+        try:
+            self.producer = Producer(settings)
+        except KafkaException as exc:
+            raise UsageError(f"bad Kafka setting: {exc.args[0].str()}") from None
+        _metadata(self.producer, self.name, self.topic, options.timeout, self._errors)
+        self.delivered = 0
+        self.failures: list[tuple[str, str]] = []
+        self.timeout = options.timeout
+
+    def _on_delivery(self, error: KafkaError | None, record: Any) -> None:
+        if error is None:
+            self.delivered += 1
+        else:
+            self.failures.append((f"{record.topic()}", error.str()))
+
+    def write(self, message: Message) -> None:
+        value = self.writer(message)
+        topic = self.topic or message.topic
+        if topic is None:
+            raise UsageError("no destination topic: name one (NAME:topic)")
+        extra = {}
+        if self.keep_partition and message.partition is not None:
+            extra["partition"] = message.partition
+        if message.timestamp:
+            extra["timestamp"] = message.timestamp
+        while True:
+            try:
+                self.producer.produce(topic, value, message.key, headers=message.headers,
+                                      on_delivery=self._on_delivery, **extra)
+                break
+            except BufferError:
+                self.producer.poll(0.05)
+                _raise_fatal(self.name, self._errors)
+            except KafkaException as exc:
+                raise TransportError(f"{topic}: cannot produce: {exc.args[0].str()}") from None
+        self.producer.poll(0)
+
+    def idle(self) -> None:
+        self.producer.poll(0)
+
+    def flush(self) -> None:
+        deadline = time.monotonic() + self.timeout + 5
+        while len(self.producer) and time.monotonic() < deadline:
+            self.producer.flush(0.5)
+            _raise_fatal(self.name, self._errors)
+        if len(self.producer):
+            raise TransportError(f"broker {self.name}: {len(self.producer)} messages still "
+                                 f"undelivered after {self.timeout:g}s")
+        if self.failures:
+            topic, reason = self.failures[0]
+            raise TransportError(f"{len(self.failures)} message(s) not delivered to {topic}: "
+                                 f"{reason}")
+
+    def close(self) -> None:
+        self.flush()
+
+
+def open_source(address: Address, options: Options, config: Config,
+                default_offset: str = "beginning") -> KafkaSource:
+    return KafkaSource(address, options, config, default_offset)
+
+
+def open_sink(address: Address, options: Options, config: Config, writer: Any = None,
+              keep_partition: bool = False) -> KafkaSink:
+    return KafkaSink(address, options, config, writer, keep_partition)

@@ -1,0 +1,58 @@
+"""What the file and stdio transports share: reading a stream in its format, writing one."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from ..formats import Format, format_named, sniff_format
+from ..message import Message
+from ..options import Options
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def peek(stream: BinaryIO, size: int) -> bytes:
+    return stream.peek(size)[:size] if hasattr(stream, "peek") else b""
+
+
+def read_messages(stream: BinaryIO, name: str, fmt: Format | None, options: Options
+                  ) -> Iterator[Message]:
+    """Messages of one stream, gunzipping it transparently and sniffing its format if unknown."""
+    if peek(stream, 2) == GZIP_MAGIC:
+        stream = gzip.GzipFile(fileobj=stream)  # type: ignore[assignment]
+        stream = _buffered(stream)
+    if options.read_format:
+        fmt = format_named(options.read_format)
+    fmt = fmt or sniff_format(peek(stream, 64))
+    yield from fmt.reader(options).read_stream(stream, name)
+
+
+def _buffered(stream: BinaryIO) -> BinaryIO:
+    import io
+
+    return io.BufferedReader(stream)  # type: ignore[arg-type]
+
+
+class StreamSink:
+    """Writes messages to a byte stream in one format."""
+
+    payloads = False
+
+    def __init__(self, stream: BinaryIO, fmt: Format, options: Options, name: str) -> None:
+        self.name = name
+        self.stream = stream
+        self.writer = fmt.writer(options).open_stream(stream)
+
+    def write(self, message: Message) -> None:
+        self.writer.write(message)
+
+    def idle(self) -> None:
+        self.stream.flush()
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()

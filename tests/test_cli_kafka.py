@@ -1,0 +1,233 @@
+"""End to end: the installed kcp as a subprocess against the session's real Kafka broker."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import fastavro
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from kcptest import (
+    KCP,
+    avro_bytes,
+    fastavro_records,
+    json_lines,
+    kcp_env,
+    real_ztf_files,
+    run_kcp,
+)
+
+from kcp.codec import JsonToAvro, Schema
+from kcp.synth import write_night
+
+pytestmark = pytest.mark.kafka
+
+
+@pytest.fixture(scope="module")
+def night(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic night of 40 ZTF-like alerts made by kcp's own generator."""
+    path = tmp_path_factory.mktemp("night") / "night.avro"
+    write_night(path, 40, seed=7)
+    return path
+
+
+@pytest.fixture
+def env(kafka_bootstrap: str, tmp_path: Path) -> dict[str, str]:
+    return kcp_env(kafka_bootstrap, tmp_path)
+
+
+def raw_payloads(bootstrap: str, topic: str, expected: int, timeout: float = 30) -> list:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "raw-reader",
+                         "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    records = []
+    deadline = time.monotonic() + timeout
+    while len(records) < expected and time.monotonic() < deadline:
+        records += [m for m in consumer.consume(100, 0.5) if m.error() is None]
+    consumer.close()
+    return records
+
+
+def test_produce_then_consume_the_synthetic_night(env, night, topic, kafka_bootstrap):
+    sent = run_kcp(["produce", topic, str(night)], env)
+    assert sent.returncode == 0, sent.stderr
+    assert sent.stdout == b""
+    # Each record travels as one OCF, as ZTF sends alerts.
+    payloads = raw_payloads(kafka_bootstrap, topic, 40)
+    assert len(payloads) == 40
+    assert all(m.value().startswith(b"Obj\x01") for m in payloads)
+    expected = fastavro_records(night)
+    assert [next(fastavro.reader(io.BytesIO(m.value()))) for m in payloads] == expected
+
+    got = run_kcp(["consume", topic], env)
+    assert got.returncode == 0, got.stderr
+    documents = list(json_lines(got.stdout))
+    with open(night, "rb") as stream:
+        schema = Schema(fastavro.reader(stream).writer_schema)
+    restored = [JsonToAvro().datum(d, schema) for d in documents]
+    assert avro_bytes(restored, schema.definition) == avro_bytes(expected, schema.definition)
+
+
+def test_every_real_ztf_file_round_trips_and_corrupt_ones_fail_cleanly(env, topic):
+    good, corrupt = real_ztf_files()
+    sent = run_kcp(["produce", topic, *map(str, good)], env)
+    assert sent.returncode == 0, sent.stderr
+    got = run_kcp(["consume", topic], env)
+    assert got.returncode == 0, got.stderr
+    documents = iter(json_lines(got.stdout))
+    total = 0
+    for path in good:
+        with open(path, "rb") as stream:
+            reader = fastavro.reader(stream)
+            schema = Schema(reader.writer_schema)
+            expected = list(reader)
+        restored = [JsonToAvro().datum(next(documents), schema) for _ in expected]
+        wanted = avro_bytes(expected, schema.definition)
+        assert avro_bytes(restored, schema.definition) == wanted, path
+        total += len(expected)
+    assert next(documents, None) is None
+    assert total >= 90  # every version, 1.x to 4.02, with the multi-record Fink files
+
+    for path in corrupt:
+        result = run_kcp(["produce", f"{topic}_bad", str(path)], env)
+        assert result.returncode == 3, (path, result.stderr)
+        lines = result.stderr.decode().strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"kcp: {path}"), lines
+        assert "Traceback" not in result.stderr.decode()
+
+
+def test_count_returns_exactly_n(env, night, topic):
+    assert run_kcp(["produce", topic, str(night)], env).returncode == 0
+    got = run_kcp(["consume", topic, "-c", "5"], env)
+    assert got.returncode == 0
+    assert len(list(json_lines(got.stdout))) == 5
+
+
+def test_consume_into_head_exits_zero_without_traceback(env, night, topic):
+    assert run_kcp(["produce", topic, str(night)], env).returncode == 0
+    pipeline = f"'{KCP}' consume {topic} | head -1; echo \"status=${{PIPESTATUS[0]}}\""
+    result = subprocess.run(pipeline,
+                            shell=True, executable="/bin/bash", env=env, capture_output=True,
+                            timeout=60)
+    lines = result.stdout.decode().splitlines()
+    assert len(lines) == 2 and lines[-1] == "status=0", result.stdout[-200:]
+    assert result.stderr == b""
+
+
+def test_offsets_partitions_and_tail(env, make_topic, kafka_bootstrap):
+    topic = make_topic(partitions=2)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    for partition in (0, 1):
+        for i in range(5):
+            producer.produce(topic, b'{"n": %d, "p": %d}' % (i, partition), partition=partition,
+                             timestamp=1_600_000_000_000 + i * 1000)
+    producer.flush(10)
+
+    def numbers(*args: str) -> list[tuple[int, int]]:
+        result = run_kcp(["consume", topic, *args], env)
+        assert result.returncode == 0, result.stderr
+        return sorted((d["p"], d["n"]) for d in json_lines(result.stdout))
+
+    assert len(numbers()) == 10
+    assert numbers("-p", "1") == [(1, i) for i in range(5)]
+    assert numbers("-o", "3") == [(0, 3), (0, 4), (1, 3), (1, 4)]
+    assert numbers("-o", "-1") == [(0, 4), (1, 4)]
+    assert numbers("-o", "@1600000003000") == [(0, 3), (0, 4), (1, 3), (1, 4)]
+    assert numbers("-o", "@2020-09-13T12:26:43Z") == [(0, 3), (0, 4), (1, 3), (1, 4)]
+    tail = run_kcp(["tail", topic, "-n", "2", "-e"], env)
+    assert tail.returncode == 0, tail.stderr
+    assert sorted((d["p"], d["n"]) for d in json_lines(tail.stdout)) == [
+        (0, 3), (0, 4), (1, 3), (1, 4)]
+
+
+def test_group_resumes_where_it_stopped(env, night, topic):
+    assert run_kcp(["produce", topic, str(night)], env).returncode == 0
+    first = run_kcp(["consume", topic, "-g", "readers", "-c", "15"], env)
+    rest = run_kcp(["consume", topic, "-g", "readers"], env)
+    assert first.returncode == rest.returncode == 0, rest.stderr
+    candids = [d["candid"] for d in json_lines(first.stdout)] + [
+        d["candid"] for d in json_lines(rest.stdout)]
+    assert candids == [r["candid"] for r in fastavro_records(night)]
+
+
+def test_consume_ends_at_the_current_end_of_a_busy_topic(env, topic, kafka_bootstrap):
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    for i in range(200):
+        producer.produce(topic, b'{"i": %d}' % i)
+    producer.flush(10)
+    busy = subprocess.Popen(
+        [os.fspath(Path(KCP).with_name("python")), "-c",
+         "import sys, time\nfrom confluent_kafka import Producer\n"
+         f"p = Producer({{'bootstrap.servers': '{kafka_bootstrap}'}})\n"
+         "for i in range(100000):\n"
+         f"    p.produce('{topic}', b'{{\"busy\": 1}}'); p.poll(0); time.sleep(0.002)\n"])
+    try:
+        result = run_kcp(["consume", topic], env, timeout=60)
+    finally:
+        busy.kill()
+        busy.wait()
+    assert result.returncode == 0, result.stderr
+    assert len(list(json_lines(result.stdout))) >= 200
+
+
+def test_tail_follows_new_records_and_ctrl_c_exits_130(env, topic, kafka_bootstrap):
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    producer.produce(topic, b'{"old": true}')
+    producer.flush(10)
+    tail = subprocess.Popen([KCP, "tail", topic], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        time.sleep(3)  # let it reach the end of the topic before the new record arrives
+        producer.produce(topic, b'{"new": 1}')
+        producer.flush(10)
+        line = tail.stdout.readline()
+        assert line.strip() == b'{"new":1}'
+        tail.send_signal(signal.SIGINT)
+        assert tail.wait(timeout=20) == 130
+        assert b"Traceback" not in tail.stderr.read()
+    finally:
+        tail.kill()
+
+
+def test_produce_json_lines_with_a_schema(env, topic, tmp_path):
+    schema = tmp_path / "point.avsc"
+    schema.write_text('{"type": "record", "name": "point", "fields": ['
+                      '{"name": "ra", "type": "double"}, {"name": "tag", "type": "bytes"}]}')
+    lines = b'{"ra": 1.5, "tag": "AAE="}\n{"ra": "NaN", "tag": ""}\n'
+    sent = run_kcp(["produce", topic, "--schema", str(schema)], env, stdin=lines)
+    assert sent.returncode == 0, sent.stderr
+    got = run_kcp(["consume", topic], env)
+    assert got.stdout == lines.replace(b": ", b":").replace(b", ", b",")
+
+
+def test_unreachable_broker_exits_4_quickly(tmp_path, night):
+    env = kcp_env("127.0.0.1:1", tmp_path)
+    started = time.monotonic()
+    result = run_kcp(["produce", "anything", str(night), "--timeout", "3"], env)
+    assert result.returncode == 4
+    assert time.monotonic() - started < 20
+    message = result.stderr.decode().strip()
+    assert message.startswith("kcp: cannot reach broker 127.0.0.1:1") and "\n" not in message
+
+
+def test_no_such_topic_is_a_clear_error(env):
+    result = run_kcp(["consume", "no_such_topic_here"], env)
+    assert result.returncode == 4
+    assert b"no such topic 'no_such_topic_here'" in result.stderr
+
+
+def test_failed_delivery_is_reported_and_exits_4(env, kafka_bootstrap, night):
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    name = f"tiny_{os.getpid()}_{time.monotonic_ns()}"
+    admin.create_topics([NewTopic(name, 1, 1, config={"max.message.bytes": "2000"})])[
+        name].result(30)
+    result = run_kcp(["produce", name, str(night), "--timeout", "10"], env)
+    assert result.returncode == 4
+    assert b"not delivered" in result.stderr and b"Traceback" not in result.stderr
