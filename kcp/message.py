@@ -27,6 +27,8 @@ class Message:
     datum: Any = None
     schema: Any = None
     decoded: bool = field(default=False)
+    # Set by a source that could not read this record: the pipeline applies --on-error to it.
+    error: Exception | None = None
 
     def where(self) -> str:
         """Where this record came from, as error messages show it."""

@@ -141,6 +141,8 @@ def run(source: Any, sink: Any, options: Options, decoder: Any = None,
             if message.value is not None:
                 summary.bytes_in += len(message.value)
             try:
+                if message.error is not None:
+                    raise message.error
                 records = (decoder.decode(message) if decoder is not None and not message.decoded
                            else (message,))
                 for record in records:

@@ -222,25 +222,21 @@ def _night_id(jd: float) -> int:
     return int(jd - _NIGHT_ID_EPOCH_JD)
 
 
-def _utc_date_and_time_code(jd: float) -> tuple[datetime.date, str]:
-    """The UTC date and the six-digit fraction of the day that ZTF file names carry."""
-    date = datetime.date.fromordinal(int(jd - _JD_OF_ORDINAL_ZERO))
-    return date, f"{int((jd - _JD_OF_ORDINAL_ZERO) % 1.0 * 10**6):06d}"
-
-
 def _difference_image_name(jd: float, field: int, fid: int, rcid: int) -> str:
-    date, time_code = _utc_date_and_time_code(jd)
+    # Formatted by hand: strftime would cost more than the rest of a history entry.
+    date = datetime.date.fromordinal(int(jd - _JD_OF_ORDINAL_ZERO))
+    time_of_day = int((jd - _JD_OF_ORDINAL_ZERO) % 1.0 * 10**6)
     ccd, quadrant = rcid // 4 + 1, rcid % 4 + 1
     return (
-        f"ztf_{date:%Y%m%d}{time_code}_{field:06d}_z{_FILTER_LETTERS[fid]}"
-        f"_c{ccd:02d}_o_q{quadrant}_scimrefdiffimg.fits"
+        f"ztf_{date.year:04d}{date.month:02d}{date.day:02d}{time_of_day:06d}_{field:06d}"
+        f"_z{_FILTER_LETTERS[fid]}_c{ccd:02d}_o_q{quadrant}_scimrefdiffimg.fits"
     )
 
 
 def _archived_difference_image_path(jd: float, field: int, fid: int, rcid: int) -> str:
-    date, time_code = _utc_date_and_time_code(jd)
     name = _difference_image_name(jd, field, fid, rcid)
-    return f"/ztf/archive/sci/{date:%Y/%m%d}/{time_code}/{name}.fz"
+    year, month_day, time_of_day = name[4:8], name[8:12], name[12:18]
+    return f"/ztf/archive/sci/{year}/{month_day}/{time_of_day}/{name}.fz"
 
 
 def _pick_filter(rng: random.Random) -> int:

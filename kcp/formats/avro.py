@@ -36,11 +36,12 @@ class AvroReader:
             yield from self._read_ocf_file(stream, source)
             return
         # Not an OCF: the whole file is one payload (a schemaless datum or a framed message).
-        message = Message(value=stream.read(), source=source, position="payload")
+        message = Message(value=stream.read(), source=source)
         try:
             yield from self.decode(message)
         except BadInput as exc:
-            raise exc.at(source) from None
+            message.error = exc.at(source)
+            yield message
 
     def _read_ocf_file(self, stream: BinaryIO, source: str) -> Iterator[Message]:
         reader_schema = self.schemas.reader
@@ -48,8 +49,9 @@ class AvroReader:
             records = fastavro.reader(stream, reader_schema.parsed if reader_schema else None)
             schema = self.schemas.from_header_text(records.metadata["avro.schema"].encode())
         except (ValueError, EOFError, StopIteration, KeyError, UnicodeDecodeError) as exc:
-            raise BadInput(f"not a readable Avro container file ({exc or type(exc).__name__})",
-                           where=source) from None
+            error = BadInput(f"not a readable Avro container file ({exc or type(exc).__name__})")
+            yield Message(source=source, error=error.at(source))
+            return
         schema = reader_schema or schema
         number = 0
         while True:
@@ -58,10 +60,12 @@ class AvroReader:
                 datum = next(records)
             except StopIteration:
                 return
-            except BadInput as exc:
-                raise exc.at(f"{source}:record {number}") from None
             except Exception as exc:  # fastavro reports corruption with many exception types
-                raise BadInput(_describe(exc), where=f"{source}:record {number}") from None
+                # Nothing after a corrupt block can be trusted: report it, end this file.
+                error = exc if isinstance(exc, BadInput) else BadInput(_describe(exc))
+                yield Message(source=source, position=f"record {number}",
+                              error=error.at(f"{source}:record {number}"))
+                return
             yield Message(datum=datum, schema=schema, decoded=True, source=source,
                           position=f"record {number}")
 

@@ -41,7 +41,8 @@ class JsonReader:
             try:
                 yield from self.decode(message)
             except BadInput as exc:
-                raise exc.at(message.where()) from None
+                message.error = exc.at(message.where())
+                yield message
 
 
 class JsonWriter:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -13,26 +14,25 @@ from ..options import Options
 GZIP_MAGIC = b"\x1f\x8b"
 
 
+def peekable(stream: BinaryIO) -> BinaryIO:
+    """``stream`` able to show its first bytes without consuming them (formats are sniffed)."""
+    return stream if hasattr(stream, "peek") else io.BufferedReader(stream)  # type: ignore
+
+
 def peek(stream: BinaryIO, size: int) -> bytes:
-    return stream.peek(size)[:size] if hasattr(stream, "peek") else b""
+    return stream.peek(size)[:size]
 
 
 def read_messages(stream: BinaryIO, name: str, fmt: Format | None, options: Options
                   ) -> Iterator[Message]:
     """Messages of one stream, gunzipping it transparently and sniffing its format if unknown."""
+    stream = peekable(stream)
     if peek(stream, 2) == GZIP_MAGIC:
-        stream = gzip.GzipFile(fileobj=stream)  # type: ignore[assignment]
-        stream = _buffered(stream)
+        stream = peekable(gzip.GzipFile(fileobj=stream))  # type: ignore[arg-type]
     if options.read_format:
         fmt = format_named(options.read_format)
     fmt = fmt or sniff_format(peek(stream, 64))
     yield from fmt.reader(options).read_stream(stream, name)
-
-
-def _buffered(stream: BinaryIO) -> BinaryIO:
-    import io
-
-    return io.BufferedReader(stream)  # type: ignore[arg-type]
 
 
 class StreamSink:

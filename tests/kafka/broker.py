@@ -65,8 +65,8 @@ appender.stdout.layout.type = PatternLayout
 appender.stdout.layout.pattern = [%d] %p %m (%c)%n
 rootLogger.level = INFO
 rootLogger.appenderRef.stdout.ref = STDOUT
-# Each start dumps ~300 config keys; server.properties in the work dir says the same.
-logger.config.name = kafka.server.KafkaConfig
+# Each start dumps all ~340 broker settings six times; server.properties says enough.
+logger.config.name = org.apache.kafka.common.config.AbstractConfig
 logger.config.level = WARN
 # The broker's internal clients repeat their own config dumps and connection chatter.
 logger.clients.name = org.apache.kafka.clients
@@ -199,11 +199,12 @@ class KafkaBroker:
             return
         began = time.monotonic()
         java = self._java()
+        self._classpath()  # fail on missing jars before leaving a temp dir behind
         self._ensure_workdir()
         self._pick_ports()
         self._write_configs()
         if not (self._data_dir / "meta.properties").exists():
-            self._format(java, timeout)
+            self._format(java, began + timeout)
         self._launch(java)
         self._wait_ready(began + timeout)
         self.last_start_seconds = time.monotonic() - began
@@ -375,7 +376,7 @@ class KafkaBroker:
             self._classpath(),
         ]
 
-    def _format(self, java: str, timeout: float) -> None:
+    def _format(self, java: str, deadline: float) -> None:
         assert self._workdir is not None
         cmd = [
             *self._java_base(java),
@@ -387,11 +388,23 @@ class KafkaBroker:
             "--config",
             str(self._workdir / "server.properties"),
         ]
-        with (self._workdir / "broker.log").open("ab") as log:
-            result = subprocess.run(
-                cmd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout, check=False
-            )
+        try:
+            with (self._workdir / "broker.log").open("ab") as log:
+                result = subprocess.run(
+                    cmd,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    timeout=max(0.1, deadline - time.monotonic()),
+                    check=False,
+                )
+        except subprocess.TimeoutExpired:
+            # A half-written data dir would be mistaken for a formatted one next time.
+            shutil.rmtree(self._data_dir, ignore_errors=True)
+            raise RuntimeError(
+                f"kafka storage format did not finish in time; log tail:\n{self.log_tail()}"
+            ) from None
         if result.returncode != 0:
+            shutil.rmtree(self._data_dir, ignore_errors=True)
             raise RuntimeError(
                 f"kafka storage format failed (exit {result.returncode}):\n{self.log_tail()}"
             )

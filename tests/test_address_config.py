@@ -1,0 +1,94 @@
+"""The address grammar and the configuration file (no I/O beyond tmp files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kcp.address import parse_address
+from kcp.config import Config, masked
+from kcp.errors import UsageError
+
+
+@pytest.mark.parametrize("text, kind, broker, topics", [
+    ("-", "stdio", None, ()),
+    ("night.avro", "file", None, ()),
+    ("./night", "file", None, ()),
+    ("alerts/*.avro", "file", None, ()),
+    ("night.tar.gz", "file", None, ()),
+    ("ztf_20180725_programid1", "kafka", None, ("ztf_20180725_programid1",)),
+    ("ztf:^ztf_2018072.*", "kafka", "ztf", ("^ztf_2018072.*",)),
+    ("localhost:9092:alerts", "kafka", "localhost:9092", ("alerts",)),
+    ("broker.example.org:alerts,more", "kafka", "broker.example.org", ("alerts", "more")),
+    ("local:", "kafka", "local", ()),
+    ("kafka://h1:9092,h2/t1,t2", "kafka", "h1:9092,h2", ("t1", "t2")),
+])
+def test_addresses(text, kind, broker, topics):
+    address = parse_address(text, aliases={"ztf", "local"})
+    assert (address.kind, address.broker, address.topics) == (kind, broker, topics)
+
+
+def test_group_in_a_kafka_url():
+    assert parse_address("kafka://mirror@h:1/t").group == "mirror"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("bad topic!", "not a valid Kafka topic name"),
+    ("kafka:///t", "no broker in the URL"),
+    ("ztf:^(", "bad topic pattern"),
+    ("", "empty address"),
+])
+def test_bad_addresses_say_why(text, message):
+    with pytest.raises(UsageError, match=message.replace("(", r"\(")):
+        parse_address(text)
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def test_broker_precedence_environment_then_file_then_default(tmp_path, monkeypatch):
+    monkeypatch.delenv("KCP_BROKER", raising=False)
+    assert Config().resolve_broker(None)[0] == "localhost:9092"
+    config = Config.load(write_config(tmp_path, 'default_broker = "filehost:9092"\n'))
+    assert config.resolve_broker(None)[1]["bootstrap.servers"] == "filehost:9092"
+    monkeypatch.setenv("KCP_BROKER", "envhost:9092")
+    assert config.resolve_broker(None)[1]["bootstrap.servers"] == "envhost:9092"
+    assert config.resolve_broker("cli:1")[1]["bootstrap.servers"] == "cli:1"
+
+
+def test_alias_with_properties_and_secret_sources(tmp_path, monkeypatch):
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret\n")
+    config = Config.load(write_config(tmp_path, f"""
+default_broker = "ztf"
+[brokers.ztf]
+bootstrap = "partnership.example.org:9092"
+"security.protocol" = "SASL_SSL"
+"sasl.username" = "alice"
+password_file = "{secret}"
+[brokers.rubin]
+bootstrap = "rubin.example.org:9092"
+password_env = "RUBIN_PASSWORD"
+"""))
+    name, properties = config.resolve_broker(None)
+    assert name == "ztf"
+    assert properties == {"bootstrap.servers": "partnership.example.org:9092",
+                          "security.protocol": "SASL_SSL", "sasl.username": "alice",
+                          "sasl.password": "s3cret"}
+    assert masked(properties)["sasl.password"] == "****"
+    with pytest.raises(UsageError, match="RUBIN_PASSWORD is not set"):
+        config.resolve_broker("rubin")
+    monkeypatch.setenv("RUBIN_PASSWORD", "pw")
+    assert config.resolve_broker("rubin")[1]["sasl.password"] == "pw"
+
+
+def test_broken_config_file_is_a_usage_error(tmp_path, monkeypatch):
+    with pytest.raises(UsageError, match="not valid TOML"):
+        Config.load(write_config(tmp_path, "default_broker = \n"))
+    monkeypatch.setenv("KCP_CONFIG", str(tmp_path / "missing.toml"))
+    with pytest.raises(UsageError, match="does not exist"):
+        Config.load()
