@@ -49,7 +49,7 @@ test: venv kafka-libs
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 broker: venv kafka-libs
-	$(PY) tests/kafka/broker.py --port 9092 --libs $(KAFKA_LIBS)
+	$(PY) tests/kafka/broker.py --port 9092 --libs $(CURDIR)/$(KAFKA_LIBS)
 
 demo: venv kafka-libs
 	@command -v jq >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq jq >/dev/null; } || true

@@ -171,6 +171,7 @@ def run(source: Any, sink: Any, options: Options, decoder: Any = None,
         completed = True
     finally:
         summary.seconds = time.monotonic() - started
+        summary.bytes_in = summary.bytes_in or getattr(source, "bytes_read", 0)
         policy.close()
         broken_pipe = isinstance(sys.exc_info()[1], BrokenPipeError)
         _finish(source, sink, commit=completed or not broken_pipe)

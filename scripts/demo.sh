@@ -14,7 +14,7 @@ if broker_answers; then
   echo "== using the Kafka broker already on localhost:9092" >&2
 else
   echo "== starting a Kafka broker on localhost:9092 (log: demo/broker.log)" >&2
-  python tests/kafka/broker.py --port 9092 --libs .cache/kafka-libs > demo/broker.log 2>&1 &
+  python tests/kafka/broker.py --port 9092 --libs "$PWD/.cache/kafka-libs" > demo/broker.log 2>&1 &
   BROKER_PID=$!
   trap 'kill $BROKER_PID 2>/dev/null; wait $BROKER_PID 2>/dev/null || true' EXIT
   for _ in $(seq 120); do broker_answers && grep -q "broker ready" demo/broker.log && break; sleep 0.5; done

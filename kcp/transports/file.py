@@ -40,6 +40,7 @@ class FileSource:
         self.paths = expand(address.path or address.text)
         self.name = address.text
         self.options = options
+        self.bytes_read = 0
 
     def __iter__(self) -> Iterator[Message]:
         for path in self.paths:
@@ -47,6 +48,7 @@ class FileSource:
                 stream = open(path, "rb")
             except OSError as exc:
                 raise UsageError(f"{path}: cannot open: {exc.strerror}") from None
+            self.bytes_read += os.fstat(stream.fileno()).st_size
             with stream:
                 yield from read_messages(stream, path, format_for_path(path), self.options)
 

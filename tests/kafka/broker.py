@@ -27,9 +27,9 @@ import time
 import uuid
 import weakref
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 HOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -91,7 +91,7 @@ def _stop_live_brokers() -> None:
 atexit.register(_stop_live_brokers)
 
 
-def _parent_death_signal_setter() -> object | None:
+def _parent_death_signal_setter() -> Callable[[], None] | None:
     """Return a preexec_fn that makes the JVM die with us (Linux only), else None.
 
     atexit does not run when pytest itself is SIGKILLed; PR_SET_PDEATHSIG covers that.
@@ -315,7 +315,9 @@ class KafkaBroker:
         props: dict[str, object] = {
             "process.roles": "broker,controller",
             "node.id": 1,
-            "listeners": f"PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port}",
+            "listeners": (
+                f"PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port}"
+            ),
             "advertised.listeners": f"PLAINTEXT://{HOST}:{self.port}",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "controller.listener.names": "CONTROLLER",
@@ -422,7 +424,7 @@ class KafkaBroker:
                 stderr=subprocess.STDOUT,
                 cwd=self._workdir,
                 start_new_session=True,
-                preexec_fn=_parent_death_signal_setter(),  # type: ignore[arg-type]
+                preexec_fn=_parent_death_signal_setter(),
             )
         _LIVE_BROKERS.add(self)
 
@@ -435,36 +437,36 @@ class KafkaBroker:
             self._check_alive_before(deadline)
             time.sleep(0.05)
         try:
+            from confluent_kafka import KafkaException
             from confluent_kafka.admin import AdminClient
         except ImportError:
             return
         # log_level 0 silences librdkafka's "connection refused" noise while probing.
         admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
-        while not self._answers_metadata(admin):
+
+        def answers_metadata() -> bool:
+            try:
+                return bool(admin.list_topics(timeout=2.0).brokers)
+            except KafkaException:
+                return False
+
+        def has_group_coordinator() -> bool:
+            group = "kcp-harness-probe"
+            try:
+                admin.describe_consumer_groups([group], request_timeout=2.0)[group].result()
+            except KafkaException:  # NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS...
+                return False
+            return True
+
+        while not answers_metadata():
             self._check_alive_before(deadline)
             time.sleep(0.05)
         # Asking about a group makes the broker create (first start) or load (restart)
         # __consumer_offsets now. Otherwise the first consumer group of a test waits
         # ~3 s in librdkafka's coordinator back-off; polled here it takes ~0.2 s.
-        while not self._has_group_coordinator(admin):
+        while not has_group_coordinator():
             self._check_alive_before(deadline)
             time.sleep(0.05)
-
-    @staticmethod
-    def _answers_metadata(admin: Any) -> bool:
-        try:
-            return bool(admin.list_topics(timeout=2.0).brokers)
-        except Exception:  # any failure just means "not yet"
-            return False
-
-    @staticmethod
-    def _has_group_coordinator(admin: Any) -> bool:
-        group = "kcp-harness-probe"
-        try:
-            admin.describe_consumer_groups([group], request_timeout=2.0)[group].result()
-        except Exception:  # NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS: not yet
-            return False
-        return True
 
     def _check_alive_before(self, deadline: float) -> None:
         assert self._proc is not None
