@@ -318,6 +318,8 @@ class KafkaSink:
             # Bounded queue: when the broker lags, produce() blocks us instead of growing memory.
             "queue.buffering.max.kbytes": 262144,
             "queue.buffering.max.messages": 20000,
+            # Rubin alerts with full histories pass 1 MB, librdkafka's default limit.
+            "message.max.bytes": 10485760,
             **properties,
             **callbacks,
         }
