@@ -60,3 +60,6 @@ lint: venv
 
 clean:
 	rm -rf $(VENV) $(CACHE) build dist *.egg-info demo
+
+bench-codec: venv
+	$(PY) bench/codec.py

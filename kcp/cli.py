@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .errors import EXIT_STATUS_HELP, ExitStatus, KcpError, UsageError
+from .errors import EXIT_STATUS_HELP, ExitStatus, KcpError, Terminated, UsageError
 
 EXIT_STATUS_TEXT = "\b\nExit status:\n" + "\n".join(
     f"  {int(status):<4} {text}" for status, text in EXIT_STATUS_HELP.items())
@@ -69,6 +69,8 @@ def handles_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             click.echo("kcp: interrupted", err=True)
             sys.exit(int(ExitStatus.INTERRUPTED))
+        except Terminated:
+            sys.exit(int(ExitStatus.OK))
 
     return wrapper
 

@@ -63,3 +63,7 @@ class BadInput(KcpError):
 
 class TransportError(KcpError):
     status = ExitStatus.TRANSPORT_ERROR
+
+
+class Terminated(Exception):
+    """SIGTERM: stop like Ctrl-C, but as a requested shutdown (exit status 0)."""

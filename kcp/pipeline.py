@@ -8,7 +8,9 @@ was handled, so an offset is never committed for a record the sink does not hold
 from __future__ import annotations
 
 import base64
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from .errors import BadInput, UsageError
+from .errors import BadInput, Terminated, UsageError
 from .message import Message
 from .options import Options
 
@@ -76,6 +78,39 @@ class ErrorPolicy:
             self.dead_letter.close()
 
 
+class SignalGuard:
+    """Ctrl-C and SIGTERM interrupt at once, except while a record is in hand: then the record
+    is written and acknowledged first, so a signal never splits "written" from "committed"."""
+
+    def __init__(self) -> None:
+        self.in_hand = False
+        self.pending: type[BaseException] | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        interruption = KeyboardInterrupt if signum == signal.SIGINT else Terminated
+        if self.in_hand:
+            self.pending = interruption
+        else:
+            raise interruption()
+
+    def __enter__(self) -> SignalGuard:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def release(self) -> None:
+        """The record in hand is done: deliver a signal that arrived meanwhile."""
+        self.in_hand = False
+        if self.pending is not None:
+            raise self.pending()
+
+
 class Sources:
     """Several sources read one after the other, each message acknowledged to its own."""
 
@@ -128,47 +163,13 @@ def run(source: Any, sink: Any, options: Options, decoder: Any = None,
     policy = ErrorPolicy(options.on_error)
     summary = Summary()
     limit = options.count
-    started = last_checkpoint = time.monotonic()
+    started = time.monotonic()
     completed = False
+    guard = SignalGuard()
     try:
-        for message in source:
-            if message is None:
-                sink.idle()
-                if time.monotonic() - last_checkpoint >= CHECKPOINT_SECONDS:
-                    _checkpoint(sink, source)
-                    last_checkpoint = time.monotonic()
-                continue
-            if message.value is not None:
-                summary.bytes_in += len(message.value)
-            try:
-                if message.error is not None:
-                    raise message.error
-                records = (decoder.decode(message) if decoder is not None and not message.decoded
-                           else (message,))
-                for record in records:
-                    for stage in stages:
-                        record = stage(record)
-                        if record is None:
-                            break
-                    else:
-                        sink.write(record)
-                        summary.records += 1
-                        if limit is not None and summary.records >= limit:
-                            break
-            except BadInput as error:
-                error.at(message.where())
-                policy.handle(message, error)
-                summary.skipped += 1
-            source.ack(message)
-            if progress is not None:
-                progress(summary)
-            if limit is not None and summary.records >= limit:
-                break
-            if (summary.records % 256 == 0
-                    and time.monotonic() - last_checkpoint >= CHECKPOINT_SECONDS):
-                _checkpoint(sink, source)
-                last_checkpoint = time.monotonic()
-        completed = True
+        with guard:
+            completed = _loop(source, sink, decoder, stages, policy, summary, limit, progress,
+                              guard)
     finally:
         summary.seconds = time.monotonic() - started
         summary.bytes_in = summary.bytes_in or getattr(source, "bytes_read", 0)
@@ -176,6 +177,51 @@ def run(source: Any, sink: Any, options: Options, decoder: Any = None,
         broken_pipe = isinstance(sys.exc_info()[1], BrokenPipeError)
         _finish(source, sink, commit=completed or not broken_pipe)
     return summary
+
+
+def _loop(source: Any, sink: Any, decoder: Any, stages: list[Stage], policy: ErrorPolicy,
+          summary: Summary, limit: int | None, progress: Any, guard: SignalGuard) -> bool:
+    last_checkpoint = time.monotonic()
+    for message in source:
+        if message is None:
+            sink.idle()
+            if time.monotonic() - last_checkpoint >= CHECKPOINT_SECONDS:
+                _checkpoint(sink, source)
+                last_checkpoint = time.monotonic()
+            continue
+        guard.in_hand = True
+        if message.value is not None:
+            summary.bytes_in += len(message.value)
+        try:
+            if message.error is not None:
+                raise message.error
+            records = (decoder.decode(message) if decoder is not None and not message.decoded
+                       else (message,))
+            for record in records:
+                for stage in stages:
+                    record = stage(record)
+                    if record is None:
+                        break
+                else:
+                    sink.write(record)
+                    summary.records += 1
+                    if limit is not None and summary.records >= limit:
+                        break
+        except BadInput as error:
+            error.at(message.where())
+            policy.handle(message, error)
+            summary.skipped += 1
+        source.ack(message)
+        guard.release()
+        if progress is not None:
+            progress(summary)
+        if limit is not None and summary.records >= limit:
+            break
+        if (summary.records % 256 == 0
+                and time.monotonic() - last_checkpoint >= CHECKPOINT_SECONDS):
+            _checkpoint(sink, source)
+            last_checkpoint = time.monotonic()
+    return True
 
 
 def _checkpoint(sink: Any, source: Any) -> None:

@@ -20,6 +20,7 @@ from kcptest import (
     kcp_env,
     real_ztf_files,
     run_kcp,
+    shared,
 )
 
 from kcp.codec import JsonToAvro, Schema
@@ -231,3 +232,72 @@ def test_failed_delivery_is_reported_and_exits_4(env, kafka_bootstrap, night):
     result = run_kcp(["produce", name, str(night), "--timeout", "10"], env)
     assert result.returncode == 4
     assert b"not delivered" in result.stderr and b"Traceback" not in result.stderr
+
+
+def test_rubin_wire_format_decodes_offline_by_id_and_round_trips(env, topic, kafka_bootstrap):
+    pytest.importorskip("lsst.alert.packet")
+    folder = shared("lsst", "pittgoogle-client", "wire_format")
+    frames = {p.name: p.read_bytes() for p in sorted(folder.glob("lsst.v*.avro"))}
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    for frame in frames.values():
+        producer.produce(topic, frame)
+    producer.flush(10)
+    got = run_kcp(["consume", topic], env)
+    assert got.returncode == 0, got.stderr
+    documents = list(json_lines(got.stdout))
+    assert len(documents) == len(frames) == 10
+    # v7.x names the alert by alertId, v8+ by diaSourceId (PROVENANCE.md: all 1231321321).
+    assert {d.get("diaSourceId", d.get("alertId")) for d in documents} == {1231321321}
+
+    # JSON back to Rubin's framing: the same bytes as the original message.
+    v7_4 = shared("lsst", "alert_packet", "schema", "7", "4")
+    line = got.stdout.splitlines()[list(frames).index("lsst.v7_4.avro")] + b"\n"
+    sent = run_kcp(["produce", f"{topic}_back", "--to", "confluent", "--schema", str(v7_4),
+                    "--schema-id", "704"], env, stdin=line)
+    assert sent.returncode == 0, sent.stderr
+    (payload,) = raw_payloads(kafka_bootstrap, f"{topic}_back", 1)
+    assert payload.value() == frames["lsst.v7_4.avro"]
+
+
+def test_a_configured_broker_alias(kafka_bootstrap, tmp_path, night, topic):
+    env = kcp_env(None, tmp_path)
+    env.pop("KCP_BROKER", None)
+    config = tmp_path / "config" / "kcp"
+    config.mkdir(parents=True)
+    (config / "config.toml").write_text(
+        f'[brokers.local]\nbootstrap = "{kafka_bootstrap}"\n"client.id" = "kcp-test"\n')
+    assert run_kcp(["produce", f"local:{topic}", str(night)], env).returncode == 0
+    got = run_kcp(["consume", f"local:{topic}", "-c", "2"], env)
+    assert got.returncode == 0, got.stderr
+    assert len(list(json_lines(got.stdout))) == 2
+    url = run_kcp(["consume", f"kafka://{kafka_bootstrap}/{topic}", "-c", "1"], env)
+    assert len(list(json_lines(url.stdout))) == 1
+
+
+def test_ctrl_c_in_a_group_commits_what_was_written(env, night, topic):
+    assert run_kcp(["produce", topic, str(night)], env).returncode == 0
+    follower = subprocess.Popen([KCP, "consume", topic, "-g", "followers", "-f"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        seen = [follower.stdout.readline() for _ in range(40)]
+        assert all(seen)
+        follower.send_signal(signal.SIGINT)
+        assert follower.wait(timeout=20) == 130
+    finally:
+        follower.kill()
+    again = run_kcp(["consume", topic, "-g", "followers"], env)
+    assert again.returncode == 0 and again.stdout == b""
+
+
+def test_sigterm_finishes_cleanly_with_status_0(env, night, topic):
+    assert run_kcp(["produce", topic, str(night)], env).returncode == 0
+    follower = subprocess.Popen([KCP, "consume", topic, "-g", "terminated", "-f"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert all(follower.stdout.readline() for _ in range(40))
+        follower.terminate()
+        assert follower.wait(timeout=20) == 0
+        assert follower.stderr.read() == b""
+    finally:
+        follower.kill()
+    assert run_kcp(["consume", topic, "-g", "terminated"], env).stdout == b""

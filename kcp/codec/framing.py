@@ -141,7 +141,8 @@ def read_body(body: io.BytesIO | bytes, writer: Schema, reader: Schema | None) -
     except UnicodeDecodeError as exc:
         raise BadInput(f"invalid UTF-8 in an Avro string: {exc.reason}") from None
     except fastavro.read.SchemaResolutionError as exc:
-        raise BadInput(f"writer schema {writer.name} cannot be read as {reader.name}: {exc}") from None
+        raise BadInput(f"writer schema {writer.name} cannot be read as {reader.name}: {exc}"
+                       ) from None
     except (IndexError, ValueError, KeyError, TypeError, OverflowError, MemoryError) as exc:
         raise BadInput(f"corrupt Avro datum ({type(exc).__name__}: {exc})") from None
 
@@ -175,8 +176,8 @@ def decode_confluent(payload: bytes, store: SchemaStore) -> list[tuple[Any, Sche
     _, schema_id = _CONFLUENT_HEADER.unpack_from(payload)
     writer = store.by_id(schema_id) or store.default
     if writer is None:
-        raise BadInput(f"Confluent frame names schema id {schema_id}, which no schema source "
-                       "knows (give --registry URL, --schema FILE or --schema-dir DIR)")
+        raise BadInput(f"unknown schema id {schema_id} in a Confluent frame: no schema source "
+                       "knows it (give --registry URL, --schema FILE or --schema-dir DIR)")
     return [(read_body_exactly(payload[5:], writer, store.reader), store.reader or writer)]
 
 
@@ -231,7 +232,19 @@ def detect_framing(payload: bytes, store: SchemaStore) -> str:
 def decode_payload(payload: bytes, store: SchemaStore, framing: str | None = None
                    ) -> list[tuple[Any, Schema]]:
     """Every (datum, schema) a payload holds, in the given framing or the detected one."""
-    return DECODERS[framing or detect_framing(payload, store)](payload, store)
+    if framing is None:
+        framing = detect_framing(payload, store)
+        if framing == "schemaless" and payload[:1] == CONFLUENT_MAGIC and len(payload) >= 5:
+            # 0x00 starts many bare bodies and every Confluent frame, also one whose id no source
+            # knows but whose schema the user gave (Rubin with --schema): the exact reading wins.
+            try:
+                return decode_schemaless(payload, store)
+            except BadInput as exc:
+                try:
+                    return decode_confluent(payload, store)
+                except BadInput:
+                    raise exc from None
+    return DECODERS[framing](payload, store)
 
 
 def write_body(datum: Any, schema: Schema) -> bytes:
@@ -247,14 +260,15 @@ class OcfMessageEncoder:
     """Writes one OCF per message, reusing each schema's header bytes."""
 
     def __init__(self) -> None:
-        self._headers: dict[int, tuple[bytes, bytes]] = {}
+        # Keyed by the Schema itself, not id(): a freed schema's id can be reused by another one.
+        self._headers: dict[Schema, tuple[bytes, bytes]] = {}
 
     def header(self, schema: Schema) -> tuple[bytes, bytes]:
-        cached = self._headers.get(id(schema))
+        cached = self._headers.get(schema)
         if cached is None:
             sync = os.urandom(16)
             cached = (ocf_header(schema, b"null", sync), sync)
-            self._headers[id(schema)] = cached
+            self._headers[schema] = cached
         return cached
 
     def __call__(self, datum: Any, schema: Schema) -> bytes:

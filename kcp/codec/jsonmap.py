@@ -4,17 +4,23 @@ Rules of the default ``kcp`` style (what ``jq`` users see):
 
 - records and maps are objects, arrays are arrays, enums are their symbol;
 - a union value is written bare (no branch wrapper); on the way back the branch is the first one,
-  in schema order, that the JSON value fits;
-- ``bytes`` and ``fixed`` are base64 strings (``--bytes hex`` for hex; ``size`` writes the length and
-  ``omit`` writes null, both one-way);
+  in schema order, that the JSON value fits.  So the round trip is exact when a union's branches
+  differ in JSON type (``["null", X]``, as in every ZTF and Rubin schema); a union of two branches
+  that JSON writes alike (string and bytes, string and a logical type, record and map, two
+  records) needs the ``avro`` style;
+- ``bytes`` and ``fixed`` are base64 strings (``--bytes hex`` for hex; ``size`` writes the length
+  and ``omit`` writes null, both one-way);
 - float and double NaN, +Infinity and -Infinity, which JSON cannot hold, are the strings
-  ``"NaN"``, ``"Infinity"`` and ``"-Infinity"``, turned back into floats where the schema says float;
+  ``"NaN"``, ``"Infinity"`` and ``"-Infinity"``, turned back into floats where the schema says
+  float; a NaN with its sign bit set (what C and numpy computations produce) is ``"-NaN"``, so
+  the sign survives the round trip (a NaN's other payload bits do not);
 - logical types are readable: timestamps as ISO-8601 (``2018-07-25T04:32:11.123000+00:00``), dates
   ``YYYY-MM-DD``, times ``HH:MM:SS.ffffff``, decimals as strings, uuids as strings; each converts
   back exactly.
 
 The ``avro`` style is the Avro specification's JSON encoding (unions wrapped as ``{"type": v}``,
-bytes as ISO-8859-1 strings), for tools that speak it.
+bytes as ISO-8859-1 strings), for tools that speak it.  Like Java's Avro it writes non-finite
+floats as bare ``NaN``/``Infinity`` tokens (not strict JSON), and a NaN comes back without its sign.
 """
 
 from __future__ import annotations
@@ -37,7 +43,8 @@ from .schemas import Schema
 
 BYTES_MODES = ("base64", "hex", "size", "omit")
 JSON_STYLES = ("kcp", "avro")
-FLOAT_TOKENS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+FLOAT_TOKENS = {"NaN": math.nan, "-NaN": -math.nan, "Infinity": math.inf,
+                "-Infinity": -math.inf}
 _INF = math.inf
 _NINF = -math.inf
 
@@ -46,7 +53,7 @@ Converter = Callable[[Any], Any]
 
 def _float_token(value: float) -> str:
     if value != value:
-        return "NaN"
+        return "-NaN" if math.copysign(1.0, value) < 0 else "NaN"
     return "Infinity" if value > 0 else "-Infinity"
 
 
@@ -132,7 +139,7 @@ class _NanCompiler(_Compiler):
             def record(value: dict) -> dict:
                 for field in floats:
                     v = value[field]
-                    if v != v or v == _INF or v == _NINF:
+                    if v != v or v in (_INF, _NINF):
                         value[field] = _float_token(v)
                 for field, convert in nested:
                     v = value[field]
@@ -195,13 +202,13 @@ class AvroToJson:
             raise UsageError(f"--json-style must be one of {', '.join(JSON_STYLES)}")
         self.style = style
         self._default = _bytes_default(bytes_mode)
-        self._converters: dict[int, Converter | None] = {}
+        # Keyed by the Schema itself, not id(): a freed schema's id can be reused by another one.
+        self._converters: dict[Schema, Converter | None] = {}
 
     def _converter(self, schema: Schema) -> Converter | None:
-        key = id(schema)
-        if key not in self._converters:
-            self._converters[key] = _NanCompiler(schema.parsed).build(schema.parsed)
-        return self._converters[key]
+        if schema not in self._converters:
+            self._converters[schema] = _NanCompiler(schema.parsed).build(schema.parsed)
+        return self._converters[schema]
 
     def __call__(self, datum: Any, schema: Schema | None, option: int = 0) -> bytes:
         """JSON for ``datum``.  The datum's NaN floats are rewritten in place (it is consumed)."""
@@ -219,7 +226,7 @@ class AvroToJson:
 
 
 def _nan_tokens_anywhere(value: Any) -> Any:
-    """Schema-less data (plain JSON passing through): rewrite non-finite floats wherever they are."""
+    """Schema-less data (plain JSON passing through): rewrite non-finite floats anywhere."""
     if isinstance(value, float) and not math.isfinite(value):
         return _float_token(value)
     if isinstance(value, dict):
@@ -423,7 +430,7 @@ class JsonToAvro:
     def __init__(self, bytes_mode: str = "base64", style: str = "kcp") -> None:
         self.bytes_mode = bytes_mode
         self.style = style
-        self._converters: dict[int, Callable[[Any, str], Any]] = {}
+        self._converters: dict[Schema, Callable[[Any, str], Any]] = {}
 
     def __call__(self, document: bytes | str, schema: Schema) -> Any:
         if self.style == "avro":
@@ -441,8 +448,8 @@ class JsonToAvro:
 
     def datum(self, value: Any, schema: Schema) -> Any:
         """The Avro datum for an already-parsed JSON value."""
-        convert = self._converters.get(id(schema))
+        convert = self._converters.get(schema)
         if convert is None:
             compiler = _InverseCompiler(schema.parsed, self.bytes_mode)
-            convert = self._converters[id(schema)] = compiler.build(schema.parsed)
+            convert = self._converters[schema] = compiler.build(schema.parsed)
         return convert(value, "")

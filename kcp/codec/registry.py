@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..errors import TransportError
+from ..errors import TransportError, UsageError
 
 
 def open_registry(url: str) -> Callable[[int], str | None]:
     """A function returning the schema text registered under an id, or None if there is none."""
-    from confluent_kafka.schema_registry import SchemaRegistryClient
-    from confluent_kafka.schema_registry.error import SchemaRegistryError
+    try:
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
+    except ImportError as exc:  # the registry client needs confluent-kafka's optional extra
+        raise UsageError(f"--registry needs confluent-kafka's registry client ({exc}): "
+                         "pip install 'confluent-kafka[schemaregistry]'") from None
 
     client = SchemaRegistryClient({"url": url})
 

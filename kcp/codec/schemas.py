@@ -64,6 +64,7 @@ class SchemaStore:
         self.default: Schema | None = None
         self.reader: Schema | None = None
         self._by_text: dict[bytes, Schema] = {}
+        self._by_definition: dict[str, Schema] = {}
         self._by_id: dict[int, Schema] = {}
         self._by_fingerprint: dict[int, Schema] = {}
         self._id_resolvers: list[Any] = []
@@ -82,9 +83,14 @@ class SchemaStore:
                 definition = json.loads(text)
             except ValueError as exc:
                 raise BadInput(f"OCF header holds a schema that is not JSON: {exc}") from None
-            known = Schema(definition)
-            # Different writers embed the same schema with different whitespace or key order.
-            schema = self._by_fingerprint.setdefault(known.fingerprint, known)
+            # Different writers embed the same schema with different whitespace or key order.  Not
+            # the fingerprint: the Parsing Canonical Form drops logical types and decimal scales,
+            # and schemas differing only in those decode the same bytes to different values.
+            key = json.dumps(definition, sort_keys=True, separators=(",", ":"))
+            schema = self._by_definition.get(key)
+            if schema is None:
+                schema = self._by_definition[key] = Schema(definition)
+                self._by_fingerprint.setdefault(schema.fingerprint, schema)
             self._by_text[text] = schema
         return schema
 
@@ -280,11 +286,16 @@ class RubinSchemaTree:
     @classmethod
     def from_package(cls) -> RubinSchemaTree | None:
         """The schema tree shipped by ``lsst-alert-packet``, when that extra is installed."""
+        import importlib.util
+
+        # Located, not imported: the package's __init__ pulls in numpy and more.
         try:
-            from lsst.alert.packet import schema as packet_schema  # type: ignore[import-not-found]
+            spec = importlib.util.find_spec("lsst.alert.packet")
         except ImportError:
             return None
-        return cls(Path(packet_schema.__file__).parent / "schema")
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        return cls(Path(next(iter(spec.submodule_search_locations))) / "schema")
 
 
 class RegistryClient:
