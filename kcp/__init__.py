@@ -74,7 +74,10 @@ def payload_encoder(options: Options) -> Any:
     reshaped = options.schemas.reader is not None
 
     def encode(message: Message) -> bytes:
-        if message.value is not None and not reshaped and message.topic is not None:
+        # A payload read from Kafka, an envelope or raw input passes as it was; records read
+        # from files (JSON lines, OCF records) are encoded.
+        if message.value is not None and not reshaped and (
+                not message.decoded or message.topic is not None):
             return message.value
         return avro.encode(message)
 

@@ -145,6 +145,9 @@ def format_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="kcp: readable JSON for jq; avro: the Avro spec's JSON encoding."),
         click.option("--raw", is_flag=True,
                      help="Pass payloads through undecoded, one per line (like kcat)."),
+        click.option("--envelope", is_flag=True,
+                     help="Files and pipes hold whole Kafka messages as JSON Lines (topic, "
+                          "partition, offset, timestamp, key, headers, value, payload)."),
         click.option("--pretty/--compact", default=None,
                      help="Indented JSON (default on a terminal) or one line per record."),
     ]):
@@ -213,10 +216,15 @@ def _move(sources: list[str], destination: str, kw: dict[str, Any], default_offs
     from . import Config, open_sink, open_source, reader_for, run
     from .pipeline import Sources
 
+    from .address import parse_address
+
     options = build_options(kw)
     options.follow = follow
     options.tail_count = tail_count
     config = Config.load()
+    if kw.get("envelope"):
+        _envelope_side(options, [parse_address(s, config.brokers) for s in sources],
+                       parse_address(destination, config.brokers))
     if destination == "-" and options.write_format == "raw" and sys.stdout.isatty() \
             and not kw.get("force"):
         raise UsageError("refusing to write raw payloads to a terminal; pipe them, or --force")
@@ -237,6 +245,21 @@ def _move(sources: list[str], destination: str, kw: dict[str, Any], default_offs
         decoder = reader_for(options.read_format, options)
     summary = run(source, sink, options, decoder=decoder)
     _report(summary, options)
+
+
+def _envelope_side(options: Any, sources: list[Any], destination: Any) -> None:
+    """``--envelope`` names the format of the side that is not Kafka."""
+    if destination.kind != "kafka":
+        options.write_format = "envelope"
+        if options.read_format == "raw":  # --raw --envelope: payloads only, nothing decoded
+            return
+        options.read_format = None
+    elif all(s.kind != "kafka" for s in sources):
+        options.read_format = "envelope"
+        if options.write_format == "raw":
+            options.write_format = None
+    else:
+        raise UsageError("--envelope is for copies between Kafka and files or pipes")
 
 
 # -- the commands -------------------------------------------------------------------------------

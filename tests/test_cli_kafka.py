@@ -301,3 +301,38 @@ def test_sigterm_finishes_cleanly_with_status_0(env, night, topic):
     finally:
         follower.kill()
     assert run_kcp(["consume", topic, "-g", "terminated"], env).stdout == b""
+
+
+def test_envelope_round_trip_is_byte_for_byte(env, night, topic, kafka_bootstrap):
+    with open(night, "rb") as stream:
+        payloads = [payload for payload in _ocf_per_record(stream)][:5]
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    headers = [("origin", b"ipac"), ("origin", b"again"), ("blob", b"\x00\xff"), ("none", None)]
+    for i, payload in enumerate(payloads):
+        producer.produce(topic, payload, key=b"\xfe\x01" if i % 2 else b"ZTF18abc",
+                         headers=headers, timestamp=1_532_493_131_000 + i)
+    producer.flush(10)
+    original = raw_payloads(kafka_bootstrap, topic, 5)
+
+    for flags in ([], ["--raw"]):
+        copy = f"{topic}_copy{len(flags)}"
+        dumped = run_kcp(["consume", topic, "--envelope", *flags], env)
+        assert dumped.returncode == 0, dumped.stderr
+        first = next(json_lines(dumped.stdout))
+        assert first["key"] == "ZTF18abc" and first["headers"]["origin"] == ["ipac", "again"]
+        assert first["headers"]["blob"] == {"base64": "AP8="} and first["headers"]["none"] is None
+        assert ("value" in first) is not bool(flags)
+        sent = run_kcp(["produce", copy, "--envelope"], env, stdin=dumped.stdout)
+        assert sent.returncode == 0, sent.stderr
+        copied = raw_payloads(kafka_bootstrap, copy, 5)
+        assert [(m.key(), m.headers(), m.timestamp(), m.value()) for m in copied] == [
+            (m.key(), m.headers(), m.timestamp(), m.value()) for m in original]
+
+
+def _ocf_per_record(stream):
+    reader = fastavro.reader(stream)
+    schema = reader.writer_schema
+    for record in reader:
+        out = io.BytesIO()
+        fastavro.writer(out, schema, [record])
+        yield out.getvalue()

@@ -12,7 +12,7 @@ from pathlib import PurePath
 from typing import Any
 
 from ..errors import UsageError
-from . import avro, json, raw
+from . import avro, envelope, json, raw
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,9 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
            "a bare Avro body; the schema comes from --schema"),
     Format("json", json.JsonReader, json.JsonWriter, (".json", ".jsonl", ".ndjson"),
            "JSON Lines, one document per record (see docs for the Avro mapping)"),
+    Format("envelope", envelope.EnvelopeReader, envelope.EnvelopeWriter, (),
+           "JSON Lines of whole Kafka messages: topic, partition, offset, timestamp, key, "
+           "headers, the decoded value and the exact payload"),
     Format("raw", raw.RawReader, raw.RawWriter, (),
            "payloads as they are, one per line (--delimiter); no decoding"),
 )}
