@@ -457,5 +457,64 @@ def schema(source: str, every: bool, **kw: Any) -> None:
     out.flush()
 
 
+@main.command("ls", epilog=ADDRESS_TEXT + "\n\n" + EXIT_STATUS_TEXT)
+@click.argument("where", required=False, metavar="[BROKER[:PATTERN]]")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines instead of a table.")
+@kafka_options
+@run_options
+@handles_errors
+def list_topics(where: str | None, as_json: bool, **kw: Any) -> None:
+    """List the topics of a broker: partitions, messages, first and last timestamps.
+
+    \b
+    Examples:
+      kcp ls
+      kcp ls ztf:'^ztf_2018'
+      kcp ls localhost:9092: --json | jq -r .topic
+    """
+    import orjson
+
+    from .address import Address, parse_address
+    from .config import Config
+    from .transports import transport
+
+    config = Config.load()
+    if where is None or where in config.brokers:
+        address = Address("kafka", where or "", broker=where)
+    else:
+        address = parse_address(where, config.brokers)
+        if address.kind != "kafka":
+            raise UsageError(f"{where}: not a broker (BROKER, BROKER: or BROKER:PATTERN)")
+    rows = transport("kafka").describe_topics(address, build_options(kw), config)
+    out = sys.stdout.buffer
+    if as_json or not sys.stdout.isatty():
+        for row in rows:
+            out.write(orjson.dumps(row) + b"\n")
+        out.flush()
+        return
+    click.echo(_table(["topic", "partitions", "messages", "first", "last"], [
+        [r["topic"], r["partitions"], r["messages"], _iso(r["first"]), _iso(r["last"])]
+        for r in rows]))
+
+
+def _iso(milliseconds: int | None) -> str:
+    from datetime import UTC, datetime
+
+    if milliseconds is None:
+        return "-"
+    return datetime.fromtimestamp(milliseconds / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    cells = [header] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    numeric = [all(isinstance(row[i], int) for row in rows) for i in range(len(header))]
+    lines = []
+    for row in cells:
+        lines.append("  ".join(c.rjust(w) if n else c.ljust(w)
+                               for c, w, n in zip(row, widths, numeric, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

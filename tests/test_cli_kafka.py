@@ -336,3 +336,18 @@ def _ocf_per_record(stream):
         out = io.BytesIO()
         fastavro.writer(out, schema, [record])
         yield out.getvalue()
+
+
+def test_ls_lists_topics_with_counts_and_times(env, make_topic, kafka_bootstrap):
+    topic = make_topic(partitions=2)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    for i in range(7):
+        producer.produce(topic, b"x", partition=i % 2, timestamp=1_600_000_000_000 + i)
+    producer.flush(10)
+    result = run_kcp(["ls", f"{kafka_bootstrap}:{topic}", "--json"], env)
+    assert result.returncode == 0, result.stderr
+    assert list(json_lines(result.stdout)) == [{
+        "topic": topic, "partitions": 2, "messages": 7,
+        "first": 1_600_000_000_000, "last": 1_600_000_000_006}]
+    everything = run_kcp(["ls", "--json"], env)
+    assert topic in {row["topic"] for row in json_lines(everything.stdout)}

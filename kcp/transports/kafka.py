@@ -380,6 +380,65 @@ class KafkaSink:
         self.flush()
 
 
+def describe_topics(address: Address, options: Options, config: Config) -> list[dict[str, Any]]:
+    """Each topic of a broker (matching the address's topics or patterns, if any): partitions,
+    message count (the span of offsets), and the timestamps of its first and last messages."""
+    name, properties = broker_properties(address, options, config)
+    callbacks, errors = _fatal_errors(name)
+    consumer = Consumer({"group.id": f"kcp-ls-{uuid.uuid4().hex}", "enable.auto.commit": False,
+                         **properties, **callbacks})
+    try:
+        metadata = _metadata(consumer, name, None, options.timeout, errors)
+        patterns = [re.compile(t if t.startswith("^") else f"^{re.escape(t)}$")
+                    for t in address.topics]
+        topics = sorted(t for t in metadata.topics if not t.startswith("__")
+                        and (not patterns or any(p.match(t) for p in patterns)))
+        rows = []
+        firsts: list[TopicPartition] = []
+        lasts: list[TopicPartition] = []
+        for topic in topics:
+            count = 0
+            for partition in sorted(metadata.topics[topic].partitions):
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                           timeout=options.timeout)
+                count += high - low
+                if high > low:
+                    firsts.append(TopicPartition(topic, partition, low))
+                    lasts.append(TopicPartition(topic, partition, high - 1))
+            rows.append({"topic": topic, "partitions": len(metadata.topics[topic].partitions),
+                         "messages": count, "first": None, "last": None})
+        by_topic = {row["topic"]: row for row in rows}
+        for field, positions, pick in (("first", firsts, min), ("last", lasts, max)):
+            for (topic, _), stamp in _timestamps_at(consumer, positions, options.timeout).items():
+                row = by_topic[topic]
+                row[field] = stamp if row[field] is None else pick(row[field], stamp)
+        return rows
+    finally:
+        consumer.close()
+
+
+def _timestamps_at(consumer: Consumer, positions: list[TopicPartition], timeout: float
+                   ) -> dict[tuple[str, int], int]:
+    """The timestamp of the message at each position (positions that yield none are left out:
+    a transaction marker, a compacted-away record)."""
+    if not positions:
+        return {}
+    consumer.assign(positions)
+    wanted = {(tp.topic, tp.partition) for tp in positions}
+    found: dict[tuple[str, int], int] = {}
+    deadline = time.monotonic() + min(timeout, 10.0)
+    while wanted - found.keys() and time.monotonic() < deadline:
+        for record in consumer.consume(500, 0.2):
+            key = (record.topic(), record.partition())
+            if record.error() is None and key in wanted and key not in found:
+                found[key] = record.timestamp()[1]
+                consumer.pause([TopicPartition(*key)])
+    # Paused partitions stay paused across assign(): undo it for the next round.
+    consumer.resume([TopicPartition(t, p) for t, p in wanted])
+    consumer.unassign()
+    return found
+
+
 def open_source(address: Address, options: Options, config: Config,
                 default_offset: str = "beginning") -> KafkaSource:
     return KafkaSource(address, options, config, default_offset)
