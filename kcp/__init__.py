@@ -85,12 +85,18 @@ def payload_encoder(options: Options) -> Any:
 
 
 def open_sink(text: str | Address, options: Options, config: Config | None = None,
-              keep_partition: bool = False) -> Any:
-    """The sink an address names: a topic, a file, or stdout (``-``)."""
+              keep_partition: bool = False, transactional: bool = False) -> Any:
+    """The sink an address names: a topic, a file, or stdout (``-``).
+
+    ``transactional`` (Kafka only) writes in transactions; link a Kafka source to it with
+    ``kcp.transports.kafka.exactly_once(source, sink)`` to commit offsets inside them.
+    """
     config = config or Config.load()
     address = _address(text, config)
     module = transport(address.kind)
     if address.kind == "kafka":
         return module.open_sink(address, options, config, payload_encoder(options),
-                                keep_partition=keep_partition)
+                                keep_partition=keep_partition, transactional=transactional)
+    if transactional:
+        raise UsageError(f"{address}: transactions need a Kafka destination")
     return module.open_sink(address, options, config)

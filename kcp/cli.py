@@ -162,8 +162,9 @@ def run_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="What a bad record does: stop (exit 3), be skipped and counted, or be "
                           "kept raw with its metadata as JSON Lines in PATH."),
         click.option("--progress", is_flag=True, default=None,
-                     help="Print a summary to stderr even when it is not a terminal."),
-        click.option("-q", "--quiet", is_flag=True, help="No summary on stderr."),
+                     help="Show the live count and final summary on stderr even when it is "
+                          "not a terminal (they show on a terminal by default)."),
+        click.option("-q", "--quiet", is_flag=True, help="No progress and no summary."),
         click.option("--debug", is_flag=True, help="Show tracebacks."),
     ]):
         command = option(command)
@@ -205,15 +206,29 @@ def build_options(kw: dict[str, Any]) -> Any:
     return options
 
 
-def _report(summary: Any, options: Any) -> None:
+def _wants_progress(options: Any) -> bool:
     wanted = options.progress if options.progress is not None else sys.stderr.isatty()
-    if wanted and not options.quiet:
+    return bool(wanted) and not options.quiet
+
+
+def _run_reporting(source: Any, sink: Any, options: Any, decoder: Any) -> None:
+    """Run the pipeline with a live count on stderr and a summary line at the end."""
+    from .pipeline import Progress, run
+
+    progress = Progress(sys.stderr) if _wants_progress(options) else None
+    try:
+        summary = run(source, sink, options, decoder=decoder, progress=progress)
+    finally:
+        if progress is not None:
+            progress.done()
+    if progress is not None:
         click.echo(f"kcp: {summary.line()}", err=True)
 
 
 def _move(sources: list[str], destination: str, kw: dict[str, Any], default_offset: str,
-          follow: bool, tail_count: int | None = None, keep_partition: bool = False) -> None:
-    from . import Config, open_sink, open_source, reader_for, run
+          follow: bool, tail_count: int | None = None, keep_partition: bool = False,
+          exactly_once: bool = False) -> None:
+    from . import Config, open_sink, open_source, reader_for
     from .pipeline import Sources
 
     from .address import parse_address
@@ -232,19 +247,25 @@ def _move(sources: list[str], destination: str, kw: dict[str, Any], default_offs
     try:
         for text in sources:
             opened.append(open_source(text, options, config, default_offset=default_offset))
-        sink = open_sink(destination, options, config, keep_partition=keep_partition)
+        sink = open_sink(destination, options, config, keep_partition=keep_partition,
+                         transactional=exactly_once)
     except BaseException:
         for source in opened:
             source.close()
         raise
     source = opened[0] if len(opened) == 1 else Sources(opened)
+    if exactly_once:
+        from .transports import transport
+
+        if len(opened) != 1 or not hasattr(source, "consumer"):
+            raise UsageError("--exactly-once copies from one Kafka source address")
+        transport("kafka").exactly_once(source, sink)
     decoder = None
     if options.read_format != "raw" and not (getattr(sink, "payloads", False)
                                              and options.write_format is None
                                              and options.schemas.reader is None):
         decoder = reader_for(options.read_format, options)
-    summary = run(source, sink, options, decoder=decoder)
-    _report(summary, options)
+    _run_reporting(source, sink, options, decoder)
 
 
 def _envelope_side(options: Any, sources: list[Any], destination: Any) -> None:
@@ -361,13 +382,17 @@ def tail(topic: str, last: int, exit_at_end: bool, **kw: Any) -> None:
 @click.option("-f", "--follow", is_flag=True, help="Keep copying new records from topics.")
 @click.option("--keep-partition", is_flag=True,
               help="Topic to topic: write each record to the partition it came from.")
+@click.option("--exactly-once", is_flag=True,
+              help="Topic to topic in Kafka transactions with the offsets (needs -g): "
+                   "read_committed readers see each record once, even across crashes.")
 @kafka_options
 @read_options
 @format_options
 @click.option("--force", is_flag=True, help="Write raw payloads even to a terminal.")
 @run_options
 @handles_errors
-def cp(addresses: tuple[str, ...], follow: bool, keep_partition: bool, **kw: Any) -> None:
+def cp(addresses: tuple[str, ...], follow: bool, keep_partition: bool, exactly_once: bool,
+       **kw: Any) -> None:
     """Copy records from every SRC to DST: topics, files, globs, stdin/stdout (-).
 
     Formats follow the extensions (or --from/--to). Topic to topic copies payloads, keys,
@@ -383,7 +408,8 @@ def cp(addresses: tuple[str, ...], follow: bool, keep_partition: bool, **kw: Any
     if len(addresses) < 2:
         raise UsageError("cp needs a source and a destination: kcp cp SRC... DST")
     *sources, destination = addresses
-    _move(sources, destination, kw, "beginning", follow=follow, keep_partition=keep_partition)
+    _move(sources, destination, kw, "beginning", follow=follow, keep_partition=keep_partition,
+          exactly_once=exactly_once)
 
 
 @main.command(epilog=EXIT_STATUS_TEXT)

@@ -43,6 +43,33 @@ class Summary:
         return text
 
 
+class Progress:
+    """A live one-line count on stderr, redrawn at most five times a second."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.started = time.monotonic()
+        self.next_draw = self.started + 0.2
+        self.drawn = False
+
+    def __call__(self, summary: Summary) -> None:
+        now = time.monotonic()
+        if now < self.next_draw:
+            return
+        self.next_draw = now + 0.2
+        elapsed = now - self.started
+        self.stream.write(f"\r\x1b[Kkcp: {summary.records:,} records, "
+                          f"{summary.bytes_in / 1e6:,.1f} MB, "
+                          f"{summary.records / elapsed:,.0f} records/s")
+        self.stream.flush()
+        self.drawn = True
+
+    def done(self) -> None:
+        if self.drawn:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
 class ErrorPolicy:
     """``--on-error fail|skip|dead-letter:PATH``."""
 

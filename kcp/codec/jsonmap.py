@@ -70,6 +70,8 @@ def _bytes_default(mode: str) -> Callable[[Any], Any]:
             return encode(bytes(obj))
         if isinstance(obj, decimal.Decimal):
             return str(obj)
+        if isinstance(obj, (dt.datetime, dt.date, dt.time)):
+            return obj.isoformat()
         raise TypeError(f"cannot write {type(obj).__name__} as JSON")
 
     return default
@@ -116,12 +118,12 @@ class _NanCompiler(_Compiler):
                 return lambda v: v if (v == v and v != _INF and v != _NINF) else _float_token(v)
             return None
         if isinstance(node, list):
-            branches = [b for b in (self.build(b, seen) for b in node) if b is not None]
+            # A branch's converter sees only values of its Python type: a string or a bool of
+            # another branch must not be iterated as an array, nor a map read as an array.
+            branches = [(self._python_type(b), c) for b in node
+                        for c in [self.build(b, seen)] if c is not None]
             if not branches:
                 return None
-            if len(branches) == 1:
-                only = branches[0]
-                return lambda v: None if v is None else only(v)
             return lambda v: _first_that_applies(branches, v)
         kind = node["type"]
         if kind in ("record", "error"):
@@ -163,6 +165,12 @@ class _NanCompiler(_Compiler):
             return self.build(kind, seen)
         return None
 
+    def _python_type(self, node: Any) -> type:
+        """The Python type of the decoded values of a branch that has a converter."""
+        node = self.resolve(node)
+        kind = node["type"] if isinstance(node, dict) else node
+        return {"record": dict, "error": dict, "map": dict, "array": list}.get(kind, float)
+
     def _is_float(self, node: Any) -> bool:
         """A plain or nullable float field, handled inline by the record converter."""
         if node in ("float", "double"):
@@ -179,16 +187,15 @@ def _identity(value: Any) -> Any:
     return value
 
 
-def _first_that_applies(converters: list[Converter], value: Any) -> Any:
-    if value is None:
-        return None
+def _first_that_applies(converters: list[tuple[type, Converter]], value: Any) -> Any:
     if isinstance(value, float):
         return _float_token(value) if (value != value or value in (_INF, _NINF)) else value
-    for convert in converters:
-        try:
-            return convert(value)
-        except (TypeError, KeyError, AttributeError):
-            continue
+    for python_type, convert in converters:
+        if isinstance(value, python_type):
+            try:
+                return convert(value)
+            except (TypeError, KeyError):  # a record branch this dict is not
+                continue
     return value
 
 
@@ -214,7 +221,10 @@ class AvroToJson:
         """JSON for ``datum``.  The datum's NaN floats are rewritten in place (it is consumed)."""
         if self.style == "avro" and schema is not None:
             out = io.StringIO()
-            fastavro.json_writer(out, schema.parsed, [datum])
+            try:
+                fastavro.json_writer(out, schema.parsed, [datum])
+            except Exception as exc:  # fastavro's JSON encoder raises bare Exceptions too
+                raise BadInput(f"cannot write Avro-JSON of schema {schema.name}: {exc}") from None
             return out.getvalue().rstrip("\n").encode()
         if schema is not None:
             convert = self._converter(schema)
@@ -222,7 +232,13 @@ class AvroToJson:
                 datum = convert(datum)
         elif isinstance(datum, (dict, list)):
             datum = _nan_tokens_anywhere(datum)
-        return orjson.dumps(datum, default=self._default, option=option)
+        # Dates and times go through isoformat(): orjson 3.13 writes time(0, 0, 0, 10000) as
+        # "00:00:00.10000", a tenth of a second.
+        try:
+            return orjson.dumps(datum, default=self._default,
+                                option=option | orjson.OPT_PASSTHROUGH_DATETIME)
+        except orjson.JSONEncodeError as exc:
+            raise BadInput(f"cannot write this record as JSON: {exc}") from None
 
 
 def _nan_tokens_anywhere(value: Any) -> Any:

@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 import fastavro
+import fastavro.read
 
 from ..codec import Schema, decode_payload, encoder_for
 from ..codec.framing import OCF_MAGIC
 from ..errors import BadInput, UsageError
 from ..message import Message
 from ..options import Options
+
+
+def _read_zstandard_block(fo: Any) -> io.BytesIO:
+    import cramjam
+
+    # fastavro's compiled reader passes the file, its pure-Python fallback a decoder.
+    data = fo.read_bytes() if hasattr(fo, "read_bytes") else fastavro.schemaless_reader(fo, "bytes")
+    return io.BytesIO(bytes(cramjam.zstd.decompress(data)))
+
+
+# fastavro reads zstandard blocks only when backports.zstd is installed; cramjam, which kcp needs
+# anyway (kcp.codec.framing decodes zstandard payloads with it), does the same job.
+fastavro.read.BLOCK_READERS["zstandard"] = _read_zstandard_block
 
 
 class AvroReader:

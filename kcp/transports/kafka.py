@@ -127,6 +127,9 @@ class KafkaSource:
             "auto.offset.reset": "earliest" if self.offset == "beginning" else "latest",
             # librdkafka prefetches ~64 MB per partition by default; alerts are big, keep RSS flat.
             "queued.max.messages.kbytes": 65536,
+            # A member that died (kill -9) holds its partitions for the session timeout:
+            # 45 s by default, too long for a rerun from a shell.
+            "session.timeout.ms": 10000,
             "fetch.max.bytes": 52428800,
             **properties,
             **callbacks,
@@ -140,6 +143,7 @@ class KafkaSource:
         self.assigned: set[tuple[str, int]] = set()
         self.positions: dict[tuple[str, int], int] = {}
         self.committed: dict[tuple[str, int], int] = {}
+        self.transaction: KafkaSink | None = None
         self._assignment_seen = False
         self._subscribe()
 
@@ -280,8 +284,16 @@ class KafkaSource:
             return
         pending = [TopicPartition(t, p, o) for (t, p), o in self.positions.items()
                    if self.committed.get((t, p)) != o]
-        if not pending:
+        if self.transaction is not None:
+            # Exactly once: the offsets travel inside the sink's transaction.
+            self.transaction.commit_transaction(pending, self.consumer.consumer_group_metadata())
+        elif not pending:
             return
+        else:
+            self._commit(pending)
+        self.committed.update(((tp.topic, tp.partition), tp.offset) for tp in pending)
+
+    def _commit(self, pending: list[TopicPartition]) -> None:
         try:
             self.consumer.commit(offsets=pending, asynchronous=False)
         except KafkaException as exc:
@@ -289,7 +301,6 @@ class KafkaSource:
             if error.code() != KafkaError._NO_OFFSET:
                 raise TransportError(f"group {self.group}: cannot commit offsets: "
                                      f"{error.str()}") from None
-        self.committed.update(((tp.topic, tp.partition), tp.offset) for tp in pending)
 
     def close(self) -> None:
         with contextlib.suppress(KafkaException, RuntimeError):
@@ -302,7 +313,7 @@ class KafkaSink:
     payloads = True
 
     def __init__(self, address: Address, options: Options, config: Config, writer: Any,
-                 keep_partition: bool = False) -> None:
+                 keep_partition: bool = False, transactional: bool = False) -> None:
         if len(address.topics) > 1 or any(t.startswith("^") for t in address.topics):
             raise UsageError(f"{address}: write to one topic name, not a list or a pattern")
         self.topic = address.topics[0] if address.topics else None
@@ -321,6 +332,8 @@ class KafkaSink:
             # Rubin alerts with full histories pass 1 MB, librdkafka's default limit.
             "message.max.bytes": 10485760,
             **properties,
+            **(transactional_properties(options.group, options.timeout) if transactional
+               else {}),
             **callbacks,
         }
         try:
@@ -331,6 +344,42 @@ class KafkaSink:
         self.delivered = 0
         self.failures: list[tuple[str, str]] = []
         self.timeout = options.timeout
+        self.transactional = "transactional.id" in settings
+        self._in_transaction = False
+        if self.transactional:
+            self._transaction_call("initialise", self.producer.init_transactions)
+
+    def _transaction_call(self, what: str, call: Any, *args: Any) -> None:
+        try:
+            call(*args, self.timeout)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if error.txn_requires_abort():
+                with contextlib.suppress(KafkaException):
+                    self.producer.abort_transaction(self.timeout)
+                self._in_transaction = False
+            raise TransportError(f"broker {self.name}: cannot {what} the transaction: "
+                                 f"{error.str()}") from None
+
+    def commit_transaction(self, offsets: list[TopicPartition], group: Any) -> None:
+        """Commit what was produced since the last call together with the source offsets."""
+        if not self._in_transaction and not offsets:
+            return
+        if not self._in_transaction:
+            self._begin()
+        if offsets:
+            self._transaction_call("add offsets to", self.producer.send_offsets_to_transaction,
+                                   offsets, group)
+        self._transaction_call("commit", self.producer.commit_transaction)
+        self._in_transaction = False
+
+    def _begin(self) -> None:
+        try:
+            self.producer.begin_transaction()
+        except KafkaException as exc:
+            raise TransportError(f"broker {self.name}: cannot begin a transaction: "
+                                 f"{exc.args[0].str()}") from None
+        self._in_transaction = True
 
     def _on_delivery(self, error: KafkaError | None, record: Any) -> None:
         if error is None:
@@ -343,6 +392,8 @@ class KafkaSink:
         topic = self.topic or message.topic
         if topic is None:
             raise UsageError("no destination topic: name one (NAME:topic)")
+        if self.transactional and not self._in_transaction:
+            self._begin()
         extra = {}
         if self.keep_partition and message.partition is not None:
             extra["partition"] = message.partition
@@ -439,11 +490,31 @@ def _timestamps_at(consumer: Consumer, positions: list[TopicPartition], timeout:
     return found
 
 
+def exactly_once(source: KafkaSource, sink: KafkaSink) -> None:
+    """Make ``sink`` commit ``source``'s offsets inside its transactions."""
+    if not source.group:
+        raise UsageError("--exactly-once needs a consumer group: -g GROUP")
+    if not sink.transactional:
+        raise UsageError("--exactly-once needs a transactional producer")
+    source.transaction = sink
+
+
+def transactional_properties(group: str | None, timeout: float) -> dict[str, str]:
+    """Producer settings for --exactly-once.
+
+    Each process has its own transactional id, so copiers sharing a group never fence each
+    other; the transaction of a copier that died is aborted by the coordinator after
+    ``--timeout``, and readers with read_committed never see its records.
+    """
+    return {"transactional.id": f"kcp-{group}-{uuid.uuid4().hex[:12]}",
+            "transaction.timeout.ms": str(int(timeout * 1000))}
+
+
 def open_source(address: Address, options: Options, config: Config,
                 default_offset: str = "beginning") -> KafkaSource:
     return KafkaSource(address, options, config, default_offset)
 
 
 def open_sink(address: Address, options: Options, config: Config, writer: Any = None,
-              keep_partition: bool = False) -> KafkaSink:
-    return KafkaSink(address, options, config, writer, keep_partition)
+              keep_partition: bool = False, transactional: bool = False) -> KafkaSink:
+    return KafkaSink(address, options, config, writer, keep_partition, transactional)
