@@ -99,4 +99,7 @@ def open_sink(text: str | Address, options: Options, config: Config | None = Non
                                 keep_partition=keep_partition, transactional=transactional)
     if transactional:
         raise UsageError(f"{address}: transactions need a Kafka destination")
+    if address.kind == "file":
+        # A copy that resumes (a consumer group) continues its file rather than replace it.
+        return module.open_sink(address, options, config, resume=options.group is not None)
     return module.open_sink(address, options, config)

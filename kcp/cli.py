@@ -229,9 +229,8 @@ def _move(sources: list[str], destination: str, kw: dict[str, Any], default_offs
           follow: bool, tail_count: int | None = None, keep_partition: bool = False,
           exactly_once: bool = False) -> None:
     from . import Config, open_sink, open_source, reader_for
-    from .pipeline import Sources
-
     from .address import parse_address
+    from .pipeline import Sources
 
     options = build_options(kw)
     options.follow = follow

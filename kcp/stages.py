@@ -139,15 +139,15 @@ def _membership(negate: bool, left: _Expr, right: _Expr) -> Fn:
         items = right.value
         try:  # a watch list of a thousand objectIds is a set lookup, not a scan
             keys = {(_kind(item), item) for item in items}
-        except TypeError:
-            keys = None
+        except TypeError:  # a list in the list
+            return lambda datum: _contains(lf(datum), items) != negate
 
         def member(datum: Any) -> bool:
             a = lf(datum)
             try:
-                return ((_kind(a), a) in keys) != negate  # type: ignore[operator]
-            except TypeError:  # a list or a dict on either side
-                return _contains(a, items) != negate
+                return ((_kind(a), a) in keys) != negate
+            except TypeError:  # a list or a record is never among hashable items
+                return negate
         return member
     return lambda datum: _contains(lf(datum), rf(datum)) != negate
 
@@ -241,7 +241,8 @@ class _Parser:
         shown = re.sub(r"\s", " ", self.text)  # one line, same length: the column still holds
         if len(shown) > 80:
             start = max(0, min(column - 40, len(shown) - 76))
-            shown = ("..." if start else "") + shown[start:start + 76] + "..."
+            end = start + 76
+            shown = "..." * (start > 0) + shown[start:end] + "..." * (end < len(shown))
         return UsageError(f'column {column}: {what} in "{shown}"', where="--where")
 
     def tokenize(self) -> list[_Token]:

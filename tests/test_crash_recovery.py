@@ -105,3 +105,60 @@ def test_at_least_once_resume_loses_nothing(kafka_bootstrap, make_topic, tmp_pat
     ids = ids_in(kafka_bootstrap, f"{topic}_alo", "read_committed")
     assert set(ids) == set(range(MESSAGES))
     assert len(ids) < 2 * MESSAGES  # the rerun started from the group's commits
+
+
+def test_file_copy_resumes_after_sigkill_and_is_never_torn(kafka_bootstrap, make_topic, tmp_path):
+    import orjson
+
+    env = kcp_env(kafka_bootstrap, tmp_path)
+    topic = make_topic()
+    fill(kafka_bootstrap, topic)
+    final = tmp_path / "night.jsonl"
+    partial = tmp_path / "night.jsonl.part"
+    args = ["cp", topic, str(final), "-g", "archiver", *PACED]
+    copier = subprocess.Popen([KCP, *args], env=env, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not partial.exists() or partial.stat().st_size < 200_000:
+            assert copier.poll() is None, "the copy finished before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        copier.send_signal(signal.SIGKILL)
+        copier.wait(10)
+    finally:
+        copier.kill()
+    assert not final.exists()  # a crash never leaves a torn file under the final name
+    rerun = run_kcp(args, env, timeout=180)
+    assert rerun.returncode == 0, rerun.stderr
+    assert not partial.exists()
+    ids = [orjson.loads(line)["id"] for line in final.read_bytes().splitlines()]
+    assert set(ids) == set(range(MESSAGES))
+    assert len(ids) < 2 * MESSAGES
+
+
+def test_a_torn_avro_part_is_cut_and_continued(tmp_path):
+    import fastavro
+
+    from kcp import Options, open_sink, open_source, run
+    from kcp.synth import write_night
+
+    night = tmp_path / "night.avro"
+    write_night(night, 20, seed=5)
+    data = night.read_bytes()
+    partial = tmp_path / "archive.avro.part"
+    partial.write_bytes(data[: len(data) - 20_000])  # the crash tore the last block
+    with open(partial, "rb") as stream:
+        kept = 0
+        try:
+            for _ in fastavro.reader(stream):
+                kept += 1
+        except Exception:
+            pass  # the torn tail
+    options = Options(group="archiver")  # a resumable copy continues its file
+    run(open_source(str(night), options), open_sink(str(tmp_path / "archive.avro"), options),
+        options)
+    with open(tmp_path / "archive.avro", "rb") as stream:
+        records = list(fastavro.reader(stream))
+    original = [r["candid"] for r in fastavro.reader(open(night, "rb"))]
+    assert 0 < kept < 20
+    assert [r["candid"] for r in records] == original[:kept] + original

@@ -21,7 +21,7 @@ from typing import Any
 import fastavro
 
 from ..errors import BadInput, UsageError
-from .schemas import Schema, SchemaStore
+from .schemas import Schema, SchemaStore, unreadable_field
 
 OCF_MAGIC = b"Obj\x01"
 CONFLUENT_MAGIC = b"\x00"
@@ -141,8 +141,11 @@ def read_body(body: io.BytesIO | bytes, writer: Schema, reader: Schema | None) -
     except UnicodeDecodeError as exc:
         raise BadInput(f"invalid UTF-8 in an Avro string: {exc.reason}") from None
     except fastavro.read.SchemaResolutionError as exc:
-        raise BadInput(f"writer schema {writer.name} cannot be read as {reader.name}: {exc}"
-                       ) from None
+        field = unreadable_field(writer, reader)
+        at = f" (field {field})" if field else ""
+        detail = str(exc) if len(str(exc)) <= 200 else f"{str(exc)[:197]}..."  # may hold a schema
+        raise BadInput(f"writer schema {writer.name} cannot be read as {reader.name}{at}: "
+                       f"{detail}") from None
     except (IndexError, ValueError, KeyError, TypeError, OverflowError, MemoryError) as exc:
         raise BadInput(f"corrupt Avro datum ({type(exc).__name__}: {exc})") from None
 

@@ -39,7 +39,7 @@ import fastavro
 import orjson
 
 from ..errors import BadInput, UsageError
-from .schemas import Schema
+from .schemas import Schema, named_types
 
 BYTES_MODES = ("base64", "hex", "size", "omit")
 JSON_STYLES = ("kcp", "avro")
@@ -77,29 +77,11 @@ def _bytes_default(mode: str) -> Callable[[Any], Any]:
     return default
 
 
-def _named_index(schema: Any, index: dict[str, Any]) -> None:
-    """Index every named type of a parsed fastavro schema by its full name."""
-    if isinstance(schema, list):
-        for branch in schema:
-            _named_index(branch, index)
-    elif isinstance(schema, dict):
-        kind = schema["type"]
-        if kind in ("record", "error", "enum", "fixed"):
-            index[schema["name"]] = schema
-            for f in schema.get("fields", ()):
-                _named_index(f["type"], index)
-        elif kind == "array":
-            _named_index(schema["items"], index)
-        elif kind == "map":
-            _named_index(schema["values"], index)
-
-
 class _Compiler:
     """Builds per-schema converters once; ``None`` means "nothing to convert below here"."""
 
     def __init__(self, parsed: Any) -> None:
-        self.named: dict[str, Any] = {}
-        _named_index(parsed, self.named)
+        self.named = named_types(parsed)
         self.cache: dict[int, Converter | None] = {}
 
     def resolve(self, node: Any) -> Any:

@@ -266,6 +266,87 @@ def _with_namespace(node: dict, full: str) -> dict:
     return {**node, "name": full.rsplit(".", 1)[1], "namespace": full.rsplit(".", 1)[0]}
 
 
+def named_types(parsed: Any, index: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every named type of a schema parsed by fastavro, by its full name."""
+    index = {} if index is None else index
+    if isinstance(parsed, list):
+        for branch in parsed:
+            named_types(branch, index)
+    elif isinstance(parsed, dict):
+        kind = parsed["type"]
+        if kind in ("record", "error", "enum", "fixed"):
+            index[parsed["name"]] = parsed
+            for f in parsed.get("fields", ()):
+                named_types(f["type"], index)
+        elif kind == "array":
+            named_types(parsed["items"], index)
+        elif kind == "map":
+            named_types(parsed["values"], index)
+    return index
+
+
+_PROMOTIONS = {"int": ("long", "float", "double"), "long": ("float", "double"),
+               "float": ("double",), "string": ("bytes",), "bytes": ("string",)}
+
+
+def unreadable_field(writer: Schema, reader: Schema) -> str | None:
+    """The path of the first field ``reader`` cannot read as ``writer`` wrote it, if any.
+
+    fastavro's resolution errors name no field when a type changed ("schema mismatch: ['null',
+    'int'] not found in int"); this walks both schemas by the Avro resolution rules to say where.
+    """
+    named_w, named_r = named_types(writer.parsed), named_types(reader.parsed)
+    seen: set[tuple[str, str]] = set()
+
+    def walk(w: Any, r: Any, path: str) -> str | None:
+        w = named_w.get(w, w) if isinstance(w, str) else w
+        r = named_r.get(r, r) if isinstance(r, str) else r
+        if isinstance(w, list):  # any branch may hold the data
+            return next((p for b in w if (p := walk(b, r, path)) is not None), None)
+        if isinstance(r, list):
+            found = [walk(w, b, path) for b in r]
+            if None in found:
+                return None
+            return next((p for p in found if p != path), path)  # the deepest reason
+        w_kind = w["type"] if isinstance(w, dict) else w
+        r_kind = r["type"] if isinstance(r, dict) else r
+        if w_kind != r_kind:
+            return None if r_kind in _PROMOTIONS.get(w_kind, ()) else path
+        if w_kind in ("record", "error", "enum", "fixed"):
+            short = w["name"].rsplit(".", 1)[-1]
+            aliases = r.get("aliases", ())
+            if short != r["name"].rsplit(".", 1)[-1] and not {short, w["name"]} & set(aliases):
+                return path
+        if w_kind in ("record", "error"):
+            if (w["name"], r["name"]) in seen:  # a recursive type, already being walked
+                return None
+            seen.add((w["name"], r["name"]))
+            # In fastavro's order: the written fields, then the reader's own ones.
+            by_name = {n: f for f in r["fields"] for n in (f["name"], *f.get("aliases", ()))}
+            for f in w["fields"]:
+                field = by_name.get(f["name"])
+                if field is not None:
+                    inner = f"{path}.{field['name']}" if path else field["name"]
+                    if (found := walk(f["type"], field["type"], inner)) is not None:
+                        return found
+            written = {f["name"] for f in w["fields"]}
+            for f in r["fields"]:
+                if "default" not in f and not {f["name"], *f.get("aliases", ())} & written:
+                    return f"{path}.{f['name']}" if path else f["name"]
+            return None
+        if w_kind == "array":
+            return walk(w["items"], r["items"], f"{path}[]")
+        if w_kind == "map":
+            return walk(w["values"], r["values"], f"{path}{{}}")
+        if w_kind == "enum" and not set(w["symbols"]) <= set(r["symbols"]) and "default" not in r:
+            return path
+        if w_kind == "fixed" and w["size"] != r["size"]:
+            return path
+        return None
+
+    return walk(writer.parsed, reader.parsed, "")
+
+
 class RubinSchemaTree:
     """Rubin's schemas laid out as ``<root>/<major>/<minor>/lsst.v<major>_<minor>.alert.avsc``.
 

@@ -9,8 +9,8 @@ from typing import Any, BinaryIO
 import fastavro
 import fastavro.read
 
-from ..codec import Schema, decode_payload, encoder_for
-from ..codec.framing import OCF_MAGIC
+from ..codec import Schema, SchemaStore, decode_payload, encoder_for
+from ..codec.framing import OCF_MAGIC, parse_ocf_header, read_long
 from ..errors import BadInput, UsageError
 from ..message import Message
 from ..options import Options
@@ -126,6 +126,9 @@ class AvroWriter:
         schema = self._schema_of(message)
         return self._encode(self._datum_of(message, schema), schema)
 
+    def recover(self, stream: BinaryIO) -> None:
+        cut_torn_ocf_tail(stream)
+
     def open_stream(self, stream: BinaryIO) -> OcfStreamWriter:
         if self.framing != "ocf":
             raise UsageError(f"files hold Avro as container files; --to {self.framing} is for "
@@ -145,9 +148,10 @@ class OcfStreamWriter:
     def write(self, message: Message) -> None:
         schema = self.owner._schema_of(message)
         if self.writer is None:
-            self.schema = schema
+            self.schema = self._existing_schema() or schema
+            # On a stream positioned past an existing header, fastavro appends to that file.
             self.writer = fastavro.write.Writer(self.stream, schema.parsed, codec="null")
-        elif schema is not self.schema and schema.fingerprint != self.schema.fingerprint:
+        if schema is not self.schema and schema.fingerprint != self.schema.fingerprint:
             raise BadInput(f"record has schema {schema.name} ({schema.fingerprint:016x}) but this "
                            f"file holds {self.schema.name} ({self.schema.fingerprint:016x}); "
                            "give --reader-schema to write them all in one shape")
@@ -156,6 +160,16 @@ class OcfStreamWriter:
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise BadInput(f"record does not match schema {schema.name}: {exc}") from None
 
+    def _existing_schema(self) -> Schema | None:
+        """The schema of the file being continued (a resumed copy), if there is one."""
+        end = self.stream.tell()
+        if end == 0:
+            return None
+        self.stream.seek(0)
+        text = fastavro.reader(self.stream).metadata["avro.schema"]
+        self.stream.seek(end)
+        return self.owner.schemas.from_header_text(text.encode())
+
     def flush(self) -> None:
         if self.writer is not None:
             self.writer.flush()
@@ -163,6 +177,45 @@ class OcfStreamWriter:
 
     def close(self) -> None:
         self.flush()
+
+
+def cut_torn_ocf_tail(stream: BinaryIO) -> None:
+    """Truncate an OCF file after its last complete block (a crashed writer's leftovers).
+
+    A file whose header is incomplete is emptied. Reads the file as a stream: only the header
+    and each block's length and sync marker are read, never the records.
+    """
+    size = stream.seek(0, 2)
+    good_end = 0
+    header_size = 1 << 16
+    while True:
+        stream.seek(0)
+        head = stream.read(header_size)
+        try:
+            _, _, sync, good_end = parse_ocf_header(head, SchemaStore())
+            break
+        except BadInput:
+            if header_size >= size:
+                good_end = 0
+                break
+            header_size *= 4
+    while good_end and good_end < size:
+        stream.seek(good_end)
+        prefix = stream.read(20)
+        try:
+            _, pos = read_long(prefix, 0)
+            length, pos = read_long(prefix, pos)
+        except BadInput:
+            break
+        block_end = good_end + pos + length + 16
+        if length < 0 or block_end > size:
+            break
+        stream.seek(block_end - 16)
+        if stream.read(16) != sync:
+            break
+        good_end = block_end
+    stream.truncate(good_end)
+    stream.seek(good_end)
 
 
 def framed(framing: str) -> tuple[type, type]:

@@ -27,6 +27,7 @@ from ..codec import AvroToJson, JsonToAvro
 from ..errors import BadInput
 from ..message import Message
 from ..options import Options
+from .lines import cut_after_last_line
 
 
 def _text_or_base64(data: bytes | None) -> Any:
@@ -91,6 +92,9 @@ class EnvelopeWriter:
         if message.value is not None:
             envelope["payload"] = pybase64.b64encode_as_string(message.value)
         return orjson.dumps(envelope)
+
+    def recover(self, stream: BinaryIO) -> None:
+        cut_after_last_line(stream)
 
     def open_stream(self, stream: BinaryIO) -> EnvelopeStreamWriter:
         return EnvelopeStreamWriter(stream, self)

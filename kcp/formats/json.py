@@ -11,6 +11,7 @@ from ..codec import AvroToJson, JsonToAvro
 from ..errors import BadInput
 from ..message import Message
 from ..options import Options
+from .lines import cut_after_last_line
 
 
 class JsonReader:
@@ -52,6 +53,9 @@ class JsonWriter:
 
     def encode(self, message: Message) -> bytes:
         return self.to_json(message.datum, message.schema, self.option)
+
+    def recover(self, stream: BinaryIO) -> None:
+        cut_after_last_line(stream)
 
     def open_stream(self, stream: BinaryIO) -> JsonStreamWriter:
         return JsonStreamWriter(stream, self)

@@ -7,6 +7,7 @@ from typing import BinaryIO
 
 from ..message import Message
 from ..options import Options
+from .lines import cut_after_last_line
 
 
 class RawReader:
@@ -40,6 +41,9 @@ class RawWriter:
 
     def encode(self, message: Message) -> bytes:
         return message.value or b""
+
+    def recover(self, stream: BinaryIO) -> None:
+        cut_after_last_line(stream, self.delimiter)
 
     def open_stream(self, stream: BinaryIO) -> RawStreamWriter:
         return RawStreamWriter(stream, self.delimiter)

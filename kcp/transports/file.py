@@ -2,7 +2,12 @@
 
 A file being written goes to ``NAME.part`` beside its final name and is renamed into place when
 the run ends (also after an error or Ctrl-C, keeping what was written): a crash never leaves a
-torn file under the final name.  Data is flushed and fsynced at every checkpoint.
+torn file under the final name.  Data is flushed and fsynced at every checkpoint, before the
+source commits.
+
+When the source resumes (a consumer group), so does the file: a rerun continues ``NAME.part``
+(or the finished ``NAME``), first cutting the torn tail a crash may have left, so the records
+whose offsets were committed are kept and the file stays readable.
 """
 
 from __future__ import annotations
@@ -63,16 +68,21 @@ class FileSource:
 
 
 class FileSink(StreamSink):
-    def __init__(self, path: str, options: Options) -> None:
+    def __init__(self, path: str, options: Options, resume: bool = False) -> None:
         fmt = format_named(options.write_format) if options.write_format else format_for_path(path)
         if fmt is None:
             raise UsageError(f"{path}: cannot tell the format from the extension; give --to FORMAT")
         self.final = Path(path)
         self.partial = self.final.with_name(self.final.name + ".part")
+        if resume and not self.partial.exists() and self.final.exists():
+            os.replace(self.final, self.partial)
+        resuming = resume and self.partial.exists()
         try:
-            stream = open(self.partial, "wb")
+            stream = open(self.partial, "r+b" if resuming else "wb")
         except OSError as exc:
             raise UsageError(f"{path}: cannot write: {exc.strerror}") from None
+        if resuming:
+            fmt.writer(options).recover(stream)
         super().__init__(stream, fmt, options, path)
 
     def flush(self) -> None:
@@ -91,5 +101,6 @@ def open_source(address: Address, options: Options, config: Config) -> FileSourc
     return FileSource(address, options)
 
 
-def open_sink(address: Address, options: Options, config: Config) -> FileSink:
-    return FileSink(address.path or address.text, options)
+def open_sink(address: Address, options: Options, config: Config, resume: bool = False
+              ) -> FileSink:
+    return FileSink(address.path or address.text, options, resume)
