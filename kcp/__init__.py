@@ -71,7 +71,7 @@ def payload_encoder(options: Options) -> Any:
     if options.write_format:
         return format_named(options.write_format).writer(options).encode
     avro = FORMATS["avro"].writer(options)
-    reshaped = options.schemas.reader is not None
+    reshaped = options.schemas.reader is not None or options.fields is not None
 
     def encode(message: Message) -> bytes:
         # A payload read from Kafka, an envelope or raw input passes as it was; records read

@@ -155,6 +155,22 @@ def format_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
+def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed([
+        click.option("--where", "where", multiple=True, metavar="EXPR",
+                     help="Keep records for which EXPR is true, e.g. "
+                          "'candidate.rb > 0.5 and candidate.magpsf < 19' (docs/filtering.md)."),
+        click.option("--fields", metavar="PATH,...",
+                     help="Keep only these dotted fields, e.g. objectId,candidate.ra,candidate.dec "
+                          "(the output is then plain JSON, not Avro)."),
+        click.option("--since", metavar="TIME",
+                     help="Only records from TIME on: ISO-8601, epoch ms, or relative (-10m, -2h)."),
+        click.option("--until", metavar="TIME", help="Only records before TIME (as --since)."),
+    ]):
+        command = option(command)
+    return command
+
+
 def run_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed([
         click.option("--on-error", default="fail", show_default=True,
@@ -183,8 +199,16 @@ def build_options(kw: dict[str, Any]) -> Any:
         offset=kw.get("offset"), partitions=tuple(kw.get("partitions") or ()),
         count=kw.get("count"), timeout=kw.get("timeout") or 30.0,
         on_error=kw.get("on_error", "fail"), progress=kw.get("progress"),
-        quiet=kw.get("quiet", False),
+        quiet=kw.get("quiet", False), where=tuple(kw.get("where") or ()),
+        fields=kw.get("fields"), since=kw.get("since"), until=kw.get("until"),
     )
+    if (options.where or options.fields) and kw.get("raw"):
+        raise UsageError("--where and --fields need decoded records: drop --raw")
+    if options.since and not options.offset:
+        from .stages import parse_time
+
+        # Start reading where the window starts instead of filtering from the beginning.
+        options.offset = f"@{parse_time(options.since)}"
     if kw.get("raw"):
         options.read_format = options.write_format = "raw"
     pretty = kw.get("pretty")
@@ -211,13 +235,13 @@ def _wants_progress(options: Any) -> bool:
     return bool(wanted) and not options.quiet
 
 
-def _run_reporting(source: Any, sink: Any, options: Any, decoder: Any) -> None:
+def _run_reporting(source: Any, sink: Any, options: Any, decoder: Any, stages: list) -> None:
     """Run the pipeline with a live count on stderr and a summary line at the end."""
     from .pipeline import Progress, run
 
     progress = Progress(sys.stderr) if _wants_progress(options) else None
     try:
-        summary = run(source, sink, options, decoder=decoder, progress=progress)
+        summary = run(source, sink, options, decoder=decoder, stages=stages, progress=progress)
     finally:
         if progress is not None:
             progress.done()
@@ -259,12 +283,15 @@ def _move(sources: list[str], destination: str, kw: dict[str, Any], default_offs
         if len(opened) != 1 or not hasattr(source, "consumer"):
             raise UsageError("--exactly-once copies from one Kafka source address")
         transport("kafka").exactly_once(source, sink)
+    from .pipeline import stages_for
+
+    stages = stages_for(options)
     decoder = None
-    if options.read_format != "raw" and not (getattr(sink, "payloads", False)
-                                             and options.write_format is None
-                                             and options.schemas.reader is None):
+    if options.read_format != "raw" and (stages or not (getattr(sink, "payloads", False)
+                                                         and options.write_format is None
+                                                         and options.schemas.reader is None)):
         decoder = reader_for(options.read_format, options)
-    _run_reporting(source, sink, options, decoder)
+    _run_reporting(source, sink, options, decoder, stages)
 
 
 def _envelope_side(options: Any, sources: list[Any], destination: Any) -> None:
@@ -337,6 +364,7 @@ def _as_topic(text: str) -> str:
 @kafka_options
 @read_options
 @format_options
+@filter_options
 @click.option("--force", is_flag=True, help="Write raw payloads even to a terminal.")
 @run_options
 @handles_errors
@@ -361,6 +389,7 @@ def consume(topic: str, follow: bool, **kw: Any) -> None:
 @kafka_options
 @read_options
 @format_options
+@filter_options
 @click.option("--force", is_flag=True, help="Write raw payloads even to a terminal.")
 @run_options
 @handles_errors
@@ -387,6 +416,7 @@ def tail(topic: str, last: int, exit_at_end: bool, **kw: Any) -> None:
 @kafka_options
 @read_options
 @format_options
+@filter_options
 @click.option("--force", is_flag=True, help="Write raw payloads even to a terminal.")
 @run_options
 @handles_errors
@@ -413,6 +443,7 @@ def cp(addresses: tuple[str, ...], follow: bool, keep_partition: bool, exactly_o
 
 @main.command(epilog=EXIT_STATUS_TEXT)
 @format_options
+@filter_options
 @run_options
 @handles_errors
 def convert(**kw: Any) -> None:

@@ -28,6 +28,11 @@ class Options:
     exit_at_end: bool = True
     tail_count: int | None = None
     timeout: float = 30.0
+    # Stages, in this order: --since/--until, each --where, --fields
+    since: str | None = None
+    until: str | None = None
+    where: tuple[str, ...] = ()
+    fields: str | None = None
     # The run
     count: int | None = None
     on_error: str = "fail"

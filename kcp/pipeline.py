@@ -180,6 +180,19 @@ class CallbackSink:
         pass
 
 
+def stages_for(options: Options) -> list[Stage]:
+    """The filtering stages the options ask for, in their fixed order."""
+    from .stages import project_stage, time_window_stage, where_stage
+
+    stages: list[Stage] = []
+    if options.since or options.until:
+        stages.append(time_window_stage(options.since, options.until))
+    stages += [where_stage(expression) for expression in options.where]
+    if options.fields:
+        stages.append(project_stage(options.fields))
+    return stages
+
+
 def run(source: Any, sink: Any, options: Options, decoder: Any = None,
         stages: Iterable[Stage] = (), progress: Any = None) -> Summary:
     """Move every record of ``source`` to ``sink``; ``decoder`` decodes raw payloads if given.

@@ -351,3 +351,26 @@ def test_ls_lists_topics_with_counts_and_times(env, make_topic, kafka_bootstrap)
         "first": 1_600_000_000_000, "last": 1_600_000_000_006}]
     everything = run_kcp(["ls", "--json"], env)
     assert topic in {row["topic"] for row in json_lines(everything.stdout)}
+
+
+def test_where_selects_what_python_selects_topic_to_topic(env, topic, tmp_path, kafka_bootstrap):
+    night = tmp_path / "big-night.avro"
+    write_night(night, 300, seed=11)
+    assert run_kcp(["produce", topic, str(night)], env).returncode == 0
+    expression = "candidate.rb > 0.5 and candidate.magpsf < 19"
+    copied = run_kcp(["cp", topic, f"{topic}_bright", "--where", expression], env)
+    assert copied.returncode == 0, copied.stderr
+    expected = [r["candid"] for r in fastavro_records(night)
+                if r["candidate"]["rb"] is not None and r["candidate"]["rb"] > 0.5
+                and r["candidate"]["magpsf"] < 19]
+    assert 0 < len(expected) < 300
+    selected = raw_payloads(kafka_bootstrap, f"{topic}_bright", len(expected))
+    # The selected alerts travel unchanged: the very OCF payloads of the source topic.
+    assert [next(fastavro.reader(io.BytesIO(m.value())))["candid"] for m in selected] == expected
+    source = {m.offset(): m.value() for m in raw_payloads(kafka_bootstrap, topic, 300)}
+    assert all(m.value() in source.values() for m in selected)
+
+    projected = run_kcp(["consume", f"{topic}_bright", "--fields", "candid,candidate.magpsf"],
+                        env)
+    assert [sorted(d) for d in json_lines(projected.stdout)] == [["candid", "candidate"]] * len(
+        expected)

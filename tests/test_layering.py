@@ -14,7 +14,7 @@ LAYERS = [
     {"cli", "__main__"},
     {"pipeline", "__init__"},
     {"formats", "transports"},
-    {"options"},
+    {"options", "stages"},
     {"codec"},
     {"address", "config", "errors", "message", "synth"},
 ]
