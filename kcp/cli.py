@@ -164,7 +164,8 @@ def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="Keep only these dotted fields, e.g. objectId,candidate.ra,candidate.dec "
                           "(the output is then plain JSON, not Avro)."),
         click.option("--since", metavar="TIME",
-                     help="Only records from TIME on: ISO-8601, epoch ms, or relative (-10m, -2h)."),
+                     help="Only records from TIME on: ISO-8601, epoch ms, or relative "
+                          "(-10m, -2h)."),
         click.option("--until", metavar="TIME", help="Only records before TIME (as --since)."),
     ]):
         command = option(command)
