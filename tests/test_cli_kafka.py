@@ -374,3 +374,38 @@ def test_where_selects_what_python_selects_topic_to_topic(env, topic, tmp_path, 
                         env)
     assert [sorted(d) for d in json_lines(projected.stdout)] == [["candid", "candidate"]] * len(
         expected)
+
+
+def test_every_direction_of_cp_round_trips_real_ztf_alerts(env, topic, tmp_path):
+    good, _ = real_ztf_files()
+    expected = []
+    for path in good:
+        with open(path, "rb") as stream:
+            reader = fastavro.reader(stream)
+            schema = Schema(reader.writer_schema)
+            expected += [(schema, record) for record in reader]
+
+    def check_json_lines(data: bytes) -> None:
+        documents = list(json_lines(data))
+        assert len(documents) == len(expected)
+        for document, (schema, record) in zip(documents, expected, strict=True):
+            restored = JsonToAvro().datum(document, schema)
+            assert avro_bytes([restored], schema.definition) == avro_bytes(
+                [record], schema.definition)
+
+    steps = [
+        (["cp", *map(str, good), topic], None),                       # file -> topic
+        (["cp", topic, f"{topic}_copy"], None),                       # topic -> topic
+        (["cp", f"{topic}_copy", str(tmp_path / "a.jsonl")], "a.jsonl"),    # topic -> file
+        (["cp", *map(str, good), str(tmp_path / "b.jsonl")], "b.jsonl"),    # file -> file
+        (["cp", f"{topic}_copy", str(tmp_path / "c.env"), "--envelope"], None),
+        (["cp", str(tmp_path / "c.env"), f"{topic}_replay", "--envelope"], None),
+        (["cp", f"{topic}_replay", "-"], "-"),                          # topic -> stdout
+    ]
+    for args, output in steps:
+        result = run_kcp(args, env)
+        assert result.returncode == 0, (args, result.stderr)
+        if output == "-":
+            check_json_lines(result.stdout)
+        elif output:
+            check_json_lines((tmp_path / output).read_bytes())
