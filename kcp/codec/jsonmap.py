@@ -25,18 +25,21 @@ floats as bare ``NaN``/``Infinity`` tokens (not strict JSON), and a NaN comes ba
 
 from __future__ import annotations
 
-import base64
 import binascii
 import datetime as dt
 import decimal
+import functools
 import io
 import math
+import operator
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from itertools import chain
 from typing import Any
 
 import fastavro
 import orjson
+import pybase64
 
 from ..errors import BadInput, UsageError
 from .schemas import Schema, named_types
@@ -59,14 +62,17 @@ def _float_token(value: float) -> str:
 
 def _bytes_default(mode: str) -> Callable[[Any], Any]:
     encode = {
-        "base64": lambda b: base64.b64encode(b).decode("ascii"),
+        # pybase64 (SIMD) encodes a 60 kB alert's cutouts ~40x faster than the stdlib.
+        "base64": pybase64.b64encode_as_string,
         "hex": lambda b: b.hex(),
         "size": len,
         "omit": lambda b: None,
     }[mode]
 
     def default(obj: Any) -> Any:
-        if isinstance(obj, (bytes, bytearray, memoryview)):
+        if isinstance(obj, bytes):
+            return encode(obj)
+        if isinstance(obj, (bytearray, memoryview)):
             return encode(bytes(obj))
         if isinstance(obj, decimal.Decimal):
             return str(obj)
@@ -120,23 +126,37 @@ class _NanCompiler(_Compiler):
                 self.cache[id(node)] = _identity
                 return None
 
+            read_floats = _getter(floats)
+
             def record(value: dict) -> dict:
-                for field in floats:
-                    v = value[field]
-                    if v != v or v in (_INF, _NINF):
-                        value[field] = _float_token(v)
+                if floats and not _all_finite(read_floats(value)):
+                    _tokenize(value, floats)
                 for field, convert in nested:
                     v = value[field]
                     if v is not None:
                         value[field] = convert(v)
                 return value
 
+            if floats and not nested:  # arrays of such records are checked in one pass
+                record.read_floats = read_floats  # type: ignore[attr-defined]
+                record.floats = floats  # type: ignore[attr-defined]
             self.cache[id(node)] = record
             return record
         if kind == "array":
             item = self.build(node["items"], seen)
             if item is None:
                 return None
+            read_floats = getattr(item, "read_floats", None)
+            if read_floats is not None:
+                floats = item.floats  # type: ignore[attr-defined]
+
+                def float_records(v: list) -> list:
+                    if not _all_finite(chain.from_iterable(map(read_floats, v))):
+                        for x in v:
+                            _tokenize(x, floats)
+                    return v
+
+                return float_records
             return lambda v: [item(x) for x in v]
         if kind == "map":
             value_converter = self.build(node["values"], seen)
@@ -163,6 +183,33 @@ class _NanCompiler(_Compiler):
             other = node[1] if node[0] == "null" else node[0]
             return other in ("float", "double")
         return False
+
+
+_NOT_NONE = functools.partial(operator.is_not, None)
+
+
+def _all_finite(values: Iterable[float | None]) -> bool:
+    """No NaN or infinity among ``values`` (None skipped), checked in C: the sum of finite
+    numbers minus itself is 0; NaN or inf anywhere makes it NaN.  A sum that overflows only
+    sends the record down the exact path."""
+    total = sum(filter(_NOT_NONE, values))
+    return total - total == 0.0
+
+
+def _getter(fields: list[str]) -> Callable[[dict], tuple]:
+    if not fields:
+        return lambda record: ()
+    if len(fields) == 1:
+        only = fields[0]
+        return lambda record: (record[only],)
+    return operator.itemgetter(*fields)
+
+
+def _tokenize(record: dict, floats: list[str]) -> None:
+    for field in floats:
+        v = record[field]
+        if v != v or v in (_INF, _NINF):
+            record[field] = _float_token(v)
 
 
 def _identity(value: Any) -> Any:
@@ -315,7 +362,7 @@ class _InverseCompiler(_Compiler):
             if self.bytes_mode == "hex":
                 return bytes.fromhex(value)
             if self.bytes_mode == "base64":
-                return base64.b64decode(value, validate=True)
+                return pybase64.b64decode(value, validate=True)
         except (ValueError, binascii.Error):
             raise _mismatch(path, f"{self.bytes_mode} bytes", value) from None
         raise BadInput(f"{path}: bytes written with --bytes {self.bytes_mode} cannot be restored")

@@ -32,8 +32,10 @@ class Schema:
         except Exception as exc:  # fastavro raises several unrelated types for bad schemas
             raise UsageError(f"invalid Avro schema: {exc}") from None
         self.definition = definition
-        # CRC-64-AVRO of the Parsing Canonical Form, as the single-object encoding carries it.
-        self.fingerprint: int = int(fingerprint(canonical, "CRC-64-AVRO"), 16)
+        # CRC-64-AVRO of the Parsing Canonical Form, as the single-object encoding carries it
+        # (little-endian).  fastavro's hex is of those little-endian bytes, not of the number.
+        self.fingerprint: int = int.from_bytes(
+            bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO")), "little")
         self.registry_id = registry_id
         self.name = _full_name(definition)
         self.text = json.dumps(definition, separators=(",", ":"))
