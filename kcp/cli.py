@@ -110,6 +110,9 @@ def read_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="Read only this partition (repeatable)."),
         click.option("-c", "--count", type=click.IntRange(min=0), metavar="N",
                      help="Stop after N records."),
+        click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, metavar="N",
+                     help="Decode, filter and encode in N processes (output order kept); "
+                          "0 < N <= cores is useful for JSON from busy topics."),
     ]):
         command = option(command)
     return command
@@ -236,13 +239,15 @@ def _wants_progress(options: Any) -> bool:
     return bool(wanted) and not options.quiet
 
 
-def _run_reporting(source: Any, sink: Any, options: Any, decoder: Any, stages: list) -> None:
+def _run_reporting(source: Any, sink: Any, options: Any, decoder: Any, stages: list,
+                   workers: Any = None) -> None:
     """Run the pipeline with a live count on stderr and a summary line at the end."""
     from .pipeline import Progress, run
 
     progress = Progress(sys.stderr) if _wants_progress(options) else None
     try:
-        summary = run(source, sink, options, decoder=decoder, stages=stages, progress=progress)
+        summary = run(source, sink, options, decoder=decoder, stages=stages, progress=progress,
+                      workers=workers)
     finally:
         if progress is not None:
             progress.done()
@@ -292,7 +297,16 @@ def _move(sources: list[str], destination: str, kw: dict[str, Any], default_offs
                                                          and options.write_format is None
                                                          and options.schemas.reader is None)):
         decoder = reader_for(options.read_format, options)
-    _run_reporting(source, sink, options, decoder, stages)
+    workers = None
+    jobs = kw.get("jobs") or 1
+    if jobs > 1:
+        from .parallel import Workers
+
+        if decoder is None or not all(hasattr(s, "consumer") for s in opened):
+            raise UsageError("-j decodes records read from Kafka: give a topic source and an "
+                             "output that needs decoding")
+        workers = Workers(jobs, decoder, stages, getattr(sink, "encode", None))
+    _run_reporting(source, sink, options, decoder, stages, workers)
 
 
 def _envelope_side(options: Any, sources: list[Any], destination: Any) -> None:

@@ -194,10 +194,11 @@ def stages_for(options: Options) -> list[Stage]:
 
 
 def run(source: Any, sink: Any, options: Options, decoder: Any = None,
-        stages: Iterable[Stage] = (), progress: Any = None) -> Summary:
+        stages: Iterable[Stage] = (), progress: Any = None, workers: Any = None) -> Summary:
     """Move every record of ``source`` to ``sink``; ``decoder`` decodes raw payloads if given.
 
     A source may yield ``None`` to say it is idle: buffered output is pushed out then.
+    ``workers`` (kcp.parallel.Workers) decode, filter and encode in other processes.
     """
     stages = list(stages)
     policy = ErrorPolicy(options.on_error)
@@ -208,8 +209,12 @@ def run(source: Any, sink: Any, options: Options, decoder: Any = None,
     guard = SignalGuard()
     try:
         with guard:
-            completed = _loop(source, sink, decoder, stages, policy, summary, limit, progress,
-                              guard)
+            if workers is not None:
+                completed = _parallel_loop(source, sink, workers, policy, summary, limit,
+                                           progress, guard)
+            else:
+                completed = _loop(source, sink, decoder, stages, policy, summary, limit,
+                                  progress, guard)
     finally:
         summary.seconds = time.monotonic() - started
         summary.bytes_in = summary.bytes_in or getattr(source, "bytes_read", 0)
@@ -262,6 +267,63 @@ def _loop(source: Any, sink: Any, decoder: Any, stages: list[Stage], policy: Err
             _checkpoint(sink, source)
             last_checkpoint = time.monotonic()
     return True
+
+
+def _parallel_loop(source: Any, sink: Any, workers: Any, policy: ErrorPolicy, summary: Summary,
+                   limit: int | None, progress: Any, guard: SignalGuard) -> bool:
+    """The loop of ``_loop`` with decoding, stages and encoding done by ``workers``."""
+    from .parallel import BATCH
+
+    last_checkpoint = time.monotonic()
+    batch: list[Message] = []
+
+    def write_finished(wait_all: bool) -> bool:
+        """Write what the workers finished; True once --count is reached."""
+        for message, (encoded, problem) in workers.results(wait_all):
+            guard.in_hand = True
+            if problem is not None:
+                policy.handle(message, BadInput(problem).at(message.where()))
+                summary.skipped += 1
+            else:
+                for data in encoded:
+                    sink.write_encoded(message, data)
+                    summary.records += 1
+                    if limit is not None and summary.records >= limit:
+                        break
+            source.ack(message)
+            guard.release()
+            if progress is not None:
+                progress(summary)
+            if limit is not None and summary.records >= limit:
+                return True
+        return False
+
+    try:
+        for message in source:
+            if message is not None:
+                if message.value is not None:
+                    summary.bytes_in += len(message.value)
+                if message.error is not None or message.decoded:
+                    raise UsageError("-j reads payloads (Kafka, raw, stdin): drop -j for files")
+                batch.append(message)
+                if len(batch) < BATCH:
+                    continue
+            if batch:
+                workers.submit(batch)
+                batch = []
+            if write_finished(wait_all=message is None):
+                return True
+            if message is None:
+                sink.idle()
+            if time.monotonic() - last_checkpoint >= CHECKPOINT_SECONDS:
+                _checkpoint(sink, source)
+                last_checkpoint = time.monotonic()
+        if batch:
+            workers.submit(batch)
+        write_finished(wait_all=True)
+        return True
+    finally:
+        workers.close()
 
 
 def _checkpoint(sink: Any, source: Any) -> None:

@@ -409,3 +409,25 @@ def test_every_direction_of_cp_round_trips_real_ztf_alerts(env, topic, tmp_path)
             check_json_lines(result.stdout)
         elif output:
             check_json_lines((tmp_path / output).read_bytes())
+
+
+def test_parallel_jobs_keep_order_count_and_error_policy(env, night, topic, kafka_bootstrap):
+    assert run_kcp(["produce", topic, str(night)], env).returncode == 0
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    producer.produce(topic, b"Obj\x01 torn alert")
+    producer.flush(10)
+    serial = run_kcp(["consume", topic, "--on-error", "skip"], env)
+    parallel = run_kcp(["consume", topic, "-j", "2", "--on-error", "skip"], env)
+    assert serial.returncode == parallel.returncode == 0, parallel.stderr
+    assert parallel.stdout == serial.stdout
+    assert len(parallel.stdout.splitlines()) == 40
+    counted = run_kcp(["consume", topic, "-j", "2", "-c", "7"], env)
+    assert len(counted.stdout.splitlines()) == 7
+    failed = run_kcp(["consume", topic, "-j", "2"], env)
+    assert failed.returncode == 3
+    assert failed.stderr.decode().startswith(f"kcp: {topic}[0]@40: ")
+    assert len(failed.stdout.splitlines()) == 40  # everything before the bad record
+    filtered = run_kcp(["consume", topic, "-j", "2", "--where", "candidate.magpsf < 18",
+                        "--on-error", "skip"], env)
+    assert filtered.stdout == run_kcp(["consume", topic, "--where", "candidate.magpsf < 18",
+                                       "--on-error", "skip"], env).stdout

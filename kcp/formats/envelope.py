@@ -27,7 +27,7 @@ from ..codec import AvroToJson, JsonToAvro
 from ..errors import BadInput
 from ..message import Message
 from ..options import Options
-from .lines import cut_after_last_line
+from .lines import LineStreamWriter, cut_after_last_line
 
 
 def _text_or_base64(data: bytes | None) -> Any:
@@ -96,23 +96,8 @@ class EnvelopeWriter:
     def recover(self, stream: BinaryIO) -> None:
         cut_after_last_line(stream)
 
-    def open_stream(self, stream: BinaryIO) -> EnvelopeStreamWriter:
-        return EnvelopeStreamWriter(stream, self)
-
-
-class EnvelopeStreamWriter:
-    def __init__(self, stream: BinaryIO, owner: EnvelopeWriter) -> None:
-        self.stream = stream
-        self.encode = owner.encode
-
-    def write(self, message: Message) -> None:
-        self.stream.write(self.encode(message) + b"\n")
-
-    def flush(self) -> None:
-        self.stream.flush()
-
-    def close(self) -> None:
-        self.stream.flush()
+    def open_stream(self, stream: BinaryIO) -> LineStreamWriter:
+        return LineStreamWriter(stream, self.encode)
 
 
 class EnvelopeReader:

@@ -11,7 +11,7 @@ from ..codec import AvroToJson, JsonToAvro
 from ..errors import BadInput
 from ..message import Message
 from ..options import Options
-from .lines import cut_after_last_line
+from .lines import LineStreamWriter, cut_after_last_line
 
 
 class JsonReader:
@@ -57,20 +57,5 @@ class JsonWriter:
     def recover(self, stream: BinaryIO) -> None:
         cut_after_last_line(stream)
 
-    def open_stream(self, stream: BinaryIO) -> JsonStreamWriter:
-        return JsonStreamWriter(stream, self)
-
-
-class JsonStreamWriter:
-    def __init__(self, stream: BinaryIO, owner: JsonWriter) -> None:
-        self.stream = stream
-        self.encode = owner.encode
-
-    def write(self, message: Message) -> None:
-        self.stream.write(self.encode(message) + b"\n")
-
-    def flush(self) -> None:
-        self.stream.flush()
-
-    def close(self) -> None:
-        self.stream.flush()
+    def open_stream(self, stream: BinaryIO) -> LineStreamWriter:
+        return LineStreamWriter(stream, self.encode)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import BinaryIO
+
+from ..message import Message
 
 
 def cut_after_last_line(stream: BinaryIO, delimiter: bytes = b"\n") -> None:
@@ -21,3 +24,26 @@ def cut_after_last_line(stream: BinaryIO, delimiter: bytes = b"\n") -> None:
         end = 0
     stream.truncate(end)
     stream.seek(end)
+
+
+class LineStreamWriter:
+    """Records one after the other, each encoded by its format and followed by a separator."""
+
+    def __init__(self, stream: BinaryIO, encode: Callable[[Message], bytes],
+                 separator: bytes = b"\n") -> None:
+        self.stream = stream
+        self.encode = encode
+        self.separator = separator
+
+    def write(self, message: Message) -> None:
+        self.write_encoded(self.encode(message))
+
+    def write_encoded(self, data: bytes) -> None:
+        self.stream.write(data)
+        self.stream.write(self.separator)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.flush()

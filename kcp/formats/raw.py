@@ -7,7 +7,7 @@ from typing import BinaryIO
 
 from ..message import Message
 from ..options import Options
-from .lines import cut_after_last_line
+from .lines import LineStreamWriter, cut_after_last_line
 
 
 class RawReader:
@@ -45,21 +45,5 @@ class RawWriter:
     def recover(self, stream: BinaryIO) -> None:
         cut_after_last_line(stream, self.delimiter)
 
-    def open_stream(self, stream: BinaryIO) -> RawStreamWriter:
-        return RawStreamWriter(stream, self.delimiter)
-
-
-class RawStreamWriter:
-    def __init__(self, stream: BinaryIO, delimiter: bytes) -> None:
-        self.stream = stream
-        self.delimiter = delimiter
-
-    def write(self, message: Message) -> None:
-        self.stream.write(message.value or b"")
-        self.stream.write(self.delimiter)
-
-    def flush(self) -> None:
-        self.stream.flush()
-
-    def close(self) -> None:
-        self.stream.flush()
+    def open_stream(self, stream: BinaryIO) -> LineStreamWriter:
+        return LineStreamWriter(stream, self.encode, self.delimiter)

@@ -317,7 +317,7 @@ class KafkaSink:
         if len(address.topics) > 1 or any(t.startswith("^") for t in address.topics):
             raise UsageError(f"{address}: write to one topic name, not a list or a pattern")
         self.topic = address.topics[0] if address.topics else None
-        self.writer = writer
+        self.encode = writer
         self.keep_partition = keep_partition
         self.name, properties = broker_properties(address, options, config)
         callbacks, self._errors = _fatal_errors(self.name)
@@ -388,7 +388,9 @@ class KafkaSink:
             self.failures.append((f"{record.topic()}", error.str()))
 
     def write(self, message: Message) -> None:
-        value = self.writer(message)
+        self.write_encoded(message, self.encode(message))
+
+    def write_encoded(self, message: Message, value: bytes) -> None:
         topic = self.topic or message.topic
         if topic is None:
             raise UsageError("no destination topic: name one (NAME:topic)")

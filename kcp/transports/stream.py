@@ -44,9 +44,14 @@ class StreamSink:
         self.name = name
         self.stream = stream
         self.writer = fmt.writer(options).open_stream(stream)
+        # Set when records can be encoded one by one elsewhere (-j workers) and written here.
+        self.encode = getattr(self.writer, "encode", None)
 
     def write(self, message: Message) -> None:
         self.writer.write(message)
+
+    def write_encoded(self, message: Message, data: bytes) -> None:
+        self.writer.write_encoded(data)
 
     def idle(self) -> None:
         self.stream.flush()
