@@ -121,6 +121,8 @@ def read_options(command: Callable[..., Any]) -> Callable[..., Any]:
 def format_options(command: Callable[..., Any]) -> Callable[..., Any]:
     from .codec import BYTES_MODES, JSON_STYLES
     from .formats import FORMATS
+    from .formats.voevent import CUTOUT_POLICIES
+    from .options import Options
 
     names = list(FORMATS)
     for option in reversed([
@@ -153,6 +155,15 @@ def format_options(command: Callable[..., Any]) -> Callable[..., Any]:
                           "partition, offset, timestamp, key, headers, value, payload)."),
         click.option("--pretty/--compact", default=None,
                      help="Indented JSON (default on a terminal) or one line per record."),
+        click.option("--authority", default=Options.authority, show_default=True,
+                     metavar="IVO://AUTHORITY",
+                     help="VOEvent: the IVORN of an alert written as VOEvent is AUTHORITY#ID."),
+        click.option("--cutouts", type=click.Choice(CUTOUT_POLICIES), default=Options.cutouts,
+                     show_default=True,
+                     help="VOEvent: an alert's cutouts left out, named (file name and size), "
+                          "or embedded as base64."),
+        click.option("--max-xml-bytes", type=click.IntRange(min=1), default=Options.max_xml_bytes,
+                     show_default=True, metavar="N", help="VOEvent: refuse larger packets."),
     ]):
         command = option(command)
     return command
@@ -206,6 +217,9 @@ def build_options(kw: dict[str, Any]) -> Any:
         quiet=kw.get("quiet", False), where=tuple(kw.get("where") or ()),
         fields=kw.get("fields"), since=kw.get("since"), until=kw.get("until"),
     )
+    for name in ("authority", "cutouts", "max_xml_bytes"):  # VOEvent (format_options)
+        if kw.get(name) is not None:
+            setattr(options, name, kw[name])
     if (options.where or options.fields) and kw.get("raw"):
         raise UsageError("--where and --fields need decoded records: drop --raw")
     if options.since and not options.offset:
@@ -297,6 +311,7 @@ def _move(sources: list[str], destination: str, kw: dict[str, Any], default_offs
                                                          and options.write_format is None
                                                          and options.schemas.reader is None)):
         decoder = reader_for(options.read_format, options)
+    options.keep_payloads = decoder is None
     workers = None
     jobs = kw.get("jobs") or 1
     if jobs > 1:

@@ -19,6 +19,14 @@ class Options:
     json_style: str = "kcp"
     pretty: bool = False
     delimiter: bytes = b"\n"
+    # VOEvent (kcp.formats.voevent): the IVORN authority and cutout policy of alerts written as
+    # VOEvent, and the size limit of a packet read (they come from the internet)
+    authority: str = "ivo://kcp.local/alerts"
+    cutouts: str = "reference"
+    max_xml_bytes: int = 1_000_000
+    # Sources may hand over records as payloads without decoding them (set when nothing
+    # downstream needs the decoded record, e.g. files produced to Kafka as they are).
+    keep_payloads: bool = False
     # Kafka
     kafka_properties: dict[str, str] = field(default_factory=dict)
     group: str | None = None

@@ -20,7 +20,7 @@ def fill(bootstrap: str, topic: str, count: int = MESSAGES) -> None:
     # Small record batches, so that a copier fetching small amounts runs long enough to be
     # killed in the middle (see PACED).
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
-                         "batch.num.messages": 20})
+                         "batch.num.messages": 5})
     for i in range(count):
         while True:
             try:
@@ -62,14 +62,17 @@ def ids_in(bootstrap: str, topic: str, isolation: str, at_least: int = MESSAGES)
 
 
 def kill_mid_copy(args: list[str], env: dict, bootstrap: str, destination: str) -> None:
-    watcher = Consumer({"bootstrap.servers": bootstrap, "group.id": "watermarks"})
+    # read_uncommitted: otherwise the "end" is the last stable offset, which moves only when
+    # a transaction commits, and the kill would always land just after a commit.
+    watcher = Consumer({"bootstrap.servers": bootstrap, "group.id": "watermarks",
+                        "isolation.level": "read_uncommitted"})
     copier = subprocess.Popen([KCP, *args], env=env, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
-        while high_watermark(watcher, destination) < 1_000:
+        while high_watermark(watcher, destination) < 3_000:
             assert copier.poll() is None, "the copy finished before it could be killed"
             assert time.monotonic() < deadline
-            time.sleep(0.05)
+            time.sleep(0.01)
         assert copier.poll() is None, "the copy finished before it could be killed"
         copier.send_signal(signal.SIGKILL)
         copier.wait(10)

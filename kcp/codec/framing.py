@@ -15,7 +15,7 @@ import io
 import os
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import fastavro
@@ -305,3 +305,67 @@ def encoder_for(framing: str) -> Callable[[Any, Schema], bytes]:
         return OcfMessageEncoder()
     return {"confluent": encode_confluent, "single-object": encode_single_object,
             "schemaless": write_body}[framing]
+
+
+class OcfStream:
+    """An OCF read from a stream (a file, stdin) block by block, without decoding records.
+
+    ``header`` holds the file's header bytes: a block of one record behind that header is a
+    complete OCF, the payload ZTF sends per alert.
+    """
+
+    def __init__(self, stream: Any, store: SchemaStore) -> None:
+        self.stream = stream
+        self._pending = b""
+        want = 1 << 16
+        while True:
+            self._pending += stream.read(want - len(self._pending))
+            try:
+                self.schema, self.codec, self.sync, end = parse_ocf_header(self._pending, store)
+                break
+            except BadInput:
+                if len(self._pending) < want:  # the stream ended inside the header
+                    raise
+                want *= 4
+        self.header = self._pending[:end]
+        self._pending = self._pending[end:]
+
+    def _read(self, size: int) -> bytes:
+        if self._pending:
+            data, self._pending = self._pending[:size], self._pending[size:]
+            if len(data) < size:
+                data += self.stream.read(size - len(data))
+            return data
+        return self.stream.read(size)
+
+    def _read_long(self) -> int | None:
+        raw = bytearray()
+        while True:
+            byte = self._read(1)
+            if not byte:
+                if raw:
+                    raise BadInput("truncated OCF block header")
+                return None
+            raw += byte
+            if not byte[0] & 0x80:
+                return read_long(bytes(raw), 0)[0]
+            if len(raw) > 10:
+                raise BadInput("malformed varint in an OCF block header")
+
+    def blocks(self) -> Iterator[tuple[int, bytes]]:
+        """(record count, raw block bytes as stored) of each block, sync markers checked."""
+        while True:
+            count = self._read_long()
+            if count is None:
+                return
+            size = self._read_long()
+            if size is None or count < 0 or size < 0:
+                raise BadInput("corrupt OCF block header")
+            data = self._read(size)
+            if len(data) != size or self._read(16) != self.sync:
+                raise BadInput("truncated OCF block, or its sync marker is missing")
+            yield count, data
+
+    def payload(self, data: bytes) -> bytes:
+        """A one-record block as a complete OCF of its own."""
+        return b"".join((self.header, write_long(1), write_long(len(data)), data, self.sync))

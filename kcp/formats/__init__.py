@@ -12,7 +12,7 @@ from pathlib import PurePath
 from typing import Any
 
 from ..errors import UsageError
-from . import avro, envelope, json, raw
+from . import avro, envelope, fits, json, raw, voevent
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,11 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("envelope", envelope.EnvelopeReader, envelope.EnvelopeWriter, (),
            "JSON Lines of whole Kafka messages: topic, partition, offset, timestamp, key, "
            "headers, the decoded value and the exact payload"),
+    Format("fits", fits.FitsReader, fits.FitsWriter, (".fits",),
+           "one alert per FITS file: header, tables, cutout images; read back losslessly"),
+    Format("voevent", voevent.VoeventReader, voevent.VoeventWriter, (".xml",),
+           "VOEvent XML packets, read into a typed record and written back as they were; "
+           "other alerts are mapped onto VOEvent 2.0 (docs/voevent.md)"),
     Format("raw", raw.RawReader, raw.RawWriter, (),
            "payloads as they are, one per line (--delimiter); no decoding"),
 )}
@@ -67,9 +72,11 @@ def format_for_path(path: str) -> Format | None:
 
 def sniff_format(head: bytes) -> Format:
     """The format of a stream, from its first bytes."""
-    stripped = head.lstrip()
+    stripped = head.removeprefix(b"\xef\xbb\xbf").lstrip()
     if stripped[:1] in (b"{", b"["):
         return FORMATS["json"]
+    if stripped[:1] == b"<":  # "<?xml" or a root element: VOEvent is kcp's XML format
+        return FORMATS["voevent"]
     return FORMATS["avro"]
 
 

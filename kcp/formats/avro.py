@@ -10,7 +10,7 @@ import fastavro
 import fastavro.read
 
 from ..codec import Schema, SchemaStore, decode_payload, encoder_for
-from ..codec.framing import OCF_MAGIC, parse_ocf_header, read_long
+from ..codec.framing import OCF_MAGIC, OcfStream, parse_ocf_header, read_long, write_long
 from ..errors import BadInput, UsageError
 from ..message import Message
 from ..options import Options
@@ -34,6 +34,7 @@ class AvroReader:
 
     def __init__(self, options: Options) -> None:
         self.schemas = options.schemas
+        self.keep_payloads = options.keep_payloads
 
     def decode(self, message: Message) -> list[Message]:
         if message.value is None:
@@ -47,6 +48,9 @@ class AvroReader:
 
     def read_stream(self, stream: BinaryIO, source: str) -> Iterator[Message]:
         head = stream.peek(4)[:4] if hasattr(stream, "peek") else b""
+        if head == OCF_MAGIC and self.keep_payloads:
+            yield from self._read_ocf_payloads(stream, source)
+            return
         if head == OCF_MAGIC or (not head and self.framing in (None, "ocf")):
             yield from self._read_ocf_file(stream, source)
             return
@@ -57,6 +61,24 @@ class AvroReader:
         except BadInput as exc:
             message.error = exc.at(source)
             yield message
+
+    def _read_ocf_payloads(self, stream: BinaryIO, source: str) -> Iterator[Message]:
+        """Records as one-OCF payloads, cut from single-record blocks without decoding them."""
+        number = 0
+        try:
+            ocf = OcfStream(stream, self.schemas)
+            for count, data in ocf.blocks():
+                payload = ocf.payload(data) if count == 1 else ocf.header + write_long(
+                    count) + write_long(len(data)) + data + ocf.sync
+                message = Message(value=payload, source=source, position=f"record {number + 1}")
+                number += count
+                if count == 1:
+                    yield message
+                else:
+                    yield from self.decode(message)
+        except BadInput as exc:
+            yield Message(source=source, position=f"record {number + 1}",
+                          error=exc.at(f"{source}:record {number + 1}"))
 
     def _read_ocf_file(self, stream: BinaryIO, source: str) -> Iterator[Message]:
         reader_schema = self.schemas.reader
