@@ -63,3 +63,18 @@ clean:
 
 bench-codec: venv
 	$(PY) bench/codec.py
+
+# kcp against kcat and the loop a user would write, on a broker of its own (or KCP_BENCH_BOOTSTRAP);
+# BENCH_ALERTS=N alerts (20000). Prints one table and writes bench/results.json; docs/performance.md.
+bench: venv kafka-libs
+	@command -v kcat >/dev/null || command -v kafkacat >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq kcat >/dev/null; \
+	  else \
+	    echo "make bench compares kcp with kcat: install it (e.g. 'sudo apt-get install kcat');" \
+	         "the kcat figures are skipped until then" >&2; \
+	  fi; }
+	$(PY) bench/run.py
+
+man: venv
+	$(PY) scripts/make_man.py

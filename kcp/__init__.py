@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .address import Address, parse_address
+from .address import Address, is_tar_path, parse_address
 from .codec import Schema, SchemaStore, load_schema_path
 from .config import Config
 from .errors import BadInput, ExitStatus, KcpError, TransportError, UsageError
@@ -54,12 +54,19 @@ def _address(text: str | Address, config: Config) -> Address:
     return text if isinstance(text, Address) else parse_address(text, config.brokers)
 
 
+def _transport_of(address: Address) -> str:
+    """The transport serving an address: a file whose extension names a tar goes to "tar"."""
+    if address.kind == "file" and is_tar_path(address.path or address.text):
+        return "tar"
+    return address.kind
+
+
 def open_source(text: str | Address, options: Options, config: Config | None = None,
                 default_offset: str = "beginning") -> Any:
     """The source an address names: a topic, a file or glob, or stdin (``-``)."""
     config = config or Config.load()
     address = _address(text, config)
-    module = transport(address.kind)
+    module = transport(_transport_of(address))
     if address.kind == "kafka":
         return module.open_source(address, options, config, default_offset=default_offset)
     return module.open_source(address, options, config)
@@ -93,13 +100,14 @@ def open_sink(text: str | Address, options: Options, config: Config | None = Non
     """
     config = config or Config.load()
     address = _address(text, config)
-    module = transport(address.kind)
+    module = transport(_transport_of(address))
     if address.kind == "kafka":
         return module.open_sink(address, options, config, payload_encoder(options),
                                 keep_partition=keep_partition, transactional=transactional)
     if transactional:
         raise UsageError(f"{address}: transactions need a Kafka destination")
     if address.kind == "file":
-        # A copy that resumes (a consumer group) continues its file rather than replace it.
+        # A copy that resumes (a consumer group) continues its file (or tar) rather than
+        # replace it.
         return module.open_sink(address, options, config, resume=options.group is not None)
     return module.open_sink(address, options, config)

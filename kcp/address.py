@@ -14,12 +14,16 @@ import os
 import re
 from collections.abc import Container
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from .errors import UsageError
 
 FILE_EXTENSIONS = (".avro", ".json", ".jsonl", ".ndjson", ".xml", ".fits", ".tar", ".tgz",
                    ".gz", ".bz2", ".xz")
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]+$")
+# A file address with one of these extensions is a tar archive (kcp.transports.tar).
+TAR_EXTENSIONS = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,11 @@ def parse_address(text: str, aliases: Container[str] = ()) -> Address:
                              "host[:port]")
         return Address("kafka", text, broker=name, topics=_topics(topic, text))
     return Address("kafka", text, topics=_topics(text, text))
+
+
+def is_tar_path(path: str) -> bool:
+    """Whether a file address names a tar archive, by its extension."""
+    return path.lower().endswith(TAR_EXTENSIONS)
 
 
 def _looks_like_path(text: str) -> bool:
@@ -96,3 +105,26 @@ def _parse_url(text: str) -> Address:
         raise UsageError(f"{text}: no broker in the URL (kafka://[group@]host[:port]/topic)")
     return Address("kafka", text, broker=hosts, topics=_topics(topic_part, text),
                    group=group or None)
+
+
+def parse_offset(text: str) -> tuple[str, Any]:
+    """``-o beginning|end|N|-N|@MS|@ISO-8601`` as (kind, value): ("named", "beginning"),
+    ("absolute", N), ("from_end", N) or ("time", milliseconds)."""
+    if text in ("beginning", "end"):
+        return "named", text
+    if text.startswith("@"):
+        stamp = text[1:]
+        if stamp.isdigit():
+            return "time", int(stamp)
+        try:
+            moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        except ValueError:
+            raise UsageError(f"-o {text}: not a time (@MILLISECONDS or @ISO-8601)") from None
+        if moment.tzinfo is None:
+            raise UsageError(f"-o {text}: give a time zone (e.g. {stamp}Z)")
+        return "time", int(moment.timestamp() * 1000)
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"-o {text}: expected beginning, end, N, -N, @MS or @ISO-8601") from None
+    return ("from_end", -value) if value < 0 else ("absolute", value)

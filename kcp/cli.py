@@ -125,6 +125,7 @@ def format_options(command: Callable[..., Any]) -> Callable[..., Any]:
     from .options import Options
 
     names = list(FORMATS)
+    member_formats = [name for name, fmt in FORMATS.items() if fmt.extensions]
     for option in reversed([
         click.option("--from", "read_format", type=click.Choice(names), metavar="FORMAT",
                      help="Read payloads as FORMAT instead of detecting it: "
@@ -143,8 +144,9 @@ def format_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="A Confluent-compatible Schema Registry resolving schema ids."),
         click.option("--reader-schema", metavar="FILE|DIR",
                      help="Decode every record into this schema (Avro schema evolution)."),
-        click.option("--bytes", "bytes_mode", type=click.Choice(BYTES_MODES), default="base64",
-                     show_default=True, help="How bytes fields (cutouts) appear in JSON."),
+        click.option("--bytes", "bytes_mode", type=click.Choice(BYTES_MODES),
+                     help="How bytes fields (cutouts) appear in JSON [default: size on a "
+                          "terminal, else base64]."),
         click.option("--json-style", type=click.Choice(JSON_STYLES), default="kcp",
                      show_default=True,
                      help="kcp: readable JSON for jq; avro: the Avro spec's JSON encoding."),
@@ -164,6 +166,16 @@ def format_options(command: Callable[..., Any]) -> Callable[..., Any]:
                           "or embedded as base64."),
         click.option("--max-xml-bytes", type=click.IntRange(min=1), default=Options.max_xml_bytes,
                      show_default=True, metavar="N", help="VOEvent: refuse larger packets."),
+        click.option("--member-format", type=click.Choice(member_formats), metavar="FORMAT",
+                     help="Tar: the format of the members written, one per record: "
+                          + ", ".join(member_formats) + " [default: avro]."),
+        click.option("--name", "member_name", metavar="TEMPLATE",
+                     help="Tar: member names, e.g. '{objectId}_{candid}' [default: candid (ZTF), "
+                          "diaSourceId or alertId (Rubin), else {topic}-{partition}-{offset}]."),
+        click.option("--max-member-size", "max_member_bytes", type=click.IntRange(min=1),
+                     default=Options.max_member_bytes >> 20, show_default=True, metavar="MB",
+                     callback=lambda _context, _option, megabytes: megabytes << 20,
+                     help="Tar: a larger member read is bad input."),
     ]):
         command = option(command)
     return command
@@ -193,8 +205,8 @@ def run_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="What a bad record does: stop (exit 3), be skipped and counted, or be "
                           "kept raw with its metadata as JSON Lines in PATH."),
         click.option("--progress", is_flag=True, default=None,
-                     help="Show the live count and final summary on stderr even when it is "
-                          "not a terminal (they show on a terminal by default)."),
+                     help="Show the live count and final summary on stderr (by default they "
+                          "show when stderr is a terminal and the data goes elsewhere)."),
         click.option("-q", "--quiet", is_flag=True, help="No progress and no summary."),
         click.option("--debug", is_flag=True, help="Show tracebacks."),
     ]):
@@ -202,14 +214,14 @@ def run_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def build_options(kw: dict[str, Any]) -> Any:
-    """The library's Options from the command's keyword arguments."""
+def build_options(kw: dict[str, Any], destination: str | None = None) -> Any:
+    """The library's Options from the command's keyword arguments and the destination."""
     from .codec import RegistryClient, RubinSchemaTree, load_schema_path
     from .options import Options
 
     options = Options(
         read_format=kw.get("read_format"), write_format=kw.get("write_format"),
-        bytes_mode=kw.get("bytes_mode", "base64"), json_style=kw.get("json_style", "kcp"),
+        bytes_mode=kw.get("bytes_mode"), json_style=kw.get("json_style", "kcp"),
         kafka_properties=kw.get("properties") or {}, group=kw.get("group"),
         offset=kw.get("offset"), partitions=tuple(kw.get("partitions") or ()),
         count=kw.get("count"), timeout=kw.get("timeout") or 30.0,
@@ -217,11 +229,16 @@ def build_options(kw: dict[str, Any]) -> Any:
         quiet=kw.get("quiet", False), where=tuple(kw.get("where") or ()),
         fields=kw.get("fields"), since=kw.get("since"), until=kw.get("until"),
     )
-    for name in ("authority", "cutouts", "max_xml_bytes"):  # VOEvent (format_options)
+    for name in ("authority", "cutouts", "max_xml_bytes",  # VOEvent (format_options)
+                 "member_format", "member_name", "max_member_bytes"):  # tar
         if kw.get(name) is not None:
             setattr(options, name, kw[name])
     if (options.where or options.fields) and kw.get("raw"):
         raise UsageError("--where and --fields need decoded records: drop --raw")
+    if options.offset:
+        from .address import parse_offset
+
+        parse_offset(options.offset)  # a typo fails now, not after reaching the broker
     if options.since and not options.offset:
         from .stages import parse_time
 
@@ -231,6 +248,8 @@ def build_options(kw: dict[str, Any]) -> Any:
         options.read_format = options.write_format = "raw"
     pretty = kw.get("pretty")
     options.pretty = sys.stdout.isatty() if pretty is None else pretty
+    options.colour = options.pretty and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    _fit_terminal(options, destination, kw)
     store = options.schemas
     if kw.get("schema"):
         store.default = store.add(load_schema_path(kw["schema"], registry_id=kw.get("schema_id")))
@@ -249,7 +268,10 @@ def build_options(kw: dict[str, Any]) -> Any:
 
 
 def _wants_progress(options: Any) -> bool:
-    wanted = options.progress if options.progress is not None else sys.stderr.isatty()
+    # By default only when someone watches stderr and the data goes elsewhere: a live line
+    # redrawn amid records on the same terminal would garble them.
+    watched = sys.stderr.isatty() and not sys.stdout.isatty()
+    wanted = options.progress if options.progress is not None else watched
     return bool(wanted) and not options.quiet
 
 
@@ -276,16 +298,16 @@ def _move(sources: list[str], destination: str, kw: dict[str, Any], default_offs
     from .address import parse_address
     from .pipeline import Sources
 
-    options = build_options(kw)
+    options = build_options(kw, destination)
     options.follow = follow
     options.tail_count = tail_count
     config = Config.load()
     if kw.get("envelope"):
         _envelope_side(options, [parse_address(s, config.brokers) for s in sources],
                        parse_address(destination, config.brokers))
-    if destination == "-" and options.write_format == "raw" and sys.stdout.isatty() \
-            and not kw.get("force"):
-        raise UsageError("refusing to write raw payloads to a terminal; pipe them, or --force")
+    from .pipeline import stages_for
+
+    stages = stages_for(options)  # compiled first: a bad --where fails before any I/O
     opened = []
     try:
         for text in sources:
@@ -303,9 +325,6 @@ def _move(sources: list[str], destination: str, kw: dict[str, Any], default_offs
         if len(opened) != 1 or not hasattr(source, "consumer"):
             raise UsageError("--exactly-once copies from one Kafka source address")
         transport("kafka").exactly_once(source, sink)
-    from .pipeline import stages_for
-
-    stages = stages_for(options)
     decoder = None
     if options.read_format != "raw" and (stages or not (getattr(sink, "payloads", False)
                                                          and options.write_format is None
@@ -324,6 +343,19 @@ def _move(sources: list[str], destination: str, kw: dict[str, Any], default_offs
     _run_reporting(source, sink, options, decoder, stages, workers)
 
 
+BINARY_FORMATS = {"raw", "avro", "ocf", "confluent", "single-object", "schemaless"}
+
+
+def _fit_terminal(options: Any, destination: str | None, kw: dict[str, Any]) -> None:
+    """Output meant for eyes: readable cutouts, and no binary without --force."""
+    to_terminal = destination == "-" and sys.stdout.isatty()
+    if options.bytes_mode is None:
+        options.bytes_mode = "size" if to_terminal else "base64"
+    if to_terminal and options.write_format in BINARY_FORMATS and not kw.get("force"):
+        raise UsageError(f"refusing to write {options.write_format} data to a terminal; "
+                         "pipe or redirect it, or give --force")
+
+
 def _envelope_side(options: Any, sources: list[Any], destination: Any) -> None:
     """``--envelope`` names the format of the side that is not Kafka."""
     if destination.kind != "kafka":
@@ -339,11 +371,61 @@ def _envelope_side(options: Any, sources: list[Any], destination: Any) -> None:
         raise UsageError("--envelope is for copies between Kafka and files or pipes")
 
 
+def _complete_addresses(ctx: click.Context, param: click.Parameter, incomplete: str) -> list:
+    """Topic names from the broker (one second at most), then files."""
+    from click.shell_completion import CompletionItem
+
+    items = [CompletionItem(incomplete, type="file")]
+    if incomplete.startswith((".", "/", "~")):
+        return items
+    try:
+        from .address import Address
+        from .config import Config
+        from .options import Options
+        from .transports import transport
+
+        config = Config.load()
+        broker, sep, prefix = incomplete.rpartition(":")
+        options = Options(timeout=1.0)
+        address = Address("kafka", incomplete, broker=broker or None)
+        names = transport("kafka").topic_names(address, options, config)
+    except Exception:  # completion must never fail loudly: offer files only
+        return items
+    lead = f"{broker}{sep}" if sep else ""
+    return [CompletionItem(lead + name) for name in names if name.startswith(prefix)] + items
+
+
+class KcpGroup(click.Group):
+    """click, with its usage errors reported in kcp's way: one line, exit status 2."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:
+        extra.pop("standalone_mode", None)
+        try:
+            result = super().main(args, prog_name, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as error:
+            click.echo(error.ctx.get_help() if error.ctx else str(error))
+            sys.exit(int(ExitStatus.USAGE_ERROR))
+        except click.UsageError as error:
+            where = error.ctx.command_path if error.ctx else "kcp"
+            message = " ".join(error.format_message().split())
+            click.echo(f"kcp: {message} (see '{where} --help')", err=True)
+            sys.exit(int(ExitStatus.USAGE_ERROR))
+        except click.ClickException as error:
+            click.echo(f"kcp: {error.format_message()}", err=True)
+            sys.exit(error.exit_code)
+        except click.Abort:
+            click.echo("kcp: interrupted", err=True)
+            sys.exit(int(ExitStatus.INTERRUPTED))
+        sys.exit(result if isinstance(result, int) else int(ExitStatus.OK))
+
+
 # -- the commands -------------------------------------------------------------------------------
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+@click.group(cls=KcpGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
              epilog=ADDRESS_TEXT + "\n\n" + EXIT_STATUS_TEXT)
 @click.version_option(__version__, prog_name="kcp")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """kcp: netcat for Kafka/Avro. Move astronomical alert streams (ZTF, Rubin, GCN) between
     Kafka topics, files and pipes, decoding every Avro framing they use.
 
@@ -354,11 +436,23 @@ def main() -> None:
       kcp produce ztf_20180725_programid1 alerts/*.avro
       kcp cp ztf:ztf_20180725_programid1 night.avro
     """
+    from .config import Config
+
+    try:
+        defaults = Config.load().defaults
+    except KcpError as error:
+        _fail(error, debug=False)
+    # The config file's [defaults] become every command's option defaults: the command line
+    # still wins over them.
+    names = {"bytes": "bytes_mode", "json_style": "json_style", "timeout": "timeout",
+             "on_error": "on_error"}
+    ctx.default_map = {command: {names[k]: v for k, v in defaults.items()}
+                       for command in main.commands}
 
 
 @main.command(epilog=ADDRESS_TEXT + "\n\n" + EXIT_STATUS_TEXT)
-@click.argument("topic")
-@click.argument("files", nargs=-1)
+@click.argument("topic", shell_complete=_complete_addresses)
+@click.argument("files", nargs=-1, type=click.Path())
 @kafka_options
 @format_options
 @run_options
@@ -389,7 +483,7 @@ def _as_topic(text: str) -> str:
 
 
 @main.command(epilog=ADDRESS_TEXT + "\n\n" + EXIT_STATUS_TEXT)
-@click.argument("topic")
+@click.argument("topic", shell_complete=_complete_addresses)
 @click.option("-f", "--follow", is_flag=True, help="Keep waiting for new records at the end.")
 @kafka_options
 @read_options
@@ -412,7 +506,7 @@ def consume(topic: str, follow: bool, **kw: Any) -> None:
 
 
 @main.command(epilog=ADDRESS_TEXT + "\n\n" + EXIT_STATUS_TEXT)
-@click.argument("topic")
+@click.argument("topic", shell_complete=_complete_addresses)
 @click.option("-n", "--lines", "last", type=click.IntRange(min=0), default=0, show_default=True,
               help="Start with the last N records of each partition.")
 @click.option("-e", "--exit-at-end", is_flag=True, help="Stop at the end instead of following.")
@@ -436,7 +530,8 @@ def tail(topic: str, last: int, exit_at_end: bool, **kw: Any) -> None:
 
 
 @main.command(epilog=ADDRESS_TEXT + "\n\n" + EXIT_STATUS_TEXT)
-@click.argument("addresses", nargs=-1, required=True, metavar="SRC... DST")
+@click.argument("addresses", nargs=-1, required=True, metavar="SRC... DST",
+                shell_complete=_complete_addresses)
 @click.option("-f", "--follow", is_flag=True, help="Keep copying new records from topics.")
 @click.option("--keep-partition", is_flag=True,
               help="Topic to topic: write each record to the partition it came from.")
@@ -492,7 +587,7 @@ def convert(**kw: Any) -> None:
 
 
 @main.command(epilog=ADDRESS_TEXT + "\n\n" + EXIT_STATUS_TEXT)
-@click.argument("source", default="-")
+@click.argument("source", default="-", shell_complete=_complete_addresses)
 @click.option("--all", "every", is_flag=True,
               help="Read everything; list each distinct schema with its count, "
                    "fingerprint and registry id.")
@@ -600,6 +695,60 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
         lines.append("  ".join(c.rjust(w) if n else c.ljust(w)
                                for c, w, n in zip(row, widths, numeric, strict=True)).rstrip())
     return "\n".join(lines)
+
+
+@main.group("config")
+def config_group() -> None:
+    """Show the configuration kcp uses, and where its file is.
+
+    \b
+    Examples:
+      kcp config path
+      kcp config show | jq .brokers
+    """
+
+
+@config_group.command("path")
+@handles_errors
+def config_path_command(**kw: Any) -> None:
+    """Print the path of the configuration file (it may not exist yet)."""
+    from .config import config_path
+
+    click.echo(str(config_path()))
+
+
+@config_group.command("show")
+@handles_errors
+def config_show(**kw: Any) -> None:
+    """Print the effective configuration as JSON, passwords and tokens masked.
+
+    Precedence: the command line, then the environment (KCP_BROKER), then the file, then
+    built-in defaults.
+    """
+    import orjson
+
+    from .config import Config
+
+    sys.stdout.buffer.write(orjson.dumps(Config.load().effective(),
+                                         option=orjson.OPT_INDENT_2) + b"\n")
+
+
+@main.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script for SHELL (commands, options, topic names).
+
+    \b
+    Examples:
+      kcp completion bash > ~/.local/share/bash-completion/completions/kcp
+      kcp completion zsh > "${fpath[1]}/_kcp"
+      kcp completion fish > ~/.config/fish/completions/kcp.fish
+    """
+    from click.shell_completion import get_completion_class
+
+    complete = get_completion_class(shell)
+    assert complete is not None
+    click.echo(complete(main, {}, "kcp", "_KCP_COMPLETE").source())
 
 
 if __name__ == "__main__":  # pragma: no cover

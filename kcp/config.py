@@ -15,15 +15,19 @@ from typing import Any
 from .errors import UsageError
 
 DEFAULT_BROKER = "localhost:9092"
+# Options whose default the config file's [defaults] table may change.
+DEFAULTABLE = {"bytes", "json_style", "timeout", "on_error"}
 SECRET_WORDS = ("password", "secret", "token", "credential")
 
 
 def config_path() -> Path:
+    """``KCP_CONFIG``, else config.toml in the user's config folder (platformdirs)."""
     explicit = os.environ.get("KCP_CONFIG")
     if explicit:
         return Path(explicit)
-    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return Path(base) / "kcp" / "config.toml"
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("kcp")) / "config.toml"
 
 
 @dataclass
@@ -31,6 +35,8 @@ class Config:
     default_broker: str | None = None
     brokers: dict[str, dict[str, Any]] = field(default_factory=dict)
     path: Path | None = None
+    # [defaults]: default values of command-line options, e.g. bytes = "size"
+    defaults: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path | None = None) -> Config:
@@ -46,7 +52,26 @@ class Config:
         brokers = data.get("brokers", {})
         if not isinstance(brokers, dict):
             raise UsageError(f"{path}: [brokers] must be a table of broker aliases")
-        return cls(default_broker=data.get("default_broker"), brokers=brokers, path=path)
+        defaults = data.get("defaults", {})
+        if not isinstance(defaults, dict) or not set(defaults) <= DEFAULTABLE:
+            raise UsageError(f"{path}: [defaults] may set {', '.join(sorted(DEFAULTABLE))}")
+        return cls(default_broker=data.get("default_broker"), brokers=brokers, path=path,
+                   defaults=defaults)
+
+    def effective(self) -> dict[str, Any]:
+        """The configuration in force, secrets masked: what ``kcp config show`` prints."""
+        default = os.environ.get("KCP_BROKER") or self.default_broker or DEFAULT_BROKER
+        source = ("KCP_BROKER" if os.environ.get("KCP_BROKER") else
+                  "config file" if self.default_broker else "built-in default")
+        return {
+            "config_file": str(self.path) if self.path else None,
+            "config_file_exists": bool(self.path and self.path.is_file()),
+            "default_broker": default,
+            "default_broker_from": source,
+            "brokers": {name: masked({k: str(v) for k, v in entry.items()})
+                        for name, entry in self.brokers.items()},
+            "defaults": self.defaults,
+        }
 
     def resolve_broker(self, name: str | None) -> tuple[str, dict[str, str]]:
         """(a display name, librdkafka properties) for an alias, a host list, or the default."""

@@ -15,15 +15,21 @@ class Options:
     # Formats: what payloads are read as and written as (None: detect, or the sink's default).
     read_format: str | None = None
     write_format: str | None = None
-    bytes_mode: str = "base64"
+    bytes_mode: str | None = "base64"
     json_style: str = "kcp"
     pretty: bool = False
+    colour: bool = False
     delimiter: bytes = b"\n"
     # VOEvent (kcp.formats.voevent): the IVORN authority and cutout policy of alerts written as
     # VOEvent, and the size limit of a packet read (they come from the internet)
     authority: str = "ivo://kcp.local/alerts"
     cutouts: str = "reference"
     max_xml_bytes: int = 1_000_000
+    # Tar archives (kcp.transports.tar): the format and name template of members written, and
+    # the size of the largest member read (archives come from the internet too)
+    member_format: str | None = None
+    member_name: str | None = None
+    max_member_bytes: int = 256 << 20
     # Sources may hand over records as payloads without decoding them (set when nothing
     # downstream needs the decoded record, e.g. files produced to Kafka as they are).
     keep_payloads: bool = False

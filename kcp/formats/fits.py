@@ -364,22 +364,23 @@ def alert_to_fits(datum: Any, layout: Layout) -> bytes:
     record = layout.primitive_datum(datum)
     if not isinstance(record, dict):
         raise BadInput(f"a FITS alert is an Avro record, not {type(record).__name__}")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # ZTF stamps' SIMPLE card alone would warn every time
         warnings.simplefilter("ignore")
         header = _primary_header(layout, record)
         views = [_cutout_views(field, record[field], header) for field in layout.cutouts]
         parts = [_padded(header.tostring().encode(), b" "), *views]
-    parts.append(_bintable("ALERT", _table_columns(layout.top_columns, [record], False, False),
-                           1, [("KCPPART", "ALERT", "the top-level fields of the alert")]))
-    for table in layout.tables:
-        value = record[table.field]
-        rows = [] if value is None else value if table.is_array else [value]
-        columns = _table_columns(table.columns, rows, table.bare_items, table.nullable_items)
-        parts.append(_bintable(table.field.upper(), columns, len(rows), [
-            ("KCPPART", "FIELD", "an alert field held as a table"),
-            ("AVROFLD", table.field, "its Avro field name"),
-            ("AVRONULL", value is None, "T: the field is null")], table.doc))
-    parts.append(_schema_table(layout.schema))
+        parts.append(_bintable("ALERT", _table_columns(layout.top_columns, [record], False,
+                                                       False),
+                               1, [("KCPPART", "ALERT", "the top-level fields of the alert")]))
+        for table in layout.tables:
+            value = record[table.field]
+            rows = [] if value is None else value if table.is_array else [value]
+            columns = _table_columns(table.columns, rows, table.bare_items, table.nullable_items)
+            parts.append(_bintable(table.field.upper(), columns, len(rows), [
+                ("KCPPART", "FIELD", "an alert field held as a table"),
+                ("AVROFLD", table.field, "its Avro field name"),
+                ("AVRONULL", value is None, "T: the field is null")], table.doc))
+        parts.append(_schema_table(layout.schema))
     return b"".join(parts)
 
 

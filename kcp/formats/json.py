@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -46,13 +47,30 @@ class JsonReader:
                 yield message
 
 
+_JSON_TOKEN = re.compile(rb'("(?:[^"\\]|\\.)*")(\s*:)?|(-?\d[\d.eE+-]*)|\b(true|false|null)\b')
+
+
+def _paint(match: re.Match[bytes]) -> bytes:
+    text, colon, number, _ = match.groups()
+    if text is not None:
+        return (b"\x1b[34m" if colon else b"\x1b[32m") + text + b"\x1b[0m" + (colon or b"")
+    return (b"\x1b[36m" if number is not None else b"\x1b[33m") + match.group(0) + b"\x1b[0m"
+
+
+def colourize(document: bytes) -> bytes:
+    """ANSI colours for JSON read on a terminal: keys blue, strings green, numbers cyan."""
+    return _JSON_TOKEN.sub(_paint, document)
+
+
 class JsonWriter:
     def __init__(self, options: Options) -> None:
         self.to_json = AvroToJson(options.bytes_mode, options.json_style)
         self.option = orjson.OPT_INDENT_2 if options.pretty else 0
+        self.colour = options.colour
 
     def encode(self, message: Message) -> bytes:
-        return self.to_json(message.datum, message.schema, self.option)
+        document = self.to_json(message.datum, message.schema, self.option)
+        return colourize(document) if self.colour else document
 
     def recover(self, stream: BinaryIO) -> None:
         cut_after_last_line(stream)

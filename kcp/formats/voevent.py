@@ -118,10 +118,12 @@ _TEXT_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#
 _ATTRIBUTE_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", '"': "&quot;", "\t": "&#9;",
                                     "\n": "&#10;", "\r": "&#13;"})
 _NOT_XML_CHARACTER = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-_XML_NAME = re.compile(r"[^\W\d][\w.\-]*(?::[^\W\d][\w.\-]*)?\Z")
+_NCNAME = r"[^\W\d][\w.\-]*"  # a name without a colon: a prefix, a local name
+_XML_NAME = re.compile(rf"{_NCNAME}(?::{_NCNAME})?\Z")
+_PREFIX = re.compile(rf"{_NCNAME}\Z")
 
 
-def _hardened_parser() -> Any:
+def hardened_parser() -> Any:
     from lxml import etree
 
     # No entity substitution, no DTD loading or validation, no network, libxml2's default
@@ -149,9 +151,20 @@ _DTD_REFUSED = ("refused: the document has a DTD (<!DOCTYPE>); VOEvent packets n
                 "reads no DTD or entity from a packet")
 
 
+# Encodings whose text is not ASCII bytes, told by a byte order mark or by how "<" is written.
+_WIDE_ENCODINGS = ((b"\xff\xfe\x00\x00", "utf-32-le"), (b"\x00\x00\xfe\xff", "utf-32-be"),
+                   (b"<\x00\x00\x00", "utf-32-le"), (b"\x00\x00\x00<", "utf-32-be"),
+                   (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"),
+                   (b"<\x00", "utf-16-le"), (b"\x00<", "utf-16-be"))
+
+
 def _dtd_in_prolog(data: bytes) -> bool:
     """Whether a DOCTYPE comes before the root: refused before lxml sees it, for a clear message
     (the parser is hardened anyway, and a DTD found after parsing is refused too)."""
+    for mark, encoding in _WIDE_ENCODINGS:
+        if data.startswith(mark):
+            data = data.decode(encoding, errors="replace").encode("utf-8")
+            break
     position = 3 if data.startswith(b"\xef\xbb\xbf") else 0
     while True:
         position = _SPACE.match(data, position).end()
@@ -213,6 +226,10 @@ class _PacketReader:
         inherited = parent.nsmap if parent is not None else {}
         return {("xmlns:" + p if p else "xmlns"): uri for p, uri in element.nsmap.items()
                 if inherited.get(p) != uri}
+
+    def _declares(self, element: Any) -> bool:
+        """Whether an element declares namespaces of its own (a text-only one then stays XML)."""
+        return self.nested_namespaces and bool(self._declared_here(element))
 
     def element(self, element: Any, spec: Spec, declared: dict[str, str] | None = None
                 ) -> dict[str, Any]:
@@ -282,24 +299,23 @@ class _PacketReader:
             return self.element(node, child.spec)
         if child.kind == "rows":
             return self._rows(node)
-        if len(node) or node.attrib or (self.nested_namespaces and self._declared_here(node)):
+        if len(node) or node.attrib or self._declares(node):
             return None
         return node.text or ""
 
     def _rows(self, data: Any) -> list[list[str]] | None:
         """Table/Data as a list of rows of cells, or None when it is not plain TR/TD."""
-        if data.attrib or not _blank(data.text) or (
-                self.nested_namespaces and self._declared_here(data)):
+        if data.attrib or not _blank(data.text) or self._declares(data):
             return None
         rows = []
         for tr in data:
             if (self._local(tr.tag) != "TR" or tr.attrib or not _blank(tr.text)
-                    or not _blank(tr.tail)):
+                    or not _blank(tr.tail) or self._declares(tr)):
                 return None
             cells = []
             for td in tr:
                 if (self._local(td.tag) != "TD" or td.attrib or len(td)
-                        or not _blank(td.tail)):
+                        or not _blank(td.tail) or self._declares(td)):
                     return None
                 cells.append(td.text or "")
             rows.append(cells)
@@ -436,6 +452,9 @@ class _PacketWriter:
 
     def _rows(self, rows: Any, depth: int) -> None:
         out = self.out
+        if not rows:
+            out.append("<Data/>")
+            return
         inner = "\n" + INDENT * (depth + 1)
         out.append("<Data>")
         for row in rows:
@@ -472,6 +491,8 @@ def write_packet(record: dict[str, Any], parser: Any) -> bytes:
     namespace, prefix = document.get("namespace"), document.get("prefix")
     if prefix and not namespace:
         raise BadInput(f"document: prefix {prefix!r} without a namespace")
+    if prefix is not None and not (isinstance(prefix, str) and _PREFIX.match(prefix)):
+        raise BadInput(f"document: {prefix!r} is not a namespace prefix")
     declarations = {}
     if namespace:
         declarations["xmlns:" + prefix if prefix else "xmlns"] = namespace
@@ -517,8 +538,9 @@ _ZTF_UNITS = {
     "ssdistnr": "arcsec", "distpsnr1": "arcsec", "distpsnr2": "arcsec", "distpsnr3": "arcsec",
     "neargaia": "arcsec", "neargaiabright": "arcsec", "adpctdif1": "arcsec",
     "adpctdif2": "arcsec", "exptime": "s", "zpclrcov": "mag**2",
-    "sky": "DN", "forcediffimflux": "DN", "forcediffimfluxunc": "DN", "scibckgnd": "DN",
-    "scisigpix": "DN",
+    # The documentation's DN (data numbers) are what VOUnits calls adu.
+    "sky": "adu", "forcediffimflux": "adu", "forcediffimfluxunc": "adu", "scibckgnd": "adu",
+    "scisigpix": "adu",
     **dict.fromkeys((
         "magpsf", "sigmapsf", "magap", "sigmagap", "magnr", "sigmagnr", "magdiff", "magfromlim",
         "diffmaglim", "magapbig", "sigmagapbig", "ssmagnr", "sgmag1", "srmag1", "simag1",
@@ -533,10 +555,9 @@ _ZTF_UCDS = {
     "ra": "pos.eq.ra;meta.main", "dec": "pos.eq.dec;meta.main", "ranr": "pos.eq.ra",
     "decnr": "pos.eq.dec", "magpsf": "phot.mag", "sigmapsf": "stat.error;phot.mag",
     "magap": "phot.mag", "sigmagap": "stat.error;phot.mag", "magnr": "phot.mag",
-    "sigmagnr": "stat.error;phot.mag", "fid": "instr.filter", "fwhm": "phys.size",
-    "scorr": "stat.snr", "distnr": "pos.angDistance", "distpsnr1": "pos.angDistance",
-    "ssdistnr": "pos.angDistance", "exptime": "time.duration;obs.exposure",
-    "rb": "stat.probability", "drb": "stat.probability",
+    "sigmagnr": "stat.error;phot.mag", "fid": "instr.filter", "scorr": "stat.snr",
+    "distnr": "pos.angDistance", "distpsnr1": "pos.angDistance", "ssdistnr": "pos.angDistance",
+    "exptime": "time.duration;obs.exposure",
 }
 _RUBIN_UNITS = {"ra": "deg", "dec": "deg", "raErr": "deg", "decErr": "deg",
                 "midpointMjdTai": "d", "psfFlux": "nJy", "psfFluxErr": "nJy",
@@ -553,8 +574,7 @@ _FLOAT32 = struct.Struct("<f")
 @dataclass
 class _When:
     iso: str
-    system: str  # the time part of an AstroCoordSystem id: UTC or TT
-    utc: bool
+    scale: str  # UTC or TT: the time part of an AstroCoordSystem id
 
 
 class AlertMapper:
@@ -583,7 +603,7 @@ class AlertMapper:
         position, when = _where_when(alert, survey)
         what = _WhatBuilder(survey, self.cutouts, names).build(alert, avro_type)
         who = {"AuthorIVORN": self.authority,
-               "Date": when.iso if when is not None and when.utc else _now(),
+               "Date": when.iso if when is not None and when.scale == "UTC" else _now(),
                "Description": f"Converted by kcp from {_SURVEY_TEXT[survey]}"}
         record: dict[str, Any] = {
             "ivorn": ivorn, "role": "observation", "version": "2.0", "Who": who,
@@ -658,7 +678,7 @@ def _where_when(alert: dict, survey: str) -> tuple[tuple[float, float, float] | 
     position = None
     ra = _number(source.get("ra"))
     dec = _number(source.get("dec", source.get("decl")))
-    if ra is not None and dec is not None:
+    if ra is not None and dec is not None and math.isfinite(ra) and math.isfinite(dec):
         errors = [e for e in (_number(source.get(k)) for k in
                               ("raErr", "decErr", "declErr", "sigmara", "sigmadec"))
                   if e is not None and math.isfinite(e)]
@@ -680,16 +700,16 @@ def _record_with_position(record: dict) -> dict | None:
 def _time_of(record: dict) -> _When | None:
     jd = _number(record.get("jd"))
     if jd is not None and math.isfinite(jd):
-        return _When(_iso_from_jd(jd), "UTC", True)
+        return _When(_iso_from_jd(jd), "UTC")
     mjd = _number(record.get("mjd"))
     if mjd is not None and math.isfinite(mjd):
-        return _When(_iso_from_jd(mjd + _MJD_TO_JD), "UTC", True)
+        return _When(_iso_from_jd(mjd + _MJD_TO_JD), "UTC")
     for name in ("midpointMjdTai", "midPointTai"):
         tai = _number(record.get(name))
         if tai is not None and math.isfinite(tai):
             # TT is TAI + 32.184 s exactly; VOEvent 2.0 has TT systems but no TAI one.
             tt = tai + _MJD_TO_JD + _TT_MINUS_TAI_SECONDS / 86400
-            return _When(_iso_from_jd(tt), "TT", False)
+            return _When(_iso_from_jd(tt), "TT")
     return None
 
 
@@ -711,7 +731,7 @@ def _now() -> str:
 
 def _where_when_record(position: tuple[float, float, float] | None, when: _When | None
                        ) -> dict[str, Any]:
-    system = f"{when.system if when is not None else 'UTC'}-ICRS-TOPO"
+    system = f"{when.scale if when is not None else 'UTC'}-ICRS-TOPO"
     coords: dict[str, Any] = {"coord_system_id": system}
     if when is not None:
         coords["Time"] = {"unit": "s", "TimeInstant": {"ISOTime": when.iso}}
@@ -918,56 +938,55 @@ def split_documents(stream: BinaryIO, limit: int
 
     Documents are cut where a new XML declaration begins after the current document's first
     element (how ``--to voevent`` writes streams).  A document longer than ``limit`` bytes comes
-    out as None, without holding more than about ``limit`` bytes of it in memory.
+    out as None, and no more than about ``limit`` bytes of it are held in memory.
     """
     buffer = bytearray()
     start = position = 0  # the current document starts at ``start``; scanned up to ``position``
+    closer = None  # inside a comment, CDATA section or PI: what ends it
     seen_element = too_big = eof = False
     number = 0
     while True:
-        found = (_SKIPPED_MARKUP if seen_element else _MARKUP).search(buffer, position)
-        end = -1
-        if found is not None:
-            token = found.group()
-            if token[1:2] not in (b"!", b"?"):
+        if closer is not None:
+            end = buffer.find(closer, position)
+            if end >= 0:
+                position, closer = end + len(closer), None
+                continue
+            position = max(position, len(buffer) - len(closer) + 1)  # a closer cut in two
+        else:
+            found = (_SKIPPED_MARKUP if seen_element else _MARKUP).search(buffer, position)
+            if found is None:
+                position = max(position, len(buffer) - len(b"<![CDATA["))  # an opener cut in two
+            elif found.group()[1:2] not in (b"!", b"?"):
                 seen_element = True
                 position = found.end()
                 continue
-            opener = b"<?" if token == b"<?" else token
-            if opener == b"<?" and seen_element and _DECLARATION_START.match(buffer, found.start()):
+            elif found.group() == b"<?" and len(buffer) - found.start() < 6 and not eof:
+                position = found.start()  # "<?xml " cut in two: read on before deciding
+            elif (found.group() == b"<?" and seen_element
+                  and _DECLARATION_START.match(buffer, found.start())):
                 number += 1
                 yield (None if too_big else bytes(buffer[start:found.start()])), number, False
-                start = position = found.start()
+                start = found.start()
+                position = found.end()
                 seen_element = too_big = False
+                continue
+            else:
+                closer = _ENDS[found.group()]
                 position = found.end()
                 continue
-            end = buffer.find(_ENDS[opener], found.end())
-            if end >= 0:
-                position = end + len(_ENDS[opener])
-                continue
-        elif eof:
+        if eof:
             break
-        if eof:  # an unterminated comment or CDATA section: the parser will say so
-            break
-        # Need more input: drop what is done with, then read.
-        if found is not None:
-            position = found.start()
-        elif len(buffer) - position > 16:
-            position = len(buffer) - 16  # keep enough to recognise a token cut in two
-        if start:
-            del buffer[:start]
-            position -= start
-            start = 0
-        if too_big:
-            del buffer[:position]
-            position = 0
+        # Need more input.  Everything up to ``position`` belongs to the current document.
+        too_big = too_big or position - start > limit
+        # Drop what is done with (all of an oversized document), then read.
+        del buffer[:position if too_big else start]
+        position -= position if too_big else start
+        start = 0
         chunk = stream.read(_CHUNK)
         if not chunk:
             eof = True
             continue
         buffer += chunk
-        if len(buffer) - start > limit:
-            too_big = True
     if too_big or buffer[start:].strip():
         number += 1
         yield (None if too_big else bytes(buffer[start:])), number, True
@@ -979,7 +998,7 @@ class VoeventReader:
 
     def __init__(self, options: Options) -> None:
         self.limit = options.max_xml_bytes
-        self.parser = _hardened_parser()
+        self.parser = hardened_parser()
 
     def decode(self, message: Message) -> list[Message]:
         if message.value is None:
@@ -994,9 +1013,11 @@ class VoeventReader:
 
     def _read(self, data: bytes) -> dict[str, Any]:
         if len(data) > self.limit:
-            raise BadInput(f"packet of {len(data):,} bytes is over the limit of "
-                           f"{self.limit:,} (--max-xml-bytes)")
+            raise self._too_big()
         return read_packet(data, self.parser)
+
+    def _too_big(self) -> BadInput:
+        return BadInput(f"packet is over the limit of {self.limit:,} bytes (--max-xml-bytes)")
 
     def read_stream(self, stream: BinaryIO, source: str) -> Iterator[Message]:
         # Messages stay undecoded (bytes go to Kafka as they are) but carry their parsed record,
@@ -1006,8 +1027,7 @@ class VoeventReader:
             message = Message(value=data, source=source, position=position)
             try:
                 if data is None:
-                    raise BadInput(f"packet is over the limit of {self.limit:,} bytes "
-                                   "(--max-xml-bytes)")
+                    raise self._too_big()
                 message.datum = self._read(data)
                 message.schema = voevent_schema()
             except BadInput as exc:
@@ -1020,7 +1040,7 @@ class VoeventWriter:
 
     def __init__(self, options: Options) -> None:
         self.map_alert = AlertMapper(options.authority, options.cutouts)
-        self.parser = _hardened_parser()
+        self.parser = hardened_parser()
 
     def encode(self, message: Message) -> bytes:
         if message.datum is None:

@@ -20,6 +20,7 @@ TRANSPORTS: dict[str, str] = {
     "kafka": "kcp.transports.kafka",
     "file": "kcp.transports.file",
     "stdio": "kcp.transports.stdio",
+    "tar": "kcp.transports.tar",
 }
 
 

@@ -19,7 +19,6 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
 from typing import Any
 
 from confluent_kafka import (
@@ -32,7 +31,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from ..address import Address
+from ..address import Address, parse_offset
 from ..config import Config
 from ..errors import TransportError, UsageError
 from ..message import Message
@@ -77,33 +76,14 @@ def _metadata(client: Any, name: str, topic: str | None, timeout: float, seen: l
         _raise_fatal(name, seen)
         error = exc.args[0]
         reason = error.str() if isinstance(error, KafkaError) else str(error)
+        hint = "is it running? (KCP_BROKER, NAME:topic or -X bootstrap.servers)"
+        if not any(c in name for c in ".:,") and name != "localhost":
+            hint = f"'{name}' is not a broker alias of the config file (kcp config show)"
         raise TransportError(f"cannot reach broker {name} within {timeout:g}s ({reason}); "
-                             "is it running? (KCP_BROKER, NAME:topic or -X bootstrap.servers)"
-                             ) from None
+                             f"{hint}") from None
 
 
-def parse_offset(text: str) -> tuple[str, int]:
-    """``beginning|end|N|-N|@MS|@ISO-8601`` as (kind, value)."""
-    if text == "beginning":
-        return "absolute", OFFSET_BEGINNING
-    if text == "end":
-        return "absolute", OFFSET_END
-    if text.startswith("@"):
-        stamp = text[1:]
-        if stamp.isdigit():
-            return "time", int(stamp)
-        try:
-            moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-        except ValueError:
-            raise UsageError(f"-o {text}: not a time (@MILLISECONDS or @ISO-8601)") from None
-        if moment.tzinfo is None:
-            raise UsageError(f"-o {text}: give a time zone (e.g. {stamp}Z)")
-        return "time", int(moment.timestamp() * 1000)
-    try:
-        value = int(text)
-    except ValueError:
-        raise UsageError(f"-o {text}: expected beginning, end, N, -N, @MS or @ISO-8601") from None
-    return ("from_end", -value) if value < 0 else ("absolute", value)
+_NAMED_OFFSETS = {"beginning": OFFSET_BEGINNING, "end": OFFSET_END}
 
 
 class KafkaSource:
@@ -190,6 +170,8 @@ class KafkaSource:
     def _position(self, partitions: list[TopicPartition], explicit: bool) -> None:
         """Set each partition's start offset and remember where its end is now."""
         kind, value = parse_offset(self.offset)
+        if kind == "named":
+            kind, value = "absolute", _NAMED_OFFSETS[value]
         if self.options.tail_count is not None:
             kind, value = "from_end", self.options.tail_count
         timeout = self.options.timeout
@@ -431,6 +413,18 @@ class KafkaSink:
 
     def close(self) -> None:
         self.flush()
+
+
+def topic_names(address: Address, options: Options, config: Config) -> list[str]:
+    """The topic names of a broker, internal ones left out (shell completion)."""
+    name, properties = broker_properties(address, options, config)
+    callbacks, errors = _fatal_errors(name)
+    consumer = Consumer({"group.id": "kcp-completion", **properties, **callbacks})
+    try:
+        metadata = _metadata(consumer, name, None, options.timeout, errors)
+        return sorted(t for t in metadata.topics if not t.startswith("__"))
+    finally:
+        consumer.close()
 
 
 def describe_topics(address: Address, options: Options, config: Config) -> list[dict[str, Any]]:

@@ -25,8 +25,14 @@ def peek(stream: BinaryIO, size: int) -> bytes:
 
 def read_messages(stream: BinaryIO, name: str, fmt: Format | None, options: Options
                   ) -> Iterator[Message]:
-    """Messages of one stream, gunzipping it transparently and sniffing its format if unknown."""
+    """Messages of one stream, gunzipping it transparently and sniffing its format if unknown;
+    a tar archive (ZTF's nightly ones: ``kcp convert < night.tar.gz``) is read member by member."""
+    from .tar import looks_like_tar, read_archive  # not above: tar imports file, which imports us
+
     stream = peekable(stream)
+    if looks_like_tar(stream):
+        yield from read_archive(stream, name, options)
+        return
     if peek(stream, 2) == GZIP_MAGIC:
         stream = peekable(gzip.GzipFile(fileobj=stream))  # type: ignore[arg-type]
     if options.read_format:
