@@ -186,6 +186,18 @@ def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--where", "where", multiple=True, metavar="EXPR",
                      help="Keep records for which EXPR is true, e.g. "
                           "'candidate.rb > 0.5 and candidate.magpsf < 19' (docs/filtering.md)."),
+        click.option("--map", "map_", multiple=True, metavar="TARGET",
+                     help="Run each record through a function: MODULE:FUNCTION, "
+                          "FILE.py:FUNCTION or an installed plugin (kcp plugins). It returns "
+                          "the record, None to drop it, or several records."),
+        click.option("--pipe-through", multiple=True, metavar="'CMD ARGS'",
+                     help="Stream records as JSON Lines through a program that answers one "
+                          "line (the record, or null) per line."),
+        click.option("--out-schema", metavar="FILE",
+                     help="The Avro schema of what --map/--pipe-through return (by default "
+                          "the input schema, extended with the module's OUTPUT_FIELDS)."),
+        click.option("--pipe-timeout", type=float, default=30.0, show_default=True,
+                     metavar="SECONDS", help="How long --pipe-through may take per record."),
         click.option("--fields", metavar="PATH,...",
                      help="Keep only these dotted fields, e.g. objectId,candidate.ra,candidate.dec "
                           "(the output is then plain JSON, not Avro)."),
@@ -214,6 +226,28 @@ def run_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
+STEP_OPTIONS = {"where": "where", "map_": "map", "pipe_through": "pipe"}
+
+
+class KcpCommand(click.Command):
+    """A command that remembers the order its --where/--map/--pipe-through were given in."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not ctx.resilient_parsing:
+            _, _, order = self.make_parser(ctx).parse_args(args=list(args))
+            ctx.meta["kcp.step_order"] = [p.name for p in order if p.name in STEP_OPTIONS]
+        return super().parse_args(ctx, args)
+
+
+def _steps(kw: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The pipeline steps in command-line order."""
+    ctx = click.get_current_context(silent=True)
+    order = ctx.meta.get("kcp.step_order", []) if ctx else []
+    values = {name: list(kw.get(name) or ()) for name in STEP_OPTIONS}
+    order = order or [name for name in STEP_OPTIONS for _ in values[name]]
+    return tuple((STEP_OPTIONS[name], values[name].pop(0)) for name in order)
+
+
 def build_options(kw: dict[str, Any], destination: str | None = None) -> Any:
     """The library's Options from the command's keyword arguments and the destination."""
     from .codec import RegistryClient, RubinSchemaTree, load_schema_path
@@ -226,15 +260,19 @@ def build_options(kw: dict[str, Any], destination: str | None = None) -> Any:
         offset=kw.get("offset"), partitions=tuple(kw.get("partitions") or ()),
         count=kw.get("count"), timeout=kw.get("timeout") or 30.0,
         on_error=kw.get("on_error", "fail"), progress=kw.get("progress"),
-        quiet=kw.get("quiet", False), where=tuple(kw.get("where") or ()),
+        quiet=kw.get("quiet", False), steps=_steps(kw),
         fields=kw.get("fields"), since=kw.get("since"), until=kw.get("until"),
+        pipe_timeout=kw.get("pipe_timeout") or 30.0,
     )
     for name in ("authority", "cutouts", "max_xml_bytes",  # VOEvent (format_options)
                  "member_format", "member_name", "max_member_bytes"):  # tar
         if kw.get(name) is not None:
             setattr(options, name, kw[name])
-    if (options.where or options.fields) and kw.get("raw"):
-        raise UsageError("--where and --fields need decoded records: drop --raw")
+    if (options.steps or options.fields) and kw.get("raw"):
+        raise UsageError("--where, --map, --pipe-through and --fields need decoded records: "
+                         "drop --raw")
+    if kw.get("out_schema"):
+        options.out_schema = load_schema_path(kw["out_schema"])
     if options.offset:
         from .address import parse_offset
 
@@ -305,7 +343,7 @@ def _move(sources: list[str], destination: str, kw: dict[str, Any], default_offs
     if kw.get("envelope"):
         _envelope_side(options, [parse_address(s, config.brokers) for s in sources],
                        parse_address(destination, config.brokers))
-    from .pipeline import stages_for
+    from .pipeline import close_stages, stages_for
 
     stages = stages_for(options)  # compiled first: a bad --where fails before any I/O
     opened = []
@@ -317,6 +355,7 @@ def _move(sources: list[str], destination: str, kw: dict[str, Any], default_offs
     except BaseException:
         for source in opened:
             source.close()
+        close_stages(stages)
         raise
     source = opened[0] if len(opened) == 1 else Sources(opened)
     if exactly_once:
@@ -450,7 +489,7 @@ def main(ctx: click.Context) -> None:
                        for command in main.commands}
 
 
-@main.command(epilog=ADDRESS_TEXT + "\n\n" + EXIT_STATUS_TEXT)
+@main.command(cls=KcpCommand, epilog=ADDRESS_TEXT + "\n\n" + EXIT_STATUS_TEXT)
 @click.argument("topic", shell_complete=_complete_addresses)
 @click.argument("files", nargs=-1, type=click.Path())
 @kafka_options
@@ -482,7 +521,7 @@ def _as_topic(text: str) -> str:
     return text
 
 
-@main.command(epilog=ADDRESS_TEXT + "\n\n" + EXIT_STATUS_TEXT)
+@main.command(cls=KcpCommand, epilog=ADDRESS_TEXT + "\n\n" + EXIT_STATUS_TEXT)
 @click.argument("topic", shell_complete=_complete_addresses)
 @click.option("-f", "--follow", is_flag=True, help="Keep waiting for new records at the end.")
 @kafka_options
@@ -505,7 +544,7 @@ def consume(topic: str, follow: bool, **kw: Any) -> None:
     _move([_as_topic(topic)], "-", kw, "beginning", follow=follow)
 
 
-@main.command(epilog=ADDRESS_TEXT + "\n\n" + EXIT_STATUS_TEXT)
+@main.command(cls=KcpCommand, epilog=ADDRESS_TEXT + "\n\n" + EXIT_STATUS_TEXT)
 @click.argument("topic", shell_complete=_complete_addresses)
 @click.option("-n", "--lines", "last", type=click.IntRange(min=0), default=0, show_default=True,
               help="Start with the last N records of each partition.")
@@ -529,7 +568,7 @@ def tail(topic: str, last: int, exit_at_end: bool, **kw: Any) -> None:
           tail_count=None if kw.get("offset") else last)
 
 
-@main.command(epilog=ADDRESS_TEXT + "\n\n" + EXIT_STATUS_TEXT)
+@main.command(cls=KcpCommand, epilog=ADDRESS_TEXT + "\n\n" + EXIT_STATUS_TEXT)
 @click.argument("addresses", nargs=-1, required=True, metavar="SRC... DST",
                 shell_complete=_complete_addresses)
 @click.option("-f", "--follow", is_flag=True, help="Keep copying new records from topics.")
@@ -566,7 +605,7 @@ def cp(addresses: tuple[str, ...], follow: bool, keep_partition: bool, exactly_o
           exactly_once=exactly_once)
 
 
-@main.command(epilog=EXIT_STATUS_TEXT)
+@main.command(cls=KcpCommand, epilog=EXIT_STATUS_TEXT)
 @format_options
 @filter_options
 @run_options
@@ -586,7 +625,7 @@ def convert(**kw: Any) -> None:
     _move(["-"], "-", kw, "beginning", follow=False)
 
 
-@main.command(epilog=ADDRESS_TEXT + "\n\n" + EXIT_STATUS_TEXT)
+@main.command(cls=KcpCommand, epilog=ADDRESS_TEXT + "\n\n" + EXIT_STATUS_TEXT)
 @click.argument("source", default="-", shell_complete=_complete_addresses)
 @click.option("--all", "every", is_flag=True,
               help="Read everything; list each distinct schema with its count, "
@@ -638,7 +677,7 @@ def schema(source: str, every: bool, **kw: Any) -> None:
     out.flush()
 
 
-@main.command("ls", epilog=ADDRESS_TEXT + "\n\n" + EXIT_STATUS_TEXT)
+@main.command("ls", cls=KcpCommand, epilog=ADDRESS_TEXT + "\n\n" + EXIT_STATUS_TEXT)
 @click.argument("where", required=False, metavar="[BROKER[:PATTERN]]")
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines instead of a table.")
 @kafka_options
@@ -749,6 +788,37 @@ def completion(shell: str) -> None:
     complete = get_completion_class(shell)
     assert complete is not None
     click.echo(complete(main, {}, "kcp", "_KCP_COMPLETE").source())
+
+
+@main.command(cls=KcpCommand)
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines instead of a table.")
+@handles_errors
+def plugins(as_json: bool, **kw: Any) -> None:
+    """List the stages (for --map NAME) and formats that installed packages offer through the
+    entry point groups kcp.stages.v1 and kcp.formats.v1.
+
+    \b
+    Examples:
+      kcp plugins
+      kcp cp T local:flagged --map fast-risers
+    """
+    import orjson
+
+    from .plugins import FORMAT_GROUP, STAGE_GROUP, installed
+
+    rows = [{"kind": kind, "name": name, "target": entry.value,
+             "package": entry.dist.name if entry.dist else None}
+            for kind, group in (("stage", STAGE_GROUP), ("format", FORMAT_GROUP))
+            for name, entry in sorted(installed(group).items())]
+    if as_json or not sys.stdout.isatty():
+        for row in rows:
+            sys.stdout.buffer.write(orjson.dumps(row) + b"\n")
+        return
+    if not rows:
+        click.echo("no plugins installed (entry point groups kcp.stages.v1, kcp.formats.v1)")
+        return
+    click.echo(_table(["kind", "name", "target", "package"],
+                      [[r["kind"], r["name"], r["target"], r["package"] or "-"] for r in rows]))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from .codec import SchemaStore
 
@@ -42,11 +43,14 @@ class Options:
     exit_at_end: bool = True
     tail_count: int | None = None
     timeout: float = 30.0
-    # Stages, in this order: --since/--until, each --where, --fields
+    # Stages: --since/--until, then --where/--map/--pipe-through steps in the order given
+    # (("where", EXPR), ("map", TARGET), ("pipe", COMMAND)), then --fields.
     since: str | None = None
     until: str | None = None
-    where: tuple[str, ...] = ()
+    steps: tuple[tuple[str, str], ...] = ()
     fields: str | None = None
+    out_schema: Any = None
+    pipe_timeout: float = 30.0
     # The run
     count: int | None = None
     on_error: str = "fail"

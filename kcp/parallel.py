@@ -19,6 +19,7 @@ from typing import Any
 
 from .errors import BadInput, UsageError
 from .message import Message
+from .stages import apply
 
 BATCH = 32
 _work: tuple[Any, list[Callable[[Message], Message | None]], Callable[[Message], bytes]] | None
@@ -44,14 +45,8 @@ def _process(batch: list[Fields]) -> list[Outcome]:
     outcomes: list[Outcome] = []
     for fields in batch:
         try:
-            encoded = []
-            for record in reader.decode(Message(*fields)):
-                for stage in stages:
-                    record = stage(record)
-                    if record is None:
-                        break
-                else:
-                    encoded.append(encode(record))
+            encoded = [encode(record) for decoded in reader.decode(Message(*fields))
+                       for record in apply(stages, decoded)]
             outcomes.append((encoded, None))
         except BadInput as error:
             outcomes.append((None, error.message))
@@ -62,6 +57,9 @@ class Workers:
     """A pool of forked workers running ``reader -> stages -> encode`` on batches."""
 
     def __init__(self, jobs: int, reader: Any, stages: list, encode: Callable | None) -> None:
+        if any(hasattr(stage, "process") for stage in stages):
+            raise UsageError("--pipe-through runs one program: drop -j (let the program "
+                             "use several cores)")
         if encode is None:
             raise UsageError("-j needs a destination written record by record (JSON Lines, "
                              "envelopes, raw payloads, Kafka), not an Avro container file")

@@ -21,9 +21,11 @@ import orjson
 from .errors import BadInput, Terminated, UsageError
 from .message import Message
 from .options import Options
+from .stages import apply
 
 CHECKPOINT_SECONDS = 1.0
-Stage = Callable[[Message], Message | None]
+# A stage returns None (drop the record), a Message, or several Messages.
+Stage = Callable[[Message], Any]
 
 
 @dataclass
@@ -181,16 +183,36 @@ class CallbackSink:
 
 
 def stages_for(options: Options) -> list[Stage]:
-    """The filtering stages the options ask for, in their fixed order."""
+    """The stages the options ask for: the time window, then --where, --map and
+    --pipe-through in the order given, then the --fields projection."""
+    from .plugins import MapStage, PipeStage
     from .stages import project_stage, time_window_stage, where_stage
 
     stages: list[Stage] = []
     if options.since or options.until:
         stages.append(time_window_stage(options.since, options.until))
-    stages += [where_stage(expression) for expression in options.where]
+    try:
+        for kind, value in options.steps:
+            if kind == "where":
+                stages.append(where_stage(value))
+            elif kind == "map":
+                stages.append(MapStage(value, options, options.out_schema))
+            else:
+                stages.append(PipeStage(value, options, options.out_schema,
+                                        options.pipe_timeout))
+    except BaseException:
+        close_stages(stages)
+        raise
     if options.fields:
         stages.append(project_stage(options.fields))
     return stages
+
+
+def close_stages(stages: Iterable[Stage]) -> None:
+    for stage in stages:
+        close = getattr(stage, "close", None)
+        if close is not None:
+            close()
 
 
 def run(source: Any, sink: Any, options: Options, decoder: Any = None,
@@ -219,6 +241,7 @@ def run(source: Any, sink: Any, options: Options, decoder: Any = None,
         summary.seconds = time.monotonic() - started
         summary.bytes_in = summary.bytes_in or getattr(source, "bytes_read", 0)
         policy.close()
+        close_stages(stages)
         broken_pipe = isinstance(sys.exc_info()[1], BrokenPipeError)
         _finish(source, sink, commit=completed or not broken_pipe)
     return summary
@@ -242,16 +265,14 @@ def _loop(source: Any, sink: Any, decoder: Any, stages: list[Stage], policy: Err
                 raise message.error
             records = (decoder.decode(message) if decoder is not None and not message.decoded
                        else (message,))
-            for record in records:
-                for stage in stages:
-                    record = stage(record)
-                    if record is None:
-                        break
-                else:
+            for decoded in records:
+                for record in apply(stages, decoded):
                     sink.write(record)
                     summary.records += 1
                     if limit is not None and summary.records >= limit:
                         break
+                if limit is not None and summary.records >= limit:
+                    break
         except BadInput as error:
             error.at(message.where())
             policy.handle(message, error)

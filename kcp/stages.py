@@ -12,7 +12,7 @@ import decimal
 import operator
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 from .errors import BadInput, UsageError
@@ -547,3 +547,19 @@ def time_window_stage(since: str | None, until: str | None, now: float | None = 
             return None
         return message
     return window
+
+
+def apply(stages: list[Callable[[Message], Any]], message: Message) -> Iterator[Message]:
+    """Run ``message`` through ``stages``: each returns None, a message, or several."""
+    if not stages:
+        yield message
+        return
+    first, rest = stages[0], stages[1:]
+    result = first(message)
+    if result is None:
+        return
+    if isinstance(result, Message):
+        yield from apply(rest, result)
+        return
+    for produced in result:
+        yield from apply(rest, produced)
