@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fast_riser import classify  # noqa: E402
+from fast_riser import classify
 
 
 def main() -> None:

@@ -3,16 +3,20 @@
 Sections:
     * Kafka broker - a real single-node KRaft broker shared by the whole session
       (tests/kafka/broker.py), or an external one named by KCP_TEST_BOOTSTRAP.
+    * Secure broker - a second one with SASL (SCRAM-SHA-512, PLAIN), TLS and ACLs, started
+      only when a test asks for `secure_broker` (the security tests), so the rest stay fast.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import secrets
 import sys
 import time
 import uuid
 from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
@@ -49,6 +53,7 @@ def _load_broker_module() -> ModuleType:
 KafkaBroker = _load_broker_module().KafkaBroker
 
 _BROKER_KEY = pytest.StashKey["KafkaBroker | None"]()
+_SECURE_BROKER_KEY = pytest.StashKey["KafkaBroker | None"]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -80,6 +85,9 @@ def pytest_runtest_makereport(
             # Attached to the failing report itself, so it prints right under the
             # traceback instead of in a separate teardown section.
             report.sections.append(("kafka broker log (tail)", broker.log_tail(200)))
+        secure = item.config.stash.get(_SECURE_BROKER_KEY, None)
+        if secure is not None and "secure_broker" in getattr(item, "fixturenames", ()):
+            report.sections.append(("secure kafka broker log (tail)", secure.log_tail(200)))
     return report
 
 
@@ -169,3 +177,140 @@ def make_topic(kafka_bootstrap: str) -> Callable[..., str]:
             time.sleep(0.05)
 
     return make
+
+
+# =====================================================================================
+# Secure broker: SASL_PLAINTEXT and SASL_SSL listeners, SCRAM-SHA-512 and PLAIN users,
+# TLS from a CA made here, and ACLs enforced by KRaft's StandardAuthorizer.
+# =====================================================================================
+
+# Users and what they may do. Topics and groups whose names start with SECURE_PREFIX are the
+# authorised ones; "mallory" has no ACL at all; "carol" may read topics but join no group.
+SECURE_PREFIX = "sec_"
+SCRAM_USERS = ("admin", "alice", "carol", "mallory")
+PLAIN_USERS = ("admin", "bob")
+
+
+@dataclass
+class SecureBroker:
+    """The secure test broker and what a client needs to reach it."""
+
+    broker: KafkaBroker
+    ca: Path
+    other_ca: Path
+    passwords: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def sasl_plaintext(self) -> str:
+        return self.broker.listener_bootstrap("SASL")
+
+    @property
+    def sasl_ssl(self) -> str:
+        return self.broker.listener_bootstrap("SASLSSL")
+
+    def client(self, user: str, mechanism: str = "SCRAM-SHA-512", tls: bool = False,
+               password: str | None = None) -> dict[str, str]:
+        """librdkafka properties for ``user`` (its own password unless one is given)."""
+        properties = {
+            "bootstrap.servers": self.sasl_ssl if tls else self.sasl_plaintext,
+            "security.protocol": "SASL_SSL" if tls else "SASL_PLAINTEXT",
+            "sasl.mechanism": mechanism,
+            "sasl.username": user,
+            "sasl.password": self.passwords[user] if password is None else password,
+        }
+        if tls:
+            properties["ssl.ca.location"] = str(self.ca)
+        return properties
+
+    def make_topic(self, partitions: int = 1, name: str | None = None) -> str:
+        """A new topic, created by the admin (a super user), with leaders elected."""
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        name = name or f"{SECURE_PREFIX}{uuid.uuid4().hex[:10]}"
+        admin = AdminClient({**self.client("admin"), "log_level": 0})
+        admin.create_topics([NewTopic(name, num_partitions=partitions,
+                                      replication_factor=1)])[name].result(30)
+        deadline = time.monotonic() + 30
+        while True:
+            meta = admin.list_topics(topic=name, timeout=10).topics.get(name)
+            if (meta is not None and meta.error is None and len(meta.partitions) == partitions
+                    and all(p.leader >= 0 for p in meta.partitions.values())):
+                return name
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topic {name} not ready")
+            time.sleep(0.05)
+
+
+def _secure_properties(tls: dict[str, Path], passwords: dict[str, str]) -> dict[str, object]:
+    scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    plain = ("org.apache.kafka.common.security.plain.PlainLoginModule required "
+             + " ".join(f'user_{u}="{passwords[u]}"' for u in PLAIN_USERS) + ";")
+    properties: dict[str, object] = {
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        # ANONYMOUS: the broker itself on its PLAINTEXT and CONTROLLER listeners.
+        "super.users": "User:admin;User:ANONYMOUS",
+        "allow.everyone.if.no.acl.found": "false",
+        "listener.name.saslssl.ssl.keystore.type": "PEM",
+        "listener.name.saslssl.ssl.keystore.location": str(tls["keystore"]),
+    }
+    for listener in ("sasl", "saslssl"):
+        properties[f"listener.name.{listener}.sasl.enabled.mechanisms"] = "SCRAM-SHA-512,PLAIN"
+        properties[f"listener.name.{listener}.scram-sha-512.sasl.jaas.config"] = scram
+        properties[f"listener.name.{listener}.plain.sasl.jaas.config"] = plain
+    return properties
+
+
+def _grant_acls(secure: SecureBroker) -> None:
+    from confluent_kafka.admin import (
+        AclBinding,
+        AclOperation,
+        AclPermissionType,
+        AdminClient,
+        ResourcePatternType,
+        ResourceType,
+    )
+
+    def allow(kind: ResourceType, user: str, operation: AclOperation) -> AclBinding:
+        return AclBinding(kind, SECURE_PREFIX, ResourcePatternType.PREFIXED, f"User:{user}",
+                          "*", operation, AclPermissionType.ALLOW)
+
+    bindings = [allow(ResourceType.TOPIC, user, AclOperation.ALL) for user in ("alice", "bob")]
+    bindings += [allow(ResourceType.GROUP, user, AclOperation.READ) for user in ("alice", "bob")]
+    bindings += [allow(ResourceType.TOPIC, "carol", AclOperation.READ)]
+    admin = AdminClient({**secure.client("admin"), "log_level": 0})
+    for future in admin.create_acls(bindings, request_timeout=30).values():
+        future.result()
+
+
+@pytest.fixture(scope="session")
+def secure_broker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+                  ) -> Iterator[SecureBroker]:
+    """A second broker: SASL_PLAINTEXT and SASL_SSL (SCRAM-SHA-512 and PLAIN), ACLs enforced.
+
+    Its PLAINTEXT listener (the broker's own, for inter-broker traffic and the harness probe)
+    is a super user; clients under test use the SASL listeners.
+    """
+    if not KAFKA_LIBS_DIR.is_dir() or not any(KAFKA_LIBS_DIR.glob("*.jar")):
+        pytest.skip(f"no Kafka jars in {KAFKA_LIBS_DIR} for the secure broker")
+    folder = tmp_path_factory.mktemp("secure-broker")
+    tls = _load_broker_module().make_tls_files(folder / "tls")
+    passwords = {user: f"pw-{user}-{secrets.token_hex(8)}"
+                 for user in (*SCRAM_USERS, *PLAIN_USERS)}
+    broker = KafkaBroker(
+        KAFKA_LIBS_DIR,
+        listeners={"SASL": "SASL_PLAINTEXT", "SASLSSL": "SASL_SSL"},
+        scram_users=[("SCRAM-SHA-512", user, passwords[user]) for user in SCRAM_USERS],
+        extra_properties=_secure_properties(tls, passwords),
+    )
+    try:
+        broker.start()
+    except RuntimeError as exc:
+        broker.stop()
+        pytest.fail(f"could not start the secure test broker: {exc}", pytrace=False)
+    request.config.stash[_SECURE_BROKER_KEY] = broker
+    secure = SecureBroker(broker, tls["ca"], tls["other_ca"], passwords)
+    try:
+        _grant_acls(secure)
+        yield secure
+    finally:
+        broker.stop()

@@ -75,7 +75,7 @@ class Column:
     kind: str
     nullable: bool
     doc: str
-    avro: Any  # a parsed one-field record schema {"value": the field's type}, for "avro" columns
+    avro: Any  # a parsed one-field record {"value": the field's type}: its Avro binary encoding
 
 
 @dataclass(frozen=True)
@@ -137,11 +137,10 @@ class Layout:
         kind = inner if isinstance(inner, str) and inner in NATURAL_KINDS else "avro"
         if isinstance(inner, dict) and inner.get("type") == "enum":
             kind = "string"
-        avro = None
-        if kind == "avro":
-            avro = {"type": "record", "name": "kcp.fits.value", "fields": [
-                {"name": "value", "type": node}], "__fastavro_parsed": True,
-                "__named_schemas": self.named}
+        # Any column may need it: strings FITS cannot hold exactly fall back to it too.
+        avro = {"type": "record", "name": "kcp.fits.value", "fields": [
+            {"name": "value", "type": node}], "__fastavro_parsed": True,
+            "__named_schemas": self.named}
         return Column(name, kind, nullable, doc, avro)
 
     def _table(self, field: dict) -> Table | None:
@@ -665,6 +664,7 @@ def _rows(table: _Table, columns: tuple[Column, ...] | list[Column], bare: bool,
           nullable_rows: bool) -> list[Any]:
     """The rows of a table as Avro values (records, or bare values for ``bare``)."""
     index = {name: number for number, name in enumerate(table.names)}
+    null_rows = table.column(index[f"{_ROW}.null"]) if nullable_rows else [False] * table.count
     values: dict[str, list[Any]] = {}
     for column in columns:
         if column.name in index:
@@ -679,17 +679,15 @@ def _rows(table: _Table, columns: tuple[Column, ...] | list[Column], bare: bool,
             values[column.name] = cells
         elif f"{column.name}.avro" in index:
             cells = table.column(index[f"{column.name}.avro"])
-            values[column.name] = [_decode_value(column, cell) for cell in cells]
+            values[column.name] = [None if null else _decode_value(column, cell)
+                                   for cell, null in zip(cells, null_rows, strict=True)]
         else:
             raise BadInput(f"table {table.name} has no column for the field {column.name}")
     if bare:
         return values[columns[0].name]
     rows: list[Any] = [dict(zip(values, cells, strict=True))
                        for cells in zip(*values.values(), strict=True)]
-    if nullable_rows:
-        flags = table.column(index[f"{_ROW}.null"])
-        rows = [None if flag else row for row, flag in zip(rows, flags, strict=True)]
-    return rows
+    return [None if null else row for row, null in zip(rows, null_rows, strict=True)]
 
 
 def _is_null(kind: str, cell: Any, tnull: Any) -> bool:

@@ -155,11 +155,20 @@ class KafkaBroker:
         port: int | None = None,
         workdir: Path | None = None,
         extra_properties: dict[str, object] | None = None,
+        listeners: dict[str, str] | None = None,
+        scram_users: list[tuple[str, str, str]] | None = None,
     ) -> None:
+        """``listeners``: extra listeners beside PLAINTEXT, NAME -> security protocol (e.g.
+        {"SASL": "SASL_PLAINTEXT"}), each on a port of its own picked at start; configure them
+        with ``listener.name.<name>.*`` entries in ``extra_properties``.
+        ``scram_users``: (mechanism, name, password) credentials written at format time."""
         self.libs_dir = Path(libs_dir)
         self.port = port
         self.controller_port: int | None = None
         self.extra_properties = dict(extra_properties or {})
+        self.listeners = dict(listeners or {})
+        self.listener_ports: dict[str, int] = {}
+        self.scram_users = list(scram_users or [])
         self.last_start_seconds: float | None = None
         self._given_workdir = Path(workdir) if workdir is not None else None
         self._workdir: Path | None = None
@@ -173,6 +182,13 @@ class KafkaBroker:
         if self.port is None:
             raise RuntimeError("broker ports are picked by start(); call it first")
         return f"{HOST}:{self.port}"
+
+    def listener_bootstrap(self, name: str) -> str:
+        """bootstrap.servers of the extra listener ``name``."""
+        if name not in self.listener_ports:
+            raise RuntimeError(f"no listener {name} (listeners are given to the constructor, "
+                               "their ports are picked by start())")
+        return f"{HOST}:{self.listener_ports[name]}"
 
     @property
     def running(self) -> bool:
@@ -301,6 +317,10 @@ class KafkaBroker:
             taken.add(self.port)
         if self.controller_port is None:
             self.controller_port = free_port(taken)
+        taken.add(self.controller_port)
+        for name in self.listeners:
+            if name not in self.listener_ports:
+                self.listener_ports[name] = free_port(taken | set(self.listener_ports.values()))
 
     def _previous_controller_port(self) -> int | None:
         assert self._workdir is not None
@@ -355,6 +375,12 @@ class KafkaBroker:
             "num.io.threads": 4,
             "background.threads": 4,
         }
+        for name, protocol in self.listeners.items():
+            endpoint = f",{name}://{HOST}:{self.listener_ports[name]}"
+            props["listeners"] = f"{props['listeners']}{endpoint}"
+            props["advertised.listeners"] = f"{props['advertised.listeners']}{endpoint}"
+            props["listener.security.protocol.map"] = (
+                f"{props['listener.security.protocol.map']},{name}:{protocol}")
         props.update(self.extra_properties)
         return props
 
@@ -390,6 +416,8 @@ class KafkaBroker:
             "--config",
             str(self._workdir / "server.properties"),
         ]
+        for mechanism, name, password in self.scram_users:
+            cmd += ["--add-scram", f"{mechanism}=[name={name},password={password}]"]
         try:
             with (self._workdir / "broker.log").open("ab") as log:
                 result = subprocess.run(
@@ -492,6 +520,38 @@ class KafkaBroker:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def make_tls_files(folder: Path, hosts: tuple[str, ...] = (HOST, "localhost")
+                   ) -> dict[str, Path]:
+    """A throw-away certificate authority and a broker certificate it signed, made with openssl.
+
+    Returns PEM paths: ``ca`` (the CA certificate clients trust), ``keystore`` (the broker's
+    PKCS#8 key followed by its certificate: Kafka's ssl.keystore.type=PEM) and ``other_ca``
+    (an unrelated CA, for "wrong CA" tests).
+    """
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise RuntimeError("openssl is needed to make test certificates")
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], cwd=folder, check=True, capture_output=True,
+                       timeout=60)
+
+    for ca in ("ca", "other_ca"):
+        run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+            f"/CN=kcp test {ca}", "-keyout", f"{ca}.key", "-out", f"{ca}.pem")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+        "-keyout", "broker.key", "-out", "broker.csr")
+    names = ",".join(f"IP:{h}" if h[0].isdigit() else f"DNS:{h}" for h in hosts)
+    (folder / "san.ext").write_text(f"subjectAltName={names}\n")
+    run("x509", "-req", "-in", "broker.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "broker.crt")
+    keystore = folder / "broker-keystore.pem"
+    keystore.write_bytes((folder / "broker.key").read_bytes()
+                         + (folder / "broker.crt").read_bytes())
+    return {"ca": folder / "ca.pem", "keystore": keystore, "other_ca": folder / "other_ca.pem"}
 
 
 def main(argv: list[str] | None = None) -> int:
