@@ -220,6 +220,11 @@ def run_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="Show the live count and final summary on stderr (by default they "
                           "show when stderr is a terminal and the data goes elsewhere)."),
         click.option("-q", "--quiet", is_flag=True, help="No progress and no summary."),
+        click.option("--metrics-port", metavar="[HOST:]PORT",
+                     help="Serve Prometheus metrics (records, bytes, errors, lag, age of the "
+                          "last message, open archives) on this port."),
+        click.option("--stats-interval", type=float, metavar="SECONDS",
+                     help="Write a one-line JSON summary to stderr every SECONDS."),
         click.option("--debug", is_flag=True, help="Show tracebacks."),
     ]):
         command = option(command)
@@ -235,7 +240,9 @@ class KcpCommand(click.Command):
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if not ctx.resilient_parsing:
             _, _, order = self.make_parser(ctx).parse_args(args=list(args))
-            ctx.meta["kcp.step_order"] = [p.name for p in order if p.name in STEP_OPTIONS]
+            ctx.meta["kcp.step_order"] = [p.name for p in order
+                                          if isinstance(p, click.Option)
+                                          and p.name in STEP_OPTIONS]
         return super().parse_args(ctx, args)
 
 
@@ -314,18 +321,24 @@ def _wants_progress(options: Any) -> bool:
 
 
 def _run_reporting(source: Any, sink: Any, options: Any, decoder: Any, stages: list,
-                   workers: Any = None) -> None:
-    """Run the pipeline with a live count on stderr and a summary line at the end."""
+                   workers: Any = None, kw: dict[str, Any] | None = None) -> None:
+    """Run the pipeline with what watches it: a live count and final summary on stderr,
+    periodic JSON stats, Prometheus metrics."""
+    from .metrics import Observers, PrometheusMetrics, StatsLines
     from .pipeline import Progress, run
 
-    progress = Progress(sys.stderr) if _wants_progress(options) else None
+    kw = kw or {}
+    live = Progress(sys.stderr) if _wants_progress(options) else None
+    observers = Observers(
+        live,
+        StatsLines(kw["stats_interval"], source) if kw.get("stats_interval") else None,
+        PrometheusMetrics(kw["metrics_port"], source, sink) if kw.get("metrics_port") else None)
     try:
-        summary = run(source, sink, options, decoder=decoder, stages=stages, progress=progress,
-                      workers=workers)
+        summary = run(source, sink, options, decoder=decoder, stages=stages,
+                      progress=observers if observers.observers else None, workers=workers)
     finally:
-        if progress is not None:
-            progress.done()
-    if progress is not None:
+        observers.done()
+    if live is not None:
         click.echo(f"kcp: {summary.line()}", err=True)
 
 
@@ -379,7 +392,7 @@ def _move(sources: list[str], destination: str, kw: dict[str, Any], default_offs
             raise UsageError("-j decodes records read from Kafka: give a topic source and an "
                              "output that needs decoding")
         workers = Workers(jobs, decoder, stages, getattr(sink, "encode", None))
-    _run_reporting(source, sink, options, decoder, stages, workers)
+    _run_reporting(source, sink, options, decoder, stages, workers, kw)
 
 
 BINARY_FORMATS = {"raw", "avro", "ocf", "confluent", "single-object", "schemaless"}
@@ -678,12 +691,12 @@ def schema(source: str, every: bool, **kw: Any) -> None:
 
 
 @main.command("ls", cls=KcpCommand, epilog=ADDRESS_TEXT + "\n\n" + EXIT_STATUS_TEXT)
-@click.argument("where", required=False, metavar="[BROKER[:PATTERN]]")
+@click.argument("broker_pattern", required=False, metavar="[BROKER[:PATTERN]]")
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines instead of a table.")
 @kafka_options
 @run_options
 @handles_errors
-def list_topics(where: str | None, as_json: bool, **kw: Any) -> None:
+def list_topics(broker_pattern: str | None, as_json: bool, **kw: Any) -> None:
     """List the topics of a broker: partitions, messages, first and last timestamps.
 
     \b
@@ -699,12 +712,12 @@ def list_topics(where: str | None, as_json: bool, **kw: Any) -> None:
     from .transports import transport
 
     config = Config.load()
-    if where is None or where in config.brokers:
-        address = Address("kafka", where or "", broker=where)
+    if broker_pattern is None or broker_pattern in config.brokers:
+        address = Address("kafka", broker_pattern or "", broker=broker_pattern)
     else:
-        address = parse_address(where, config.brokers)
+        address = parse_address(broker_pattern, config.brokers)
         if address.kind != "kafka":
-            raise UsageError(f"{where}: not a broker (BROKER, BROKER: or BROKER:PATTERN)")
+            raise UsageError(f"{broker_pattern}: not a broker (BROKER, BROKER: or BROKER:PATTERN)")
     rows = transport("kafka").describe_topics(address, build_options(kw), config)
     out = sys.stdout.buffer
     if as_json or not sys.stdout.isatty():
@@ -734,6 +747,43 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
         lines.append("  ".join(c.rjust(w) if n else c.ljust(w)
                                for c, w, n in zip(row, widths, numeric, strict=True)).rstrip())
     return "\n".join(lines)
+
+
+@main.command(cls=KcpCommand, epilog=EXIT_STATUS_TEXT)
+@click.argument("group_address", metavar="[BROKER:]GROUP")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines instead of a table.")
+@kafka_options
+@run_options
+@handles_errors
+def lag(group_address: str, as_json: bool, **kw: Any) -> None:
+    """How far a consumer group is behind: per topic and partition the committed offset, the
+    end offset, the lag in messages and in time (the age of the oldest unread message).
+
+    \b
+    Examples:
+      kcp lag mirror
+      kcp lag ztf:archiver --json | jq 'select(.lag > 1000)'
+    """
+    import orjson
+
+    from .address import Address
+    from .config import Config
+    from .transports import transport
+
+    config = Config.load()
+    broker, _, group = group_address.rpartition(":")
+    if not group:
+        raise UsageError(f"{group_address}: name a consumer group ([BROKER:]GROUP)")
+    rows = transport("kafka").group_lag(Address("kafka", group_address, broker=broker or None),
+                                        group, build_options(kw), config)
+    if as_json or not sys.stdout.isatty():
+        for row in rows:
+            sys.stdout.buffer.write(orjson.dumps(row) + b"\n")
+        return
+    click.echo(_table(["topic", "partition", "committed", "end", "lag", "lag (s)"], [
+        [r["topic"], r["partition"], "-" if r["committed"] is None else r["committed"],
+         r["end"], r["lag"], "-" if r["lag_seconds"] is None else f"{r['lag_seconds']:.1f}"]
+        for r in rows]))
 
 
 @main.group("config")

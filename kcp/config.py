@@ -7,6 +7,8 @@ Precedence, highest first: the command line, the environment (``KCP_BROKER``), t
 from __future__ import annotations
 
 import os
+import stat
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +20,9 @@ DEFAULT_BROKER = "localhost:9092"
 # Options whose default the config file's [defaults] table may change.
 DEFAULTABLE = {"bytes", "json_style", "timeout", "on_error"}
 SECRET_WORDS = ("password", "secret", "token", "credential")
+# Keys that name where a secret is, not the secret itself.
+SECRET_REFERENCES = ("password_file", "password_env")
+_warned: set[str] = set()
 
 
 def config_path() -> Path:
@@ -52,6 +57,9 @@ class Config:
         brokers = data.get("brokers", {})
         if not isinstance(brokers, dict):
             raise UsageError(f"{path}: [brokers] must be a table of broker aliases")
+        if any(is_secret(key) and key not in SECRET_REFERENCES for entry in brokers.values()
+               if isinstance(entry, dict) for key in entry):
+            warn_if_readable_by_others(path, "holds a password")
         defaults = data.get("defaults", {})
         if not isinstance(defaults, dict) or not set(defaults) <= DEFAULTABLE:
             raise UsageError(f"{path}: [defaults] may set {', '.join(sorted(DEFAULTABLE))}")
@@ -97,9 +105,29 @@ class Config:
         return name, properties
 
 
-def _read_secret_file(path: Path, broker: str) -> str:
+def warn_if_readable_by_others(path: Path, what: str) -> None:
+    """One line on stderr (once per file) when a file holding a secret is readable by its
+    group or by everyone, as ssh does for keys. The secret itself is never shown."""
     try:
-        return path.expanduser().read_text(encoding="utf-8").strip()
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if not mode & (stat.S_IRGRP | stat.S_IROTH) or str(path) in _warned:
+        return
+    _warned.add(str(path))
+    shown = str(path)
+    home = os.path.expanduser("~")
+    if home not in ("", "/") and shown.startswith(home + os.sep):
+        shown = "~" + shown[len(home):]
+    sys.stderr.write(f"kcp: warning: {shown} {what} and is readable by others "
+                     f"(chmod 600 it)\n")
+
+
+def _read_secret_file(path: Path, broker: str) -> str:
+    path = path.expanduser()
+    warn_if_readable_by_others(path, "holds a password")
+    try:
+        return path.read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise UsageError(f"broker {broker}: cannot read password_file {path}: "
                          f"{exc.strerror}") from None

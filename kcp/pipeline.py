@@ -34,6 +34,7 @@ class Summary:
     skipped: int = 0
     bytes_in: int = 0
     seconds: float = 0.0
+    last_timestamp: int | None = None  # of the last message read (ms), for its age
 
     def line(self) -> str:
         rate = self.records / self.seconds if self.seconds > 0 else 0.0
@@ -253,11 +254,14 @@ def _loop(source: Any, sink: Any, decoder: Any, stages: list[Stage], policy: Err
     for message in source:
         if message is None:
             sink.idle()
+            if progress is not None:
+                progress(summary)
             if time.monotonic() - last_checkpoint >= CHECKPOINT_SECONDS:
                 _checkpoint(sink, source)
                 last_checkpoint = time.monotonic()
             continue
         guard.in_hand = True
+        summary.last_timestamp = message.timestamp
         if message.value is not None:
             summary.bytes_in += len(message.value)
         try:
@@ -322,6 +326,7 @@ def _parallel_loop(source: Any, sink: Any, workers: Any, policy: ErrorPolicy, su
     try:
         for message in source:
             if message is not None:
+                summary.last_timestamp = message.timestamp
                 if message.value is not None:
                     summary.bytes_in += len(message.value)
                 if message.error is not None or message.decoded:
@@ -336,6 +341,8 @@ def _parallel_loop(source: Any, sink: Any, workers: Any, policy: ErrorPolicy, su
                 return True
             if message is None:
                 sink.idle()
+                if progress is not None:
+                    progress(summary)
             if time.monotonic() - last_checkpoint >= CHECKPOINT_SECONDS:
                 _checkpoint(sink, source)
                 last_checkpoint = time.monotonic()

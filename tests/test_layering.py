@@ -12,7 +12,7 @@ KCP = Path(__file__).resolve().parent.parent / "kcp"
 # A module may import from its own layer and the layers after it in this list, never before.
 LAYERS = [
     {"cli", "__main__"},
-    {"pipeline", "__init__", "parallel", "plugins"},
+    {"pipeline", "__init__", "parallel", "plugins", "metrics"},
     {"formats", "transports"},
     {"options", "stages"},
     {"codec"},

@@ -400,7 +400,7 @@ def _primary_header(layout: Layout, record: dict) -> Any:
         if isinstance(value, float) and not math.isfinite(value):
             value = str(value)
         elif isinstance(value, str):
-            value = _one_card(value) if len(value) <= 68 else _one_card(value[:1000])
+            value = _one_card(value)
         keyword = column.name.upper()
         if not _PLAIN_KEYWORD.fullmatch(keyword) or keyword in _RESERVED_KEYWORDS:
             keyword = f"HIERARCH {column.name}"
@@ -448,7 +448,7 @@ def _stamp_views(field: str, stamp: bytes, base: str) -> bytes | str:
         hdus = fits.open(io.BytesIO(stamp), memmap=False)
         for number in range(len(hdus)):
             where = hdus.fileinfo(number)
-            end = where["datLoc"] + where["datSpan"]
+            end = where["datLoc"] + hdus[number].size  # some writers leave the last block short
             if end > len(stamp):
                 return "a FITS image declaring more data than it holds"
             own = fits.Header.fromstring(stamp[where["hdrLoc"]:where["datLoc"]].decode("ascii"))
@@ -460,7 +460,7 @@ def _stamp_views(field: str, stamp: bytes, base: str) -> bytes | str:
             own["CUTOUT"] = (field, "the alert field this stamp came from")
             own["CUTHDU"] = (number, "HDU number within that stamp")
             views.append(_padded(own.tostring().encode(), b" "))
-            views.append(stamp[where["datLoc"]:end])
+            views.append(_padded(stamp[where["datLoc"]:end], b"\0"))
     except Exception as exc:  # astropy reports damaged FITS with many exception types
         return f"an unreadable FITS image ({type(exc).__name__})"
     return b"".join(views)

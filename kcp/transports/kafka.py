@@ -53,28 +53,77 @@ def broker_properties(address: Address, options: Options, config: Config) -> tup
     return name, properties
 
 
-def _fatal_errors(name: str) -> tuple[dict, list[KafkaError]]:
-    """An ``error_cb`` that keeps errors which retrying cannot cure (bad credentials, TLS)."""
+def _fatal_errors(name: str, group: bool = True) -> tuple[dict, list[KafkaError]]:
+    """An ``error_cb`` that keeps errors which retrying cannot cure (bad credentials, TLS).
+
+    ``group=False``: a reader without -g still has a (throw-away) group id, and librdkafka looks
+    up its coordinator; a broker refusing that group is harmless, as kcp never uses it."""
     seen: list[KafkaError] = []
 
     def error_cb(error: KafkaError) -> None:
+        if not group and error.code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
+            return
         if error.fatal() or error.code() in _ACCESS_DENIED or error.code() == KafkaError._SSL:
             seen.append(error)
 
     return {"error_cb": error_cb, "logger": LOG}, seen
 
 
-def _raise_fatal(name: str, seen: list[KafkaError]) -> None:
+def explain(name: str, error: KafkaError, topic: str | None = None,
+            group: str | None = None) -> str:
+    """One line for a broker error that retrying cannot cure: what is refused and what to check.
+
+    librdkafka's texts never hold secrets (it masks sasl.password itself), and neither do ours.
+    """
+    code = error.code()
+    if code == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+        return (f"not authorised for topic {topic or '(unnamed)'} on broker {name} "
+                "(the broker has no ACL letting this user use it)")
+    if code == KafkaError.GROUP_AUTHORIZATION_FAILED:
+        return (f"not authorised for consumer group {group or '(unnamed)'} on broker {name} "
+                "(the broker has no ACL letting this user use it)")
+    if code == KafkaError.CLUSTER_AUTHORIZATION_FAILED:
+        return f"not authorised by broker {name} ({error.str()})"
+    if code in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
+        return (f"broker {name}: authentication failed ({error.str()}); check sasl.mechanism, "
+                "sasl.username and the password")
+    if code == KafkaError._SSL:
+        return (f"broker {name}: TLS failed ({error.str()}); check ssl.ca.location (the CA "
+                "that signed the broker's certificate)")
+    return f"broker {name}: {error.str()}"
+
+
+def _raise_fatal(name: str, seen: list[KafkaError], topic: str | None = None,
+                 group: str | None = None) -> None:
     if seen:
-        raise TransportError(f"broker {name}: {seen[0].str()}")
+        raise TransportError(explain(name, seen[0], topic, group))
+
+
+def _absent_topic(client: Any, name: str, topic: str, timeout: float) -> str:
+    """Why ``topic`` is missing from a broker's topic list: absent, or hidden by an ACL."""
+    with contextlib.suppress(KafkaException):
+        found = client.list_topics(topic, timeout=min(timeout, 5.0)).topics.get(topic)
+        if found is not None and found.error is not None and (
+                found.error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED):
+            return explain(name, found.error, topic)
+    return f"no such topic {topic!r} on broker {name} (kcp ls lists them)"
 
 
 def _metadata(client: Any, name: str, topic: str | None, timeout: float, seen: list) -> Any:
-    try:
-        return client.list_topics(topic, timeout=timeout)
-    except KafkaException as exc:
-        _raise_fatal(name, seen)
-        error = exc.args[0]
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            # Short rounds: error_cb runs only when the client is polled, so bad credentials
+            # or a refused certificate end the wait at once instead of after --timeout.
+            return client.list_topics(topic, timeout=max(0.1, min(1.0, deadline
+                                                                   - time.monotonic())))
+        except KafkaException as exc:
+            with contextlib.suppress(KafkaException, RuntimeError):
+                client.poll(0)
+            _raise_fatal(name, seen, topic)
+            if time.monotonic() < deadline:
+                continue
+            error = exc.args[0]
         reason = error.str() if isinstance(error, KafkaError) else str(error)
         hint = "is it running? (KCP_BROKER, NAME:topic or -X bootstrap.servers)"
         if not any(c in name for c in ".:,") and name != "localhost":
@@ -99,7 +148,7 @@ class KafkaSource:
         self.group = options.group or address.group
         self.offset = options.offset or default_offset
         self.stop_at_end = not options.follow
-        callbacks, self._errors = _fatal_errors(self.name)
+        callbacks, self._errors = _fatal_errors(self.name, group=bool(self.group))
         settings = {
             "group.id": self.group or f"kcp-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
@@ -125,6 +174,8 @@ class KafkaSource:
         self.committed: dict[tuple[str, int], int] = {}
         self.transaction: KafkaSink | None = None
         self._assignment_seen = False
+        self._lag = 0
+        self._lag_due = 0.0
         self._subscribe()
 
     # -- assignment ---------------------------------------------------------------------------
@@ -139,8 +190,8 @@ class KafkaSource:
             elif wanted in metadata.topics and metadata.topics[wanted].error is None:
                 names.append(wanted)
             else:
-                raise TransportError(f"no such topic {wanted!r} on broker {self.name} "
-                                     "(kcp ls lists them)")
+                raise TransportError(_absent_topic(self.consumer, self.name, wanted,
+                                                   self.options.timeout))
         if not names:
             raise TransportError(f"no topic on broker {self.name} matches "
                                  f"{', '.join(self.address.topics)}")
@@ -225,8 +276,12 @@ class KafkaSource:
         stop_offsets = self.stop_offsets
         done = self.done
         while not self.finished():
-            batch = consume(BATCH, 0.2)
-            _raise_fatal(self.name, self._errors)
+            try:
+                batch = consume(BATCH, 0.2)
+            except KafkaException as exc:  # a fatal consumer error
+                raise TransportError(explain(self.name, exc.args[0], None, self.group)) from None
+            _raise_fatal(self.name, self._errors, ", ".join(self.address.topics), self.group)
+            self._refresh_lag()
             if not batch:
                 yield None
             for record in batch:
@@ -252,11 +307,36 @@ class KafkaSource:
             self.done.add((topic, partition))
         elif code in _NO_SUCH_TOPIC:
             raise TransportError(f"no such topic {topic!r} on broker {self.name}")
+        elif code == KafkaError.GROUP_AUTHORIZATION_FAILED and not self.group:
+            pass  # the throw-away group of a reader without -g (see _fatal_errors)
         elif code in _ACCESS_DENIED or error.fatal():
-            raise TransportError(f"broker {self.name}: {error.str()}")
+            raise TransportError(explain(self.name, error, topic, self.group))
         # Anything else (a broker restarting, a leader moving) librdkafka retries by itself.
 
     # -- progress -----------------------------------------------------------------------------
+    def lag(self) -> int:
+        """Messages of the assigned partitions not read yet, as of at most a second ago.
+
+        Safe from any thread: the client serialises calls on a consumer, so a call from the
+        metrics thread would wait for the main thread's poll; the main thread refreshes it.
+        """
+        return self._lag
+
+    def _refresh_lag(self) -> None:
+        now = time.monotonic()
+        if now < self._lag_due:
+            return
+        self._lag_due = now + 1.0
+        behind = 0
+        for topic, partition in self.assigned:
+            with contextlib.suppress(KafkaException):
+                _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                              cached=True)
+                position = self.positions.get((topic, partition))
+                if high >= 0 and position is not None:
+                    behind += max(0, high - position)
+        self._lag = behind
+
     def ack(self, message: Message) -> None:
         if message.topic is not None:
             self.positions[(message.topic, message.partition)] = message.offset + 1
@@ -367,7 +447,9 @@ class KafkaSink:
         if error is None:
             self.delivered += 1
         else:
-            self.failures.append((f"{record.topic()}", error.str()))
+            reason = (explain(self.name, error, record.topic()) if error.code() in _ACCESS_DENIED
+                      else error.str())
+            self.failures.append((f"{record.topic()}", reason))
 
     def write(self, message: Message) -> None:
         self.write_encoded(message, self.encode(message))
@@ -389,20 +471,31 @@ class KafkaSink:
                                       on_delivery=self._on_delivery, **extra)
                 break
             except BufferError:
-                self.producer.poll(0.05)
-                _raise_fatal(self.name, self._errors)
+                self._poll(0.05)
+                _raise_fatal(self.name, self._errors, topic)
             except KafkaException as exc:
+                if exc.args[0].code() in _ACCESS_DENIED:
+                    raise TransportError(explain(self.name, exc.args[0], topic)) from None
                 raise TransportError(f"{topic}: cannot produce: {exc.args[0].str()}") from None
-        self.producer.poll(0)
+        self._poll(0)
 
     def idle(self) -> None:
-        self.producer.poll(0)
+        self._poll(0)
+
+    def _poll(self, timeout: float) -> None:
+        try:
+            self.producer.poll(timeout)
+        except KafkaException as exc:  # poll raises librdkafka's fatal errors
+            raise TransportError(explain(self.name, exc.args[0], self.topic)) from None
 
     def flush(self) -> None:
         deadline = time.monotonic() + self.timeout + 5
         while len(self.producer) and time.monotonic() < deadline:
-            self.producer.flush(0.5)
-            _raise_fatal(self.name, self._errors)
+            try:
+                self.producer.flush(0.5)
+            except KafkaException as exc:  # a fatal producer error (e.g. idempotence refused)
+                raise TransportError(explain(self.name, exc.args[0], self.topic)) from None
+            _raise_fatal(self.name, self._errors, self.topic)
         if len(self.producer):
             raise TransportError(f"broker {self.name}: {len(self.producer)} messages still "
                                  f"undelivered after {self.timeout:g}s")
@@ -413,6 +506,49 @@ class KafkaSink:
 
     def close(self) -> None:
         self.flush()
+
+
+def group_lag(address: Address, group: str, options: Options, config: Config
+              ) -> list[dict[str, Any]]:
+    """Per partition a group has committed: committed offset, end offset, lag in messages and
+    in time (the age of the oldest unread message, in seconds)."""
+    from confluent_kafka import ConsumerGroupTopicPartitions
+    from confluent_kafka.admin import AdminClient
+
+    name, properties = broker_properties(address, options, config)
+    callbacks, errors = _fatal_errors(name)
+    admin = AdminClient({**properties, **callbacks})
+    _metadata(admin, name, None, options.timeout, errors)
+    try:
+        request = [ConsumerGroupTopicPartitions(group)]
+        answer = admin.list_consumer_group_offsets(request, request_timeout=options.timeout)
+        committed = answer[group].result().topic_partitions
+    except KafkaException as exc:
+        raise TransportError(f"group {group} on broker {name}: {exc.args[0].str()}") from None
+    if not committed:
+        raise TransportError(f"group {group} has committed no offsets on broker {name}")
+    consumer = Consumer({"group.id": f"kcp-lag-{uuid.uuid4().hex}", "enable.auto.commit": False,
+                         **properties, **callbacks})
+    try:
+        rows, unread = [], []
+        for tp in sorted(committed, key=lambda tp: (tp.topic, tp.partition)):
+            low, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition),
+                                                       timeout=options.timeout)
+            position = tp.offset if tp.offset >= 0 else low
+            rows.append({"topic": tp.topic, "partition": tp.partition,
+                         "committed": tp.offset if tp.offset >= 0 else None, "end": high,
+                         "lag": max(0, high - max(position, low)), "lag_seconds": 0.0})
+            if high > max(position, low):
+                unread.append(TopicPartition(tp.topic, tp.partition, max(position, low)))
+        stamps = _timestamps_at(consumer, unread, options.timeout)
+        now = time.time()
+        for row in rows:
+            stamp = stamps.get((row["topic"], row["partition"]))
+            if row["lag"]:
+                row["lag_seconds"] = round(now - stamp / 1000, 3) if stamp else None
+        return rows
+    finally:
+        consumer.close()
 
 
 def topic_names(address: Address, options: Options, config: Config) -> list[str]:

@@ -110,10 +110,10 @@ def read_archive(stream: BinaryIO, name: str, options: Options) -> Iterator[Mess
             found = next(members)
         except StopIteration:
             return
-        except _Truncated:
+        except (_Truncated, EOFError):  # EOFError: the compressed stream ends early
             yield _bad(name, None, "truncated archive: it ends inside a member")
             return
-        except (OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
+        except (OSError, zlib.error, lzma.LZMAError) as exc:
             yield _bad(name, None, f"corrupt compressed data ({exc})")
             return
         except BadInput as exc:
@@ -123,8 +123,9 @@ def read_archive(stream: BinaryIO, name: str, options: Options) -> Iterator[Mess
         if problem is not None:
             yield _bad(name, member.name, problem)
             continue
-        message = Message(value=data, source=name, position=f"member {member.name}",
-                          timestamp=int(member.mtime * 1000) if member.mtime > 0 else None)
+        # No timestamp from the member's mtime: replayed into Kafka, a night archived years ago
+        # would be past the topic's retention, and deleted, within minutes.
+        message = Message(value=data, source=name, position=f"member {member.name}")
         fmt = format_for_path(member.name)
         if options.read_format or fmt is None or fmt.name == "avro":
             yield message  # a payload, decoded (or not) downstream like a Kafka message
@@ -168,6 +169,8 @@ def _members(stream: BinaryIO, limit: int
             what = "not a tar archive" if number == 0 else "corrupt tar header"
             raise BadInput(f"{what} ({exc})") from None
         number += 1
+        if member.size < 0:  # possible in GNU's base-256 numbers; read(-n) would read it all
+            raise BadInput(f"corrupt tar header ({member.name}: a negative size)")
         if member.type == tarfile.GNUTYPE_SPARSE:  # its data is a map kcp does not follow
             raise BadInput(f"{member.name}: a GNU sparse file; kcp reads regular members only")
         if member.type in _META_TYPES:
@@ -179,31 +182,32 @@ def _members(stream: BinaryIO, limit: int
             elif member.type in (tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE):
                 pax = _pax_records(data)
             continue  # a long link name or global PAX header changes nothing kcp reads
-        _apply(member, pax, long_name)
+        _rename(member, pax, long_name)
         pax, long_name = {}, None
         problem = _problem(member, limit)
         if problem is None:
             yield member, _read(stream, member.size), None
         else:
+            if not member.isdir():
+                yield member, None, problem  # before skipping: the archive may end inside it
             # Like tar, links, devices and FIFOs have no data whatever size they claim.
             has_data = member.isreg() or member.type not in tarfile.SUPPORTED_TYPES
             _skip(stream, member.size + (-member.size % BLOCK) if has_data else 0)
-            if not member.isdir():
-                yield member, None, problem
 
 
-def _apply(member: tarfile.TarInfo, pax: dict[str, str], long_name: str | None) -> None:
+def _rename(member: tarfile.TarInfo, pax: dict[str, str], long_name: str | None) -> None:
+    """Give a member the name and size its GNU long-name or PAX header says."""
     if long_name is not None:
         member.name = long_name
     if "path" in pax:
         member.name = pax["path"]
-    try:
-        if "size" in pax:
+    if "size" in pax:
+        try:
             member.size = int(pax["size"])
-        if "mtime" in pax:
-            member.mtime = float(pax["mtime"])
-    except ValueError:
-        raise BadInput("corrupt PAX header (size or mtime)") from None
+        except ValueError:
+            member.size = -1
+        if member.size < 0:
+            raise BadInput("corrupt PAX header (size)")
 
 
 def _pax_records(data: bytes) -> dict[str, str]:
