@@ -92,9 +92,11 @@ def payload_encoder(options: Options) -> Any:
 
 
 def open_sink(text: str | Address, options: Options, config: Config | None = None,
-              keep_partition: bool = False, transactional: bool = False) -> Any:
+              keep_partition: bool = False, transactional: bool = False,
+              rename: str | None = None) -> Any:
     """The sink an address names: a topic, a file, or stdout (``-``).
 
+    ``rename`` (Kafka, no topic named) names each record's destination from its source topic.
     ``transactional`` (Kafka only) writes in transactions; link a Kafka source to it with
     ``kcp.transports.kafka.exactly_once(source, sink)`` to commit offsets inside them.
     """
@@ -103,7 +105,8 @@ def open_sink(text: str | Address, options: Options, config: Config | None = Non
     module = transport(_transport_of(address))
     if address.kind == "kafka":
         return module.open_sink(address, options, config, payload_encoder(options),
-                                keep_partition=keep_partition, transactional=transactional)
+                                keep_partition=keep_partition, transactional=transactional,
+                                rename=rename)
     if transactional:
         raise UsageError(f"{address}: transactions need a Kafka destination")
     if address.kind == "file":

@@ -344,7 +344,7 @@ def _run_reporting(source: Any, sink: Any, options: Any, decoder: Any, stages: l
 
 def _move(sources: list[str], destination: str, kw: dict[str, Any], default_offset: str,
           follow: bool, tail_count: int | None = None, keep_partition: bool = False,
-          exactly_once: bool = False) -> None:
+          exactly_once: bool = False, rename: str | None = None) -> None:
     from . import Config, open_sink, open_source, reader_for
     from .address import parse_address
     from .pipeline import Sources
@@ -364,13 +364,15 @@ def _move(sources: list[str], destination: str, kw: dict[str, Any], default_offs
         for text in sources:
             opened.append(open_source(text, options, config, default_offset=default_offset))
         sink = open_sink(destination, options, config, keep_partition=keep_partition,
-                         transactional=exactly_once)
+                         transactional=exactly_once, rename=rename)
     except BaseException:
         for source in opened:
             source.close()
         close_stages(stages)
         raise
     source = opened[0] if len(opened) == 1 else Sources(opened)
+    if hasattr(sink, "partitions_of") and hasattr(source, "partition_count"):
+        sink.partitions_of = source.partition_count  # a mirror copies partition counts
     if exactly_once:
         from .transports import transport
 
@@ -587,6 +589,9 @@ def tail(topic: str, last: int, exit_at_end: bool, **kw: Any) -> None:
 @click.option("-f", "--follow", is_flag=True, help="Keep copying new records from topics.")
 @click.option("--keep-partition", is_flag=True,
               help="Topic to topic: write each record to the partition it came from.")
+@click.option("--rename", metavar="TEMPLATE",
+              help="Mirroring to a broker (DST is BROKER:): name each copy from its source "
+                   "topic, e.g. 'mirror_{topic}' (default: the same name).")
 @click.option("--exactly-once", is_flag=True,
               help="Topic to topic in Kafka transactions with the offsets (needs -g): "
                    "read_committed readers see each record once, even across crashes.")
@@ -597,8 +602,8 @@ def tail(topic: str, last: int, exit_at_end: bool, **kw: Any) -> None:
 @click.option("--force", is_flag=True, help="Write raw payloads even to a terminal.")
 @run_options
 @handles_errors
-def cp(addresses: tuple[str, ...], follow: bool, keep_partition: bool, exactly_once: bool,
-       **kw: Any) -> None:
+def cp(addresses: tuple[str, ...], follow: bool, keep_partition: bool, rename: str | None,
+       exactly_once: bool, **kw: Any) -> None:
     """Copy records from every SRC to DST: topics, files, globs, stdin/stdout (-).
 
     Formats follow the extensions (or --from/--to). Topic to topic copies payloads, keys,
@@ -610,12 +615,13 @@ def cp(addresses: tuple[str, ...], follow: bool, keep_partition: bool, exactly_o
       kcp cp night.avro local:ztf_20180725_programid1
       kcp cp 'alerts/*.avro' night.jsonl
       kcp cp -g backup ztf:ztf_20180725_programid1 local:ztf_20180725_programid1
+      kcp cp -f -g mirror 'ztf:^ztf_.*' local:          # mirror every night, new ones too
     """
     if len(addresses) < 2:
         raise UsageError("cp needs a source and a destination: kcp cp SRC... DST")
     *sources, destination = addresses
     _move(sources, destination, kw, "beginning", follow=follow, keep_partition=keep_partition,
-          exactly_once=exactly_once)
+          exactly_once=exactly_once, rename=rename)
 
 
 @main.command(cls=KcpCommand, epilog=EXIT_STATUS_TEXT)

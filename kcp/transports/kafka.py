@@ -148,6 +148,8 @@ class KafkaSource:
         self.group = options.group or address.group
         self.offset = options.offset or default_offset
         self.stop_at_end = not options.follow
+        # Following ^patterns: topics that appear later are read too (a mirror, an archiver).
+        self.watches_patterns = options.follow and any(t.startswith("^") for t in address.topics)
         callbacks, self._errors = _fatal_errors(self.name, group=bool(self.group))
         settings = {
             "group.id": self.group or f"kcp-{uuid.uuid4().hex}",
@@ -159,6 +161,8 @@ class KafkaSource:
             # A member that died (kill -9) holds its partitions for the session timeout:
             # 45 s by default, too long for a rerun from a shell.
             "session.timeout.ms": 10000,
+            # How soon a new topic matching a followed pattern is noticed (default 5 min).
+            "topic.metadata.refresh.interval.ms": 10000 if self.watches_patterns else 300000,
             "fetch.max.bytes": 52428800,
             **properties,
             **callbacks,
@@ -192,7 +196,7 @@ class KafkaSource:
             else:
                 raise TransportError(_absent_topic(self.consumer, self.name, wanted,
                                                    self.options.timeout))
-        if not names:
+        if not names and not self.watches_patterns:
             raise TransportError(f"no topic on broker {self.name} matches "
                                  f"{', '.join(self.address.topics)}")
         self._metadata = metadata
@@ -200,8 +204,10 @@ class KafkaSource:
 
     def _subscribe(self) -> None:
         topics = self._topics()
-        if self.group:
-            self.consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
+        if self.group or self.watches_patterns:
+            # A subscription to the patterns themselves picks up topics created later.
+            wanted = list(self.address.topics) if self.watches_patterns else topics
+            self.consumer.subscribe(wanted, on_assign=self._on_assign, on_revoke=self._on_revoke,
                                     on_lost=self._on_revoke)
             return
         partitions = []
@@ -255,7 +261,7 @@ class KafkaSource:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self.options.partitions:
             partitions = [tp for tp in partitions if tp.partition in self.options.partitions]
-        self._position(partitions, explicit=self.options.offset is not None
+        self._position(partitions, explicit=not self.group or self.options.offset is not None
                        or self.options.tail_count is not None)
         consumer.assign(partitions)
         self._assignment_seen = True
@@ -337,6 +343,11 @@ class KafkaSource:
                     behind += max(0, high - position)
         self._lag = behind
 
+    def partition_count(self, topic: str) -> int:
+        """How many partitions a source topic has (a mirror creates its copy alike)."""
+        metadata = _metadata(self.consumer, self.name, topic, self.options.timeout, self._errors)
+        return len(metadata.topics[topic].partitions)
+
     def ack(self, message: Message) -> None:
         if message.topic is not None:
             self.positions[(message.topic, message.partition)] = message.offset + 1
@@ -375,13 +386,23 @@ class KafkaSink:
     payloads = True
 
     def __init__(self, address: Address, options: Options, config: Config, writer: Any,
-                 keep_partition: bool = False, transactional: bool = False) -> None:
+                 keep_partition: bool = False, transactional: bool = False,
+                 rename: str | None = None) -> None:
         if len(address.topics) > 1 or any(t.startswith("^") for t in address.topics):
             raise UsageError(f"{address}: write to one topic name, not a list or a pattern")
         self.topic = address.topics[0] if address.topics else None
         self.encode = writer
-        self.keep_partition = keep_partition
+        # A destination broker with no topic mirrors: each record keeps its topic (renamed by
+        # the template) and its partition, and missing topics are created like their source.
+        self.keep_partition = keep_partition or self.topic is None
+        self.rename = rename
+        if rename is not None and ("{topic}" not in rename or self.topic is not None):
+            raise UsageError("--rename needs a destination broker without a topic and a "
+                             "template holding {topic}, e.g. 'mirror_{topic}'")
+        self.partitions_of: Any = None
+        self._ready_topics: set[str] = set()
         self.name, properties = broker_properties(address, options, config)
+        self._properties = dict(properties)
         callbacks, self._errors = _fatal_errors(self.name)
         settings = {
             "acks": "all",
@@ -402,7 +423,12 @@ class KafkaSink:
             self.producer = Producer(settings)
         except KafkaException as exc:
             raise UsageError(f"bad Kafka setting: {exc.args[0].str()}") from None
-        _metadata(self.producer, self.name, self.topic, options.timeout, self._errors)
+        metadata = _metadata(self.producer, self.name, self.topic, options.timeout,
+                             self._errors)
+        found = metadata.topics.get(self.topic) if self.topic else None
+        if found is not None and found.error is not None and (
+                found.error.code() in _ACCESS_DENIED):  # before idempotence is refused too
+            raise TransportError(explain(self.name, found.error, self.topic))
         self.delivered = 0
         self.failures: list[tuple[str, str]] = []
         self.timeout = options.timeout
@@ -454,10 +480,48 @@ class KafkaSink:
     def write(self, message: Message) -> None:
         self.write_encoded(message, self.encode(message))
 
-    def write_encoded(self, message: Message, value: bytes) -> None:
-        topic = self.topic or message.topic
-        if topic is None:
+    def _destination(self, message: Message) -> str:
+        if self.topic is not None:
+            return self.topic
+        if message.topic is None:
             raise UsageError("no destination topic: name one (NAME:topic)")
+        topic = self.rename.format(topic=message.topic) if self.rename else message.topic
+        if topic not in self._ready_topics:
+            self._create_like(topic, message.topic)
+            self._ready_topics.add(topic)
+        return topic
+
+    def _create_like(self, topic: str, source_topic: str) -> None:
+        """Create ``topic`` with as many partitions as its source, unless it exists."""
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        # All topics, not this one: asking for it by name would auto-create it (1 partition).
+        if topic in self.producer.list_topics(timeout=self.timeout).topics:
+            return
+        partitions = self.partitions_of(source_topic) if self.partitions_of else -1
+        admin = AdminClient(self._properties)
+        future = admin.create_topics([NewTopic(topic, num_partitions=partitions)],
+                                     operation_timeout=self.timeout)[topic]
+        try:
+            future.result(timeout=self.timeout)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise TransportError(f"cannot create topic {topic} on broker {self.name}: "
+                                     f"{exc.args[0].str()}") from None
+        # Records are sent to explicit partitions: wait until the producer knows them all.
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            known = self.producer.list_topics(topic, timeout=self.timeout).topics.get(topic)
+            if known is not None and known.error is None and known.partitions and all(
+                    p.leader >= 0 for p in known.partitions.values()) and (
+                    partitions < 0 or len(known.partitions) == partitions):
+                return
+            time.sleep(0.1)
+        raise TransportError(f"topic {topic} on broker {self.name} was created but has no "
+                             f"leaders after {self.timeout:g}s")
+
+    def write_encoded(self, message: Message, value: bytes) -> None:
+        topic = self._destination(message)
         if self.transactional and not self._in_transaction:
             self._begin()
         extra = {}
@@ -648,5 +712,6 @@ def open_source(address: Address, options: Options, config: Config,
 
 
 def open_sink(address: Address, options: Options, config: Config, writer: Any = None,
-              keep_partition: bool = False, transactional: bool = False) -> KafkaSink:
-    return KafkaSink(address, options, config, writer, keep_partition, transactional)
+              keep_partition: bool = False, transactional: bool = False,
+              rename: str | None = None) -> KafkaSink:
+    return KafkaSink(address, options, config, writer, keep_partition, transactional, rename)
