@@ -98,10 +98,11 @@ def page(name: str, title: str, command: click.Command, ctx: click.Context) -> s
 
 def pages() -> dict[str, str]:
     """Every man page kcp has, by file name."""
-    root = click.Context(main, info_name="kcp")
+    # make_context applies the group's context_settings (-h as well as --help), as a run does.
+    root = main.make_context("kcp", [], resilient_parsing=True)
     out = {"kcp.1": page("kcp", "KCP", main, root)}
     for name, command in main.commands.items():
-        ctx = click.Context(command, info_name=name, parent=root)
+        ctx = command.make_context(name, [], parent=root, resilient_parsing=True)
         out[f"kcp-{name}.1"] = page(f"kcp {name}", f"KCP-{name.upper()}", command, ctx)
     return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import shutil
 import subprocess
@@ -24,7 +25,10 @@ def test_man_pages_are_up_to_date():
     committed = {p.name: p.read_text() for p in (ROOT / "man").glob("*.1")}
     stale = sorted(n for n in expected.keys() | committed.keys()
                    if expected.get(n) != committed.get(n))
-    assert not stale, f"stale man pages {stale}: run `make man` and commit man/"
+    first = "\n".join(list(difflib.unified_diff(
+        committed.get(stale[0], "").splitlines(), expected.get(stale[0], "").splitlines(),
+        "committed", "generated", lineterm=""))[:12]) if stale else ""
+    assert not stale, f"stale man pages {stale}: run `make man` and commit man/\n{first}"
 
 
 def test_pages_have_the_sections_people_look_for():
