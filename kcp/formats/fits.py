@@ -85,7 +85,6 @@ class Table:
     field: str
     doc: str
     is_array: bool
-    nullable: bool
     columns: tuple[Column, ...]
     bare_items: bool  # an array of non-records: one column, named after the field
     nullable_items: bool  # an array of nullable records: a ".null" column flags the null rows
@@ -144,19 +143,18 @@ class Layout:
         return Column(name, kind, nullable, doc, avro)
 
     def _table(self, field: dict) -> Table | None:
-        nullable, inner = self._unwrap(field["type"])
+        _, inner = self._unwrap(field["type"])  # a null one has AVRONULL = T
         doc = field.get("doc", "")
         if isinstance(inner, dict) and inner.get("type") == "record":
-            return Table(field["name"], doc, False, nullable, self._row_columns(inner), False,
-                         False)
+            return Table(field["name"], doc, False, self._row_columns(inner), False, False)
         if not (isinstance(inner, dict) and inner.get("type") == "array"):
             return None
         items_nullable, items = self._unwrap(inner["items"])
         if isinstance(items, dict) and items.get("type") == "record":
-            return Table(field["name"], doc, True, nullable, self._row_columns(items), False,
+            return Table(field["name"], doc, True, self._row_columns(items), False,
                          items_nullable)
         column = self._column(field["name"], inner["items"], doc)
-        return Table(field["name"], doc, True, nullable, (column,), True, False)
+        return Table(field["name"], doc, True, (column,), True, False)
 
     def _row_columns(self, record: dict) -> tuple[Column, ...]:
         return tuple(self._column(f["name"], f["type"], f.get("doc", "")) for f in
@@ -296,33 +294,31 @@ def _bintable(extname: str, columns: list[_FitsColumn], nrows: int,
     """A BINTABLE extension: header, rows, and the heap of the variable-length columns."""
     import numpy as np
 
-    layout = []
-    for number, column in enumerate(columns):
-        shape = (">i4", (2,)) if column.tform == "PB" else (column.cells.dtype,)
-        layout.append((f"c{number}", *shape))
-    rows = np.zeros(nrows, dtype=layout)
+    rows = np.zeros(nrows, dtype=[(f"c{number}", ">i4", (2,)) if column.tform == "PB" else
+                                  (f"c{number}", column.cells.dtype)
+                                  for number, column in enumerate(columns)])
     heap = bytearray()
-    cards = [("XTENSION", "BINTABLE", "binary table extension"), ("BITPIX", 8, ""),
-             ("NAXIS", 2, ""), ("NAXIS1", rows.dtype.itemsize, "bytes per row"),
-             ("NAXIS2", nrows, "rows"), ("PCOUNT", 0, "heap bytes"), ("GCOUNT", 1, ""),
-             ("TFIELDS", len(columns), "columns")]
-    for number, column in enumerate(columns):
+    column_cards: list[tuple[str, Any, str]] = []
+    for number, column in enumerate(columns, 1):
         tform = column.tform
-        if tform == "PB":
-            descriptors = rows[f"c{number}"]
+        if tform == "PB":  # (length, offset in the heap) descriptors
+            descriptors = rows[f"c{number - 1}"]
             for row, cell in enumerate(column.cells):
                 descriptors[row] = (len(cell), len(heap))
                 heap += cell
             tform = f"PB({max(map(len, column.cells), default=0)})"
         else:
-            rows[f"c{number}"] = column.cells
-        cards += [(f"TTYPE{number + 1}", column.name, ""), (f"TFORM{number + 1}", tform, "")]
+            rows[f"c{number - 1}"] = column.cells
+        column_cards += [(f"TTYPE{number}", column.name, ""), (f"TFORM{number}", tform, "")]
         if column.tnull is not None:
-            cards.append((f"TNULL{number + 1}", column.tnull, "null"))
+            column_cards.append((f"TNULL{number}", column.tnull, "null"))
         if column.comment:
-            cards.append((f"TCOMM{number + 1}", _one_card(column.comment), ""))
-    cards[5] = ("PCOUNT", len(heap), "heap bytes")
-    cards += [("EXTNAME", extname, ""), *keywords]
+            column_cards.append((f"TCOMM{number}", _one_card(column.comment), ""))
+    cards = [("XTENSION", "BINTABLE", "binary table extension"), ("BITPIX", 8, ""),
+             ("NAXIS", 2, ""), ("NAXIS1", rows.dtype.itemsize, "bytes per row"),
+             ("NAXIS2", nrows, "rows"), ("PCOUNT", len(heap), "heap bytes"), ("GCOUNT", 1, ""),
+             ("TFIELDS", len(columns), "columns"), *column_cards, ("EXTNAME", extname, ""),
+             *keywords]
     header = b"".join(_card(*card) for card in cards)
     if comment:
         header += f"COMMENT {_one_card(comment)}".ljust(80).encode()
@@ -565,7 +561,10 @@ class _Table:
     """The columns of a BINTABLE HDU, decoded into Python values."""
 
     def __init__(self, data: bytes, hdu: _Hdu) -> None:
-        import numpy as np
+        try:
+            import numpy as np
+        except ImportError:  # astropy brings it; reading needs only numpy
+            raise UsageError("the FITS format needs numpy: pip install 'kcp[fits]'") from None
 
         cards = hdu.cards
         self.name = cards.get("EXTNAME", "?")
@@ -593,7 +592,8 @@ class _Table:
         if dtype.itemsize != cards.get("NAXIS1"):
             raise BadInput(f"table {self.name}: rows of {cards.get('NAXIS1')} bytes do not hold "
                            "its columns")
-        self.rows = np.frombuffer(data, dtype, self.count, hdu.data_start)
+        # A table without columns (an alert whose fields are all records) has rows of no bytes.
+        self.rows = np.frombuffer(data, dtype, self.count, hdu.data_start) if layout else None
         heap_start = hdu.data_start + cards.get("THEAP", dtype.itemsize * self.count)
         self.heap = memoryview(data)[heap_start:hdu.data_end]
 
@@ -623,6 +623,20 @@ def fits_to_alert(data: bytes, options: Options, layouts: dict[Schema, Layout]
     """The alert a FITS file written by :func:`alert_to_fits` holds, and its schema."""
     if not data.startswith(FITS_MAGIC):
         raise BadInput("not a FITS file (it does not start with SIMPLE =)")
+    try:
+        record, schema, layout = _record(data, options, layouts)
+    except UsageError as exc:  # the stored schema is not a valid Avro schema
+        raise BadInput(f"AVRO_SCHEMA: {exc.message}") from None
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+        # A damaged file can break the tables' layout in many ways (numpy reports them).
+        raise BadInput(f"corrupt FITS alert ({type(exc).__name__}: {exc})") from None
+    body = write_body(record, layout.primitive)
+    return read_body(body, schema, options.schemas.reader), options.schemas.reader or schema
+
+
+def _record(data: bytes, options: Options, layouts: dict[Schema, Layout]
+            ) -> tuple[dict, Schema, Layout]:
+    """The alert's record (logical types still undecoded), its schema and their layout."""
     parts: dict[Any, _Hdu] = {}
     position = 0
     while position < len(data) and data[position:position + 1] != b"\0":
@@ -656,8 +670,7 @@ def fits_to_alert(data: bytes, options: Options, layouts: dict[Schema, Layout]
             record[table.field] = rows[0]
         else:
             raise BadInput(f"table {table.field.upper()} holds {len(rows)} rows, not one")
-    body = write_body(record, layout.primitive)
-    return read_body(body, schema, options.schemas.reader), options.schemas.reader or schema
+    return record, schema, layout
 
 
 def _rows(table: _Table, columns: tuple[Column, ...] | list[Column], bare: bool,
@@ -686,7 +699,8 @@ def _rows(table: _Table, columns: tuple[Column, ...] | list[Column], bare: bool,
     if bare:
         return values[columns[0].name]
     rows: list[Any] = [dict(zip(values, cells, strict=True))
-                       for cells in zip(*values.values(), strict=True)]
+                       for cells in zip(*values.values(), strict=True)] if values else [
+                           {} for _ in range(table.count)]
     return [None if null else row for row, null in zip(rows, null_rows, strict=True)]
 
 

@@ -150,7 +150,8 @@ class KafkaSource:
         self.stop_at_end = not options.follow
         # Following ^patterns: topics that appear later are read too (a mirror, an archiver).
         self.watches_patterns = options.follow and any(t.startswith("^") for t in address.topics)
-        callbacks, self._errors = _fatal_errors(self.name, group=bool(self.group))
+        callbacks, self._errors = _fatal_errors(self.name, group=bool(self.group)
+                                                or self.watches_patterns)
         settings = {
             "group.id": self.group or f"kcp-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
@@ -208,7 +209,7 @@ class KafkaSource:
             # A subscription to the patterns themselves picks up topics created later.
             wanted = list(self.address.topics) if self.watches_patterns else topics
             self.consumer.subscribe(wanted, on_assign=self._on_assign, on_revoke=self._on_revoke,
-                                    on_lost=self._on_revoke)
+                                    on_lost=self._on_lost)
             return
         partitions = []
         for topic in topics:
@@ -267,11 +268,20 @@ class KafkaSource:
         self._assignment_seen = True
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.checkpoint()
+        self.checkpoint()  # what was handled is committed while the partitions are still ours
+        self._on_lost(consumer, partitions)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Forget partitions another member now owns: no commit for them from here (it would
+        overwrite the new owner's progress), and no "end" until the next assignment (an empty
+        assignment during a rebalance is not the end of the topic)."""
         for tp in partitions:
             key = (tp.topic, tp.partition)
             self.assigned.discard(key)
             self.done.discard(key)
+            self.positions.pop(key, None)
+            self.committed.pop(key, None)
+        self._assignment_seen = False
 
     # -- reading ------------------------------------------------------------------------------
     def finished(self) -> bool:
@@ -313,7 +323,8 @@ class KafkaSource:
             self.done.add((topic, partition))
         elif code in _NO_SUCH_TOPIC:
             raise TransportError(f"no such topic {topic!r} on broker {self.name}")
-        elif code == KafkaError.GROUP_AUTHORIZATION_FAILED and not self.group:
+        elif code == KafkaError.GROUP_AUTHORIZATION_FAILED and not (
+                self.group or self.watches_patterns):
             pass  # the throw-away group of a reader without -g (see _fatal_errors)
         elif code in _ACCESS_DENIED or error.fatal():
             raise TransportError(explain(self.name, error, topic, self.group))
