@@ -51,13 +51,15 @@ class Progress:
 
     def __init__(self, stream: Any) -> None:
         self.stream = stream
+        # Redrawing a line only makes sense on a terminal; a log gets the final summary only.
+        self.live = stream.isatty()
         self.started = time.monotonic()
         self.next_draw = self.started + 0.2
         self.drawn = False
 
     def __call__(self, summary: Summary) -> None:
         now = time.monotonic()
-        if now < self.next_draw:
+        if now < self.next_draw or not self.live:
             return
         self.next_draw = now + 0.2
         elapsed = now - self.started
