@@ -250,17 +250,31 @@ def run(source: Any, sink: Any, options: Options, decoder: Any = None,
     return summary
 
 
+class _Rhythm:
+    """Pushes output out when the source idles, and checkpoints about once a second."""
+
+    def __init__(self, source: Any, sink: Any, progress: Any, summary: Summary) -> None:
+        self.source, self.sink, self.progress, self.summary = source, sink, progress, summary
+        self.last_checkpoint = time.monotonic()
+
+    def idle(self) -> None:
+        self.sink.idle()
+        if self.progress is not None:
+            self.progress(self.summary)
+        self.checkpoint_if_due()
+
+    def checkpoint_if_due(self) -> None:
+        if time.monotonic() - self.last_checkpoint >= CHECKPOINT_SECONDS:
+            _checkpoint(self.sink, self.source)
+            self.last_checkpoint = time.monotonic()
+
+
 def _loop(source: Any, sink: Any, decoder: Any, stages: list[Stage], policy: ErrorPolicy,
           summary: Summary, limit: int | None, progress: Any, guard: SignalGuard) -> bool:
-    last_checkpoint = time.monotonic()
+    rhythm = _Rhythm(source, sink, progress, summary)
     for message in source:
         if message is None:
-            sink.idle()
-            if progress is not None:
-                progress(summary)
-            if time.monotonic() - last_checkpoint >= CHECKPOINT_SECONDS:
-                _checkpoint(sink, source)
-                last_checkpoint = time.monotonic()
+            rhythm.idle()
             continue
         guard.in_hand = True
         summary.last_timestamp = message.timestamp
@@ -289,10 +303,8 @@ def _loop(source: Any, sink: Any, decoder: Any, stages: list[Stage], policy: Err
             progress(summary)
         if limit is not None and summary.records >= limit:
             break
-        if (summary.records % 256 == 0
-                and time.monotonic() - last_checkpoint >= CHECKPOINT_SECONDS):
-            _checkpoint(sink, source)
-            last_checkpoint = time.monotonic()
+        if summary.records % 256 == 0:
+            rhythm.checkpoint_if_due()
     return True
 
 
@@ -301,7 +313,7 @@ def _parallel_loop(source: Any, sink: Any, workers: Any, policy: ErrorPolicy, su
     """The loop of ``_loop`` with decoding, stages and encoding done by ``workers``."""
     from .parallel import BATCH
 
-    last_checkpoint = time.monotonic()
+    rhythm = _Rhythm(source, sink, progress, summary)
     batch: list[Message] = []
 
     def write_finished(wait_all: bool) -> bool:
@@ -342,12 +354,9 @@ def _parallel_loop(source: Any, sink: Any, workers: Any, policy: ErrorPolicy, su
             if write_finished(wait_all=message is None):
                 return True
             if message is None:
-                sink.idle()
-                if progress is not None:
-                    progress(summary)
-            if time.monotonic() - last_checkpoint >= CHECKPOINT_SECONDS:
-                _checkpoint(sink, source)
-                last_checkpoint = time.monotonic()
+                rhythm.idle()
+            else:
+                rhythm.checkpoint_if_due()
         if batch:
             workers.submit(batch)
         write_finished(wait_all=True)

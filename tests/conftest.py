@@ -19,6 +19,7 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -185,9 +186,10 @@ def make_topic(kafka_bootstrap: str) -> Callable[..., str]:
 # =====================================================================================
 
 # Users and what they may do. Topics and groups whose names start with SECURE_PREFIX are the
-# authorised ones; "mallory" has no ACL at all; "carol" may read topics but join no group.
+# authorised ones; "mallory" has no ACL at all; "carol" may read topics but join no group;
+# "dave" gets (and loses) ACLs inside a test.
 SECURE_PREFIX = "sec_"
-SCRAM_USERS = ("admin", "alice", "carol", "mallory")
+SCRAM_USERS = ("admin", "alice", "carol", "dave", "mallory")
 PLAIN_USERS = ("admin", "bob")
 
 
@@ -314,3 +316,28 @@ def secure_broker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
         yield secure
     finally:
         broker.stop()
+
+
+# =====================================================================================
+# The CLI in-process
+# =====================================================================================
+
+
+@pytest.fixture
+def kcp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
+    """Run kcp in-process (click's CliRunner) in a temp folder, away from any user config:
+    ``kcp("cp", "a.avro", "b.jsonl", stdin=b"...")`` returns the click Result."""
+    from click.testing import CliRunner
+
+    from kcp.cli import main
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv("KCP_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+
+    def invoke(*args: str, stdin: bytes | None = None) -> Any:
+        return runner.invoke(main, list(args), input=stdin, catch_exceptions=False,
+                             prog_name="kcp")
+
+    return invoke

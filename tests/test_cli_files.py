@@ -8,10 +8,8 @@ from pathlib import Path
 import fastavro
 import orjson
 import pytest
-from click.testing import CliRunner
 from kcptest import avro_bytes, fastavro_records, shared
 
-from kcp.cli import main
 from kcp.synth import write_night
 
 
@@ -20,18 +18,6 @@ def night(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("night") / "night.avro"
     write_night(path, 12, seed=3)
     return path
-
-
-@pytest.fixture
-def kcp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.chdir(tmp_path)
-    runner = CliRunner()
-
-    def invoke(*args: str, stdin: bytes | None = None):
-        return runner.invoke(main, list(args), input=stdin, catch_exceptions=False)
-
-    return invoke
 
 
 def test_help_lists_commands_addresses_and_exit_statuses(kcp):

@@ -24,12 +24,10 @@ import orjson
 import pytest
 from astropy.io import fits
 from astropy.table import Table
-from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kcptest import SHARED_DATA, shared
 
-from kcp.cli import main
 from kcp.codec import Schema, write_body
 from kcp.errors import BadInput
 from kcp.formats import fits as kfits
@@ -349,18 +347,6 @@ EDGE_FITS = to_fits(EDGE_DATUM, EDGE_SCHEMA)
 
 
 # -- the command line ---------------------------------------------------------------------------
-@pytest.fixture
-def kcp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.chdir(tmp_path)
-    runner = CliRunner()
-
-    def invoke(*args: str, stdin: bytes | None = None):
-        return runner.invoke(main, list(args), input=stdin, catch_exceptions=False)
-
-    return invoke
-
-
 def test_cp_avro_to_fits_and_back(kcp):
     source = shared(*V402)
     made = kcp("cp", str(source), "alert.fits")

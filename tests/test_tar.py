@@ -21,10 +21,8 @@ from typing import Any
 import fastavro
 import orjson
 import pytest
-from click.testing import CliRunner
 from kcptest import json_lines, kcp_env, run_kcp, shared
 
-from kcp.cli import main
 from kcp.codec import Schema, write_body
 from kcp.errors import BadInput, UsageError
 from kcp.message import Message
@@ -84,18 +82,6 @@ def member_records(path: Path) -> Iterator[tuple[str, bytes]]:
             reader = fastavro.reader(stream)
             for record in reader:
                 yield info.name, write_body(record, Schema(reader.writer_schema))
-
-
-@pytest.fixture
-def kcp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.chdir(tmp_path)
-    runner = CliRunner()
-
-    def invoke(*args: str, stdin: bytes | None = None):
-        return runner.invoke(main, list(args), input=stdin, catch_exceptions=False)
-
-    return invoke
 
 
 def members_of(path: str | Path) -> list[tarfile.TarInfo]:

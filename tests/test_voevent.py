@@ -20,11 +20,9 @@ from pathlib import Path
 import fastavro
 import orjson
 import pytest
-from click.testing import CliRunner
 from kcptest import json_lines, kcp_env, real_ztf_files, run_kcp, shared
 from lxml import etree
 
-from kcp.cli import main
 from kcp.codec import AvroToJson, JsonToAvro, Schema
 from kcp.errors import BadInput, UsageError
 from kcp.formats import FORMATS, format_for_path, sniff_format
@@ -537,18 +535,6 @@ def test_rubin_and_other_alerts_have_a_default_mapping(parser, xsd):
 
 
 # -- the command line, in process ---------------------------------------------------------------
-@pytest.fixture
-def kcp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.chdir(tmp_path)
-    runner = CliRunner()
-
-    def invoke(*args: str, stdin: bytes | None = None):
-        return runner.invoke(main, list(args), input=stdin, catch_exceptions=False)
-
-    return invoke
-
-
 def test_convert_xml_to_json_and_back(kcp, packets):
     data = next(p for p in packets if p.name == "BAT_GRB_Pos_655721-214.xml").read_bytes()
     as_json = kcp("convert", stdin=data)

@@ -14,6 +14,7 @@ from ..codec.framing import OCF_MAGIC, OcfStream, parse_ocf_header, read_long, w
 from ..errors import BadInput, UsageError
 from ..message import Message
 from ..options import Options
+from .lines import read_whole
 
 
 def _read_zstandard_block(fo: Any) -> io.BytesIO:
@@ -55,12 +56,7 @@ class AvroReader:
             yield from self._read_ocf_file(stream, source)
             return
         # Not an OCF: the whole file is one payload (a schemaless datum or a framed message).
-        message = Message(value=stream.read(), source=source)
-        try:
-            yield from self.decode(message)
-        except BadInput as exc:
-            message.error = exc.at(source)
-            yield message
+        yield from read_whole(self.decode, stream, source)
 
     def _read_ocf_payloads(self, stream: BinaryIO, source: str) -> Iterator[Message]:
         """Records as one-OCF payloads, cut from single-record blocks without decoding them."""

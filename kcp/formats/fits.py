@@ -39,6 +39,7 @@ from ..codec.framing import read_body
 from ..errors import BadInput, UsageError
 from ..message import Message
 from ..options import Options
+from .lines import read_whole
 
 LAYOUT_VERSION = 1
 # A cutout decompressing past this is not a cutout but a gzip bomb.
@@ -733,12 +734,7 @@ class FitsReader:
         return [message]
 
     def read_stream(self, stream: BinaryIO, source: str) -> Iterator[Message]:
-        message = Message(value=stream.read(), source=source)
-        try:
-            yield from self.decode(message)
-        except BadInput as exc:
-            message.error = exc.at(source)
-            yield message
+        return read_whole(self.decode, stream, source)
 
 
 class FitsWriter:

@@ -12,7 +12,7 @@ from ..codec import AvroToJson, JsonToAvro
 from ..errors import BadInput
 from ..message import Message
 from ..options import Options
-from .lines import LineStreamWriter, cut_after_last_line
+from .lines import LineStreamWriter, cut_after_last_line, read_lines
 
 
 class JsonReader:
@@ -36,15 +36,7 @@ class JsonReader:
         return [message]
 
     def read_stream(self, stream: BinaryIO, source: str) -> Iterator[Message]:
-        for number, line in enumerate(stream, 1):
-            if not line.strip():
-                continue
-            message = Message(value=line, source=source, position=f"line {number}")
-            try:
-                yield from self.decode(message)
-            except BadInput as exc:
-                message.error = exc.at(message.where())
-                yield message
+        return read_lines(self.decode, stream, source)
 
 
 _JSON_TOKEN = re.compile(rb'("(?:[^"\\]|\\.)*")(\s*:)?|(-?\d[\d.eE+-]*)|\b(true|false|null)\b')

@@ -1,10 +1,11 @@
-"""What the line-based formats (JSON Lines, envelopes, raw payloads) share."""
+"""What the formats share for reading and writing streams: lines, whole-file payloads."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
+from ..errors import BadInput
 from ..message import Message
 
 
@@ -47,3 +48,28 @@ class LineStreamWriter:
 
     def close(self) -> None:
         self.stream.flush()
+
+
+Decode = Callable[[Message], list[Message]]
+
+
+def _decoded(decode: Decode, message: Message, where: str) -> Iterator[Message]:
+    """The records a message decodes to, or the message carrying its error (--on-error)."""
+    try:
+        yield from decode(message)
+    except BadInput as exc:
+        message.error = exc.at(where)
+        yield message
+
+
+def read_lines(decode: Decode, stream: BinaryIO, source: str) -> Iterator[Message]:
+    """One message per non-blank line of ``stream``, decoded."""
+    for number, line in enumerate(stream, 1):
+        if line.strip():
+            message = Message(value=line, source=source, position=f"line {number}")
+            yield from _decoded(decode, message, message.where())
+
+
+def read_whole(decode: Decode, stream: BinaryIO, source: str) -> Iterator[Message]:
+    """The whole of ``stream`` as one payload, decoded."""
+    yield from _decoded(decode, Message(value=stream.read(), source=source), source)

@@ -16,6 +16,7 @@ import glob
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from ..address import Address
 from ..config import Config
@@ -23,7 +24,7 @@ from ..errors import UsageError
 from ..formats import format_for_path, format_named
 from ..message import Message
 from ..options import Options
-from .stream import StreamSink, read_messages
+from .stream import QuietSource, StreamSink, read_messages
 
 
 def expand(pattern: str) -> list[str]:
@@ -40,7 +41,9 @@ def expand(pattern: str) -> list[str]:
     return [path]
 
 
-class FileSource:
+class PathSource(QuietSource):
+    """Files named by a path or a glob, read one after the other by ``read_file``."""
+
     def __init__(self, address: Address, options: Options) -> None:
         self.paths = expand(address.path or address.text)
         self.name = address.text
@@ -55,16 +58,15 @@ class FileSource:
                 raise UsageError(f"{path}: cannot open: {exc.strerror}") from None
             self.bytes_read += os.fstat(stream.fileno()).st_size
             with stream:
-                yield from read_messages(stream, path, format_for_path(path), self.options)
+                yield from self.read_file(stream, path)
 
-    def ack(self, message: Message) -> None:
-        pass
+    def read_file(self, stream: BinaryIO, path: str) -> Iterator[Message]:
+        raise NotImplementedError
 
-    def checkpoint(self) -> None:
-        pass
 
-    def close(self) -> None:
-        pass
+class FileSource(PathSource):
+    def read_file(self, stream: BinaryIO, path: str) -> Iterator[Message]:
+        return read_messages(stream, path, format_for_path(path), self.options)
 
 
 class FileSink(StreamSink):

@@ -47,9 +47,15 @@ _ACCESS_DENIED = {KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHOR
                   KafkaError.SASL_AUTHENTICATION_FAILED}
 
 
+# Broker names that are aliases of the config file (error messages differ for them).
+_ALIASES: set[str] = set()
+
+
 def broker_properties(address: Address, options: Options, config: Config) -> tuple[str, dict]:
     name, properties = config.resolve_broker(address.broker)
     properties.update(options.kafka_properties)
+    if name in config.brokers:
+        _ALIASES.add(name)
     return name, properties
 
 
@@ -126,7 +132,8 @@ def _metadata(client: Any, name: str, topic: str | None, timeout: float, seen: l
             error = exc.args[0]
         reason = error.str() if isinstance(error, KafkaError) else str(error)
         hint = "is it running? (KCP_BROKER, NAME:topic or -X bootstrap.servers)"
-        if not any(c in name for c in ".:,") and name != "localhost":
+        if not any(c in name for c in ".:,") and name != "localhost" and (
+                name not in _ALIASES):
             hint = f"'{name}' is not a broker alias of the config file (kcp config show)"
         raise TransportError(f"cannot reach broker {name} within {timeout:g}s ({reason}); "
                              f"{hint}") from None

@@ -10,10 +10,10 @@ from ..config import Config
 from ..formats import format_named
 from ..message import Message
 from ..options import Options
-from .stream import StreamSink, read_messages
+from .stream import QuietSource, StreamSink, read_messages
 
 
-class StdinSource:
+class StdinSource(QuietSource):
     name = "<stdin>"
 
     def __init__(self, options: Options) -> None:
@@ -21,15 +21,6 @@ class StdinSource:
 
     def __iter__(self) -> Iterator[Message]:
         return read_messages(sys.stdin.buffer, self.name, None, self.options)
-
-    def ack(self, message: Message) -> None:
-        pass
-
-    def checkpoint(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def open_source(address: Address, options: Options, config: Config) -> StdinSource:

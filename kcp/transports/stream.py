@@ -41,6 +41,19 @@ def read_messages(stream: BinaryIO, name: str, fmt: Format | None, options: Opti
     yield from fmt.reader(options).read_stream(stream, name)
 
 
+class QuietSource:
+    """A source with nothing to commit (files, pipes): acknowledging is a no-op."""
+
+    def ack(self, message: Message) -> None:
+        pass
+
+    def checkpoint(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class StreamSink:
     """Writes messages to a byte stream in one format."""
 

@@ -20,7 +20,9 @@ OCF with the record's own schema (or ``.fits``/``.json``... with ``--member-form
 Compression follows the extension and is streamed. The archive is written to ``NAME.part`` and
 renamed at the end, like every file kcp writes. With a consumer group an uncompressed ``.tar``
 is continued after its last complete member; a compressed one cannot be, so a group copy into
-one is refused.
+one is refused. The per-topic archives of kcp.transports.archive merge instead (``merge=True``):
+the complete members of the archive there is are copied into a new stream, and records whose
+member names it already holds are skipped.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from ..errors import BadInput, UsageError
 from ..formats import FORMATS, Format, format_for_path, format_named
 from ..message import Message
 from ..options import Options
-from .file import expand
+from .file import PathSource
 
 BLOCK = 512
 RECORD = 20 * BLOCK  # tar archives are padded to whole records of 20 blocks
@@ -261,32 +263,11 @@ def _skip(stream: BinaryIO, size: int) -> None:
         size -= len(chunk)
 
 
-class TarSource:
+class TarSource(PathSource):
     """Tar archives named by a path or a glob, read one after the other."""
 
-    def __init__(self, address: Address, options: Options) -> None:
-        self.paths = expand(address.path or address.text)
-        self.options = options
-        self.bytes_read = 0
-
-    def __iter__(self) -> Iterator[Message]:
-        for path in self.paths:
-            try:
-                stream = open(path, "rb")
-            except OSError as exc:
-                raise UsageError(f"{path}: cannot open: {exc.strerror}") from None
-            self.bytes_read += os.fstat(stream.fileno()).st_size
-            with stream:
-                yield from read_archive(stream, path, self.options)
-
-    def ack(self, message: Message) -> None:
-        pass
-
-    def checkpoint(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
+    def read_file(self, stream: BinaryIO, path: str) -> Iterator[Message]:
+        return read_archive(stream, path, self.options)
 
 
 # -- writing -----------------------------------------------------------------------------------
@@ -304,6 +285,9 @@ class MemberNames:
 
     def __init__(self, template: str | None) -> None:
         self.template = template
+        # A name with the running {number} names a position in this run, not a record: a rerun
+        # numbers from 1 again (archives that merge by name refuse it).
+        self.numbered = False
         if template is not None:
             try:
                 fields = [f for _, f, _, conversion in string.Formatter().parse(template)
@@ -314,6 +298,7 @@ class MemberNames:
                 if not field or not _FIELD_PATH.fullmatch(field):
                     raise UsageError(f"--name {template!r}: {{{field}}} is not a field name "
                                      "(letters, digits, _ and dots)")
+            self.numbered = "number" in fields
 
     def __call__(self, message: Message, number: int) -> str:
         template = self.template or self._default(message)
@@ -361,13 +346,20 @@ class _Fields(dict):
 
 
 class TarSink:
-    """Writes one member per record into a tar archive, streaming its compression."""
+    """Writes one member per record into a tar archive, streaming its compression.
+
+    ``merge=True`` (the per-topic archives of kcp.transports.archive): the archive there is
+    (``NAME.part`` a crash left, else a finished ``NAME``) is continued, compressed or not, and
+    a record whose member name is already in it is skipped, so records delivered again after a
+    crash, or late ones for a finished night, never make a second member. See ``_merge``.
+    """
 
     payloads = False
     # Members are named from their records: -j workers cannot encode them on their own.
     encode = None
 
-    def __init__(self, path: str, options: Options, resume: bool = False) -> None:
+    def __init__(self, path: str, options: Options, resume: bool = False,
+                 merge: bool = False) -> None:
         self.final = Path(path)
         self.partial = self.final.with_name(self.final.name + ".part")
         compression = compression_of(path)
@@ -378,6 +370,14 @@ class TarSink:
         # Payloads pass as they are (ZTF's own single-record OCF) unless records were reshaped.
         self.pass_payloads = self.format.name == "avro" and options.schemas.reader is None \
             and options.fields is None
+        self.number = 0
+        self.dirty = False  # written to since the last flush
+        # merge: the names of the members in the archive, and the records skipped for them
+        self.present: set[str] | None = None
+        self.duplicates = 0
+        if merge:
+            self._merge(path, compression, options.max_member_bytes)
+            return
         if resume and compression:
             raise UsageError(f"{path}: a copy with a consumer group resumes, and a compressed "
                              "tar cannot be continued; write an uncompressed .tar, or copy "
@@ -391,19 +391,75 @@ class TarSink:
             raise UsageError(f"{path}: cannot write: {exc.strerror}") from None
         self.size = cut_torn_tar_tail(self.file) if resuming else 0
         self.stream = _compressor(self.file, compression, self.final)
-        self.number = 0
+
+    def _merge(self, path: str, compression: str, limit: int) -> None:
+        """Start ``NAME.part`` with every complete member of the archive there is, and remember
+        their names.
+
+        The archive there is: ``NAME.part`` if a crash left one (when ``NAME`` exists too, the
+        part was made from it, so it holds all of NAME's members), else the finished ``NAME``.
+        It cannot be continued in place: a compressed stream cut by a crash ends mid-block, and
+        a finished archive ends with end-of-archive blocks (and a gzip trailer) that appended
+        members would sit behind. So its members are copied into a new stream, up to the first
+        that is not whole (a crash's torn tail), as ``NAME.part.new``, fsynced, then renamed
+        over ``NAME.part``: at every moment NAME.part, or NAME, holds every member made durable
+        so far, and NAME stays whole until the continued archive replaces it.
+        """
+        if compression not in ("", "gz"):
+            raise UsageError(f"{path}: an archive continued by name must be .tar or .tar.gz "
+                             "(bzip2 and xz streams cannot be made readable at each "
+                             "checkpoint)")
+        if self.names.numbered:
+            raise UsageError(f"--name {self.names.template!r}: {{number}} restarts with each "
+                             "run, so it cannot tell records already archived; name members by "
+                             "a field (the default: candid)")
+        self.present = set()
+        previous = next((p for p in (self.partial, self.final) if p.exists()), None)
+        fresh = self.final.with_name(self.final.name + ".part.new") if previous else self.partial
+        try:
+            self.file = open(fresh, "wb")
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot write: {exc.strerror}") from None
+        self.stream = _compressor(self.file, compression, self.final)
+        self.size = 0
+        if previous is None:
+            return
+        try:
+            with open(previous, "rb") as old:
+                # A torn tail is what a crash leaves in NAME.part; a finished NAME must read
+                # whole (damage there is not ours to cut away).
+                for member, data in complete_members(old, str(previous), limit,
+                                                     torn_tail=previous == self.partial):
+                    self.present.add(member.name)
+                    self._add(member, data)
+            self.flush()
+        except BaseException:
+            self.file.close()
+            fresh.unlink(missing_ok=True)
+            raise
+        os.replace(fresh, self.partial)
+        _sync_directory(self.partial)
 
     def write(self, message: Message) -> None:
         self.number += 1
+        name = self.names(message, self.number) + self.extension
+        if self.present is not None:
+            if name in self.present:
+                self.duplicates += 1
+                return
+            self.present.add(name)
         value = message.value
         if self.pass_payloads and value is not None and value[:4] == OCF_MAGIC:
             data = value
         else:
             data = self.writer.encode(message)
-        member = tarfile.TarInfo(self.names(message, self.number) + self.extension)
-        member.size = len(data)
+        member = tarfile.TarInfo(name)
         member.mode = 0o644
         member.mtime = message.timestamp // 1000 if message.timestamp else int(time.time())
+        self._add(member, data)
+
+    def _add(self, member: tarfile.TarInfo, data: bytes) -> None:
+        member.size = len(data)
         self._write(member.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape"))
         self._write(data)
         self._write(bytes(-len(data) % BLOCK))
@@ -411,16 +467,22 @@ class TarSink:
     def _write(self, data: bytes) -> None:
         self.stream.write(data)
         self.size += len(data)
+        self.dirty = True
 
     def idle(self) -> None:
         pass  # nobody reads NAME.part while it grows: compress in big runs
 
     def flush(self) -> None:
+        # Nothing new: no fsync, and no empty gzip block each second of a night-long idle.
+        if not self.dirty:
+            return
         self.stream.flush()  # gzip: a sync flush, so what is on disk decompresses
         self.file.flush()
         os.fsync(self.file.fileno())
+        self.dirty = False
 
     def close(self) -> None:
+        finished = False
         try:
             self._write(bytes(2 * BLOCK))  # the end-of-archive blocks
             self._write(bytes(-self.size % RECORD))
@@ -428,9 +490,56 @@ class TarSink:
                 self.stream.close()  # ends the compressed stream; the file stays open
             self.file.flush()
             os.fsync(self.file.fileno())
+            finished = True
         finally:
             self.file.close()
-            os.replace(self.partial, self.final)
+            # A merged archive takes the final name only whole: after a failure its NAME.part
+            # stays for the next run to continue, and the NAME it came from stays intact.
+            if finished or self.present is None:
+                os.replace(self.partial, self.final)
+        _sync_directory(self.final)
+
+
+def complete_members(stream: BinaryIO, name: str, limit: int, torn_tail: bool
+                     ) -> Iterator[tuple[tarfile.TarInfo, bytes]]:
+    """The regular members of an archive kcp wrote (plain or gzip), each whole, in order.
+
+    ``torn_tail``: the archive may end anyhow (a crashed writer's ``NAME.part``: a member cut
+    short, a compressed stream ending mid-block, garbage after it): reading stops quietly at
+    the first member that is not whole. Otherwise any damage is a usage error, as is anything
+    kcp does not write (a link, a device, a member over ``limit`` bytes): continuing the archive
+    would drop it.
+    """
+    members = _members(_decompressed(stream), limit)
+    while True:
+        try:
+            found = next(members)
+        except StopIteration:
+            return
+        except (_Truncated, EOFError, zlib.error, gzip.BadGzipFile, BadInput) as exc:
+            if torn_tail:
+                return
+            why = getattr(exc, "message", None) or str(exc) or "truncated"
+            raise UsageError(f"{name}: cannot be continued, it is damaged ({why}); move it "
+                             "away and run again") from None
+        member, data, problem = found
+        if problem is not None or data is None:
+            raise UsageError(f"{name}: cannot be continued: member {member.name}: {problem}")
+        yield member, data
+
+
+def _sync_directory(path: Path) -> None:
+    """Make a rename in ``path``'s folder durable (a power cut could otherwise undo it)."""
+    try:
+        folder = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(folder)
+    except OSError:
+        pass  # some filesystems cannot sync a folder; the rename itself has happened
+    finally:
+        os.close(folder)
 
 
 def compression_of(path: str) -> str:
