@@ -93,15 +93,25 @@ def payload_encoder(options: Options) -> Any:
 
 def open_sink(text: str | Address, options: Options, config: Config | None = None,
               keep_partition: bool = False, transactional: bool = False,
-              rename: str | None = None) -> Any:
+              rename: str | None = None, idle: float | None = None) -> Any:
     """The sink an address names: a topic, a file, or stdout (``-``).
 
     ``rename`` (Kafka, no topic named) names each record's destination from its source topic.
     ``transactional`` (Kafka only) writes in transactions; link a Kafka source to it with
     ``kcp.transports.kafka.exactly_once(source, sink)`` to commit offsets inside them.
+    A file path holding ``{topic}`` writes one tar archive per topic (the archiver); ``idle``
+    (seconds) finalises a topic's archive once the topic has been that long without a record.
     """
     config = config or Config.load()
     address = _address(text, config)
+    archives = address.kind == "file" and "{topic}" in (address.path or address.text)
+    if idle is not None and not archives:
+        raise UsageError(f"{address}: --idle finalises archives per topic: the destination "
+                         "needs {topic}, e.g. 'archive/{topic}.tar.gz'")
+    if archives and not transactional:
+        from .transports import archive
+
+        return archive.open_sink(address, options, config, idle_seconds=idle)
     module = transport(_transport_of(address))
     if address.kind == "kafka":
         return module.open_sink(address, options, config, payload_encoder(options),

@@ -128,3 +128,18 @@ def parse_offset(text: str) -> tuple[str, Any]:
     except ValueError:
         raise UsageError(f"-o {text}: expected beginning, end, N, -N, @MS or @ISO-8601") from None
     return ("from_end", -value) if value < 0 else ("absolute", value)
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?")
+_DURATION_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """A duration in seconds from ``90s``, ``30m``, ``2h``, ``1d``, ``500ms`` or plain seconds."""
+    found = _DURATION.fullmatch(text.strip())
+    if found is None:
+        raise UsageError(f"not a duration: {text!r} (expected e.g. 90s, 30m, 2h, or seconds)")
+    seconds = float(found[1]) * _DURATION_SECONDS[found[2]]
+    if seconds <= 0:
+        raise UsageError(f"not a duration: {text!r} (it must be longer than zero)")
+    return seconds

@@ -344,12 +344,13 @@ def _run_reporting(source: Any, sink: Any, options: Any, decoder: Any, stages: l
 
 def _move(sources: list[str], destination: str, kw: dict[str, Any], default_offset: str,
           follow: bool, tail_count: int | None = None, keep_partition: bool = False,
-          exactly_once: bool = False, rename: str | None = None) -> None:
+          exactly_once: bool = False, rename: str | None = None, idle: str | None = None) -> None:
     from . import Config, open_sink, open_source, reader_for
-    from .address import parse_address
+    from .address import parse_address, parse_duration
     from .pipeline import Sources
 
     options = build_options(kw, destination)
+    idle_seconds = None if idle is None else parse_duration(idle)
     options.follow = follow
     options.tail_count = tail_count
     config = Config.load()
@@ -364,7 +365,7 @@ def _move(sources: list[str], destination: str, kw: dict[str, Any], default_offs
         for text in sources:
             opened.append(open_source(text, options, config, default_offset=default_offset))
         sink = open_sink(destination, options, config, keep_partition=keep_partition,
-                         transactional=exactly_once, rename=rename)
+                         transactional=exactly_once, rename=rename, idle=idle_seconds)
     except BaseException:
         for source in opened:
             source.close()
@@ -595,6 +596,10 @@ def tail(topic: str, last: int, exit_at_end: bool, **kw: Any) -> None:
 @click.option("--exactly-once", is_flag=True,
               help="Topic to topic in Kafka transactions with the offsets (needs -g): "
                    "read_committed readers see each record once, even across crashes.")
+@click.option("--idle", metavar="DURATION",
+              help="Archives per topic (DST 'DIR/{topic}.tar.gz'): finalise a topic's archive "
+                   "once the topic has had no record for DURATION, e.g. 30m, 90s [default: at "
+                   "the end of the run].")
 @kafka_options
 @read_options
 @format_options
@@ -603,7 +608,7 @@ def tail(topic: str, last: int, exit_at_end: bool, **kw: Any) -> None:
 @run_options
 @handles_errors
 def cp(addresses: tuple[str, ...], follow: bool, keep_partition: bool, rename: str | None,
-       exactly_once: bool, **kw: Any) -> None:
+       exactly_once: bool, idle: str | None, **kw: Any) -> None:
     """Copy records from every SRC to DST: topics, files, globs, stdin/stdout (-).
 
     Formats follow the extensions (or --from/--to). Topic to topic copies payloads, keys,
@@ -616,12 +621,13 @@ def cp(addresses: tuple[str, ...], follow: bool, keep_partition: bool, rename: s
       kcp cp 'alerts/*.avro' night.jsonl
       kcp cp -g backup ztf:ztf_20180725_programid1 local:ztf_20180725_programid1
       kcp cp -f -g mirror 'ztf:^ztf_.*' local:          # mirror every night, new ones too
+      kcp cp -f -g archiver 'ztf:^ztf_.*' 'archive/{topic}.tar.gz' --idle 30m
     """
     if len(addresses) < 2:
         raise UsageError("cp needs a source and a destination: kcp cp SRC... DST")
     *sources, destination = addresses
     _move(sources, destination, kw, "beginning", follow=follow, keep_partition=keep_partition,
-          exactly_once=exactly_once, rename=rename)
+          exactly_once=exactly_once, rename=rename, idle=idle)
 
 
 @main.command(cls=KcpCommand, epilog=EXIT_STATUS_TEXT)

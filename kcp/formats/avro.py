@@ -127,7 +127,11 @@ class AvroWriter:
         self._encode: Callable[[Any, Schema], bytes] = encoder_for(self.framing)
 
     def _schema_of(self, message: Message) -> Schema:
-        schema = self.schemas.reader or message.schema or self.schemas.default
+        default = self.schemas.default
+        if (default is not None and message.schema is not None
+                and message.schema.fingerprint == default.fingerprint):
+            return default  # the same schema, with the registry id --schema-id gave it
+        schema = self.schemas.reader or message.schema or default
         if schema is None:
             raise UsageError("writing Avro needs a schema for records read as plain JSON: "
                              "give --schema FILE")

@@ -443,11 +443,9 @@ class TarSink:
     def write(self, message: Message) -> None:
         self.number += 1
         name = self.names(message, self.number) + self.extension
-        if self.present is not None:
-            if name in self.present:
-                self.duplicates += 1
-                return
-            self.present.add(name)
+        if self.present is not None and name in self.present:
+            self.duplicates += 1
+            return
         value = message.value
         if self.pass_payloads and value is not None and value[:4] == OCF_MAGIC:
             data = value
@@ -457,6 +455,8 @@ class TarSink:
         member.mode = 0o644
         member.mtime = message.timestamp // 1000 if message.timestamp else int(time.time())
         self._add(member, data)
+        if self.present is not None:
+            self.present.add(name)  # only once written: a record that failed may come again
 
     def _add(self, member: tarfile.TarInfo, data: bytes) -> None:
         member.size = len(data)
