@@ -111,8 +111,9 @@ def read_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("-c", "--count", type=click.IntRange(min=0), metavar="N",
                      help="Stop after N records."),
         click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, metavar="N",
-                     help="Decode, filter and encode in N processes (output order kept); "
-                          "0 < N <= cores is useful for JSON from busy topics."),
+                     help="Decode, filter and encode in N processes (output order kept). "
+                          "Pays off with cores to spare: at most cores - 1, fewer when the "
+                          "broker runs on the same machine (docs/performance.md)."),
     ]):
         command = option(command)
     return command
