@@ -158,6 +158,10 @@ class Sources:
     def ack(self, message: Message) -> None:
         self._current.ack(message)
 
+    @property
+    def commits(self) -> bool:
+        return any(getattr(source, "commits", False) for source in self.sources)
+
     def checkpoint(self) -> None:
         for source in self.sources:
             source.checkpoint()
@@ -366,8 +370,14 @@ def _parallel_loop(source: Any, sink: Any, workers: Any, policy: ErrorPolicy, su
 
 
 def _checkpoint(sink: Any, source: Any) -> None:
-    sink.flush()
-    source.checkpoint()
+    # Making the sink durable matters only when a position is committed after it: a source
+    # that commits nothing (no group, files) restarts from its beginning anyway, and a
+    # producer flush every second would throttle the copy for nothing.
+    if getattr(source, "commits", False):
+        sink.flush()
+        source.checkpoint()
+    else:
+        sink.idle()
 
 
 def _finish(source: Any, sink: Any, commit: bool) -> None:

@@ -368,6 +368,11 @@ class KafkaSource:
                     behind += max(0, high - position)
         self._lag = behind
 
+    @property
+    def commits(self) -> bool:
+        """Whether checkpoints commit positions (a group, or a transaction)."""
+        return bool(self.group)
+
     def partition_count(self, topic: str) -> int:
         """How many partitions a source topic has (a mirror creates its copy alike)."""
         metadata = _metadata(self.consumer, self.name, topic, self.options.timeout, self._errors)
