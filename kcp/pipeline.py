@@ -236,6 +236,9 @@ def run(source: Any, sink: Any, options: Options, decoder: Any = None,
     started = time.monotonic()
     completed = False
     guard = SignalGuard()
+    for each in getattr(source, "sources", [source]):
+        if hasattr(each, "flush_sink"):
+            each.flush_sink = sink.flush
     try:
         with guard:
             if workers is not None:

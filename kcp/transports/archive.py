@@ -41,11 +41,6 @@ _TOPIC_NAME = r"[A-Za-z0-9._-]+"
 IDLE_CHECK_SECONDS = 0.5
 
 
-def is_template(path: str) -> bool:
-    """Whether a file destination names one archive per topic."""
-    return "{" + FIELD + "}" in path
-
-
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
     """SIGINT and SIGTERM wait while archives are flushed or finalised.
@@ -216,8 +211,8 @@ def _check_template(template: str, options: Options) -> str:
                          "streams cannot be made readable at each checkpoint)")
     # The folder the template starts in: os.path.dirname keeps "archive" of "archive/" and of
     # "archive/night_", where Path would not.
-    folder = os.path.dirname(template.split("{" + FIELD + "}", 1)[0]) or "."
-    if not os.path.isdir(os.path.expanduser(folder)):
+    folder = os.path.expanduser(os.path.dirname(template.split("{" + FIELD + "}", 1)[0]) or ".")
+    if not os.path.isdir(folder):
         raise UsageError(f"{template}: no such folder {folder!r}")
     return folder
 

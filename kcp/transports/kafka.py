@@ -188,6 +188,8 @@ class KafkaSource:
         self.positions: dict[tuple[str, int], int] = {}
         self.committed: dict[tuple[str, int], int] = {}
         self.transaction: KafkaSink | None = None
+        # Set by the pipeline: makes the sink durable before a rebalance commits.
+        self.flush_sink: Any = None
         self._assignment_seen = False
         self._lag = 0
         self._lag_due = 0.0
@@ -278,7 +280,11 @@ class KafkaSource:
         self._assignment_seen = True
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.checkpoint()  # what was handled is committed while the partitions are still ours
+        # What was handled is committed while the partitions are still ours, and only once the
+        # sink holds it durably (the pipeline's checkpoint order, applied here too).
+        if self.flush_sink is not None:
+            self.flush_sink()
+        self.checkpoint()
         self._on_lost(consumer, partitions)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
