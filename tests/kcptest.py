@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 import subprocess
 import sys
@@ -83,3 +84,15 @@ def json_lines(data: bytes) -> Iterator[Any]:
     for line in data.splitlines():
         if line.strip():
             yield orjson.loads(line)
+
+
+def positive_nan(value: Any) -> Any:
+    """``value`` with every NaN made the positive quiet NaN: the avro JSON style drops NaN's
+    sign, so round trips through it are compared modulo that."""
+    if isinstance(value, float) and math.isnan(value):
+        return math.nan
+    if isinstance(value, dict):
+        return {k: positive_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [positive_nan(v) for v in value]
+    return value

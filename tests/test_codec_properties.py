@@ -24,6 +24,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kcptest import positive_nan
 
 from kcp.codec import (
     FRAMINGS,
@@ -357,14 +358,6 @@ def test_kcp_json_is_strict_json_and_converts_back_exactly(case: tuple, bytes_mo
         assert write_body(from_json(document, schema), schema) == expected
 
 
-def _positive_nan(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return math.nan
-    if isinstance(value, dict):
-        return {k: _positive_nan(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_positive_nan(v) for v in value]
-    return value
 
 
 @SANE
@@ -377,7 +370,7 @@ def test_avro_json_style_converts_back_exactly(case: tuple) -> None:
     document = AvroToJson(style="avro")(copy.deepcopy(decoded), schema)
     back = JsonToAvro(style="avro")(document, schema)
     # The Avro JSON encoding writes NaN bare, without its sign (documented in kcp.codec.jsonmap).
-    assert write_body(_positive_nan(back), schema) == write_body(_positive_nan(datum), schema)
+    assert write_body(positive_nan(back), schema) == write_body(positive_nan(datum), schema)
 
 
 # ---------------------------------------------------------------------------------------------

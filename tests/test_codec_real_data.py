@@ -9,7 +9,6 @@ import copy
 import gzip
 import io
 import itertools
-import math
 import re
 import struct
 import tarfile
@@ -20,6 +19,7 @@ from typing import Any
 import fastavro
 import orjson
 import pytest
+from kcptest import positive_nan
 
 from kcp.codec import (
     AvroToJson,
@@ -367,14 +367,6 @@ def test_every_real_alert_through_kcp_json_and_back_is_byte_identical(
         assert write_body(from_json(document, schema), schema) == original, where
 
 
-def _positive_nan(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return math.nan
-    if isinstance(value, dict):
-        return {k: _positive_nan(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_positive_nan(v) for v in value]
-    return value
 
 
 def test_every_real_alert_through_avro_json_and_back(alerts: list) -> None:
@@ -382,7 +374,7 @@ def test_every_real_alert_through_avro_json_and_back(alerts: list) -> None:
     for where, _, datum, schema in alerts:
         back = from_json(to_json(copy.deepcopy(datum), schema), schema)
         # This style drops a NaN's sign (documented): compare with the sign dropped.
-        assert write_body(_positive_nan(back), schema) == write_body(_positive_nan(datum),
+        assert write_body(positive_nan(back), schema) == write_body(positive_nan(datum),
                                                                      schema), where
 
 
