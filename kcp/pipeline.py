@@ -388,6 +388,10 @@ def _finish(source: Any, sink: Any, commit: bool) -> None:
     try:
         try:
             sink.close()
+            # Closing the consumer below may rebalance: nothing is left to flush by then.
+            for each in getattr(source, "sources", [source]):
+                if hasattr(each, "flush_sink"):
+                    each.flush_sink = None
             if commit:
                 source.checkpoint()
         finally:

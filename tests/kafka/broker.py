@@ -371,6 +371,9 @@ class KafkaBroker:
             "broker.heartbeat.interval.ms": 500,
             # Survey cutouts can make single alerts of several MB.
             "message.max.bytes": 10 * 1024 * 1024,
+            # Tests write records stamped years ago (real 2018 alerts, fixed timestamps):
+            # time-based retention would delete them in the middle of a test.
+            "log.retention.ms": -1,
             "num.network.threads": 2,
             "num.io.threads": 4,
             "background.threads": 4,
