@@ -295,7 +295,9 @@ class KafkaSource:
             key = (tp.topic, tp.partition)
             self.assigned.discard(key)
             self.done.discard(key)
-
+            self.positions.pop(key, None)
+            self.committed.pop(key, None)
+        self._assignment_seen = False
 
     # -- reading ------------------------------------------------------------------------------
     def finished(self) -> bool:
