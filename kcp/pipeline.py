@@ -290,14 +290,11 @@ def _loop(source: Any, sink: Any, decoder: Any, stages: list[Stage], policy: Err
         try:
             if message.error is not None:
                 raise message.error
-            records = (decoder.decode(message) if decoder is not None and not message.decoded
+            decoded = (decoder.decode(message) if decoder is not None and not message.decoded
                        else (message,))
-            for decoded in records:
-                for record in apply(stages, decoded):
-                    sink.write(record)
-                    summary.records += 1
-                    if limit is not None and summary.records >= limit:
-                        break
+            for record in (out for each in decoded for out in apply(stages, each)):
+                sink.write(record)
+                summary.records += 1
                 if limit is not None and summary.records >= limit:
                     break
         except BadInput as error:

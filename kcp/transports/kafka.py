@@ -308,6 +308,7 @@ class KafkaSource:
         consume = self.consumer.consume
         stop_offsets = self.stop_offsets
         done = self.done
+        topics = ", ".join(self.address.topics)  # for error messages
         while not self.finished():
             try:
                 # Wait for the first record only, then take what is already queued: waiting
@@ -316,7 +317,7 @@ class KafkaSource:
                 batch = [first, *consume(BATCH - 1, 0)] if first is not None else []
             except KafkaException as exc:  # a fatal consumer error
                 raise TransportError(explain(self.name, exc.args[0], None, self.group)) from None
-            _raise_fatal(self.name, self._errors, ", ".join(self.address.topics), self.group)
+            _raise_fatal(self.name, self._errors, topics, self.group)
             self._refresh_lag()
             if not batch:
                 yield None
@@ -328,12 +329,15 @@ class KafkaSource:
                     continue
                 offset = record.offset()
                 key = (topic, partition)
-                if self.stop_at_end and offset >= stop_offsets.get(key, sys.maxsize) - 1:
+                reached_end = (self.stop_at_end
+                               and offset >= stop_offsets.get(key, sys.maxsize) - 1)
+                if reached_end:
                     done.add(key)
                 yield Message(value=record.value(), key=record.key(), headers=record.headers(),
                               topic=topic, partition=partition, offset=offset,
                               timestamp=record.timestamp()[1])
-                if self.finished():
+                # Only a partition reaching its end can finish the read.
+                if reached_end and self.finished():
                     return
             yield None
 
