@@ -19,8 +19,6 @@ from typing import Any
 
 from .errors import UsageError
 
-FILE_EXTENSIONS = (".avro", ".json", ".jsonl", ".ndjson", ".xml", ".fits", ".tar", ".tgz",
-                   ".gz", ".bz2", ".xz")
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]+$")
 # A file address with one of these extensions is a tar archive (kcp.transports.tar).
 TAR_EXTENSIONS = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
@@ -41,15 +39,17 @@ class Address:
         return self.text
 
 
-def parse_address(text: str, aliases: Container[str] = ()) -> Address:
-    """Parse ``text``; ``aliases`` are the broker names the config file defines."""
+def parse_address(text: str, aliases: Container[str] = (), extensions: tuple[str, ...] = ()
+                  ) -> Address:
+    """Parse ``text``; ``aliases`` are the broker names the config file defines, ``extensions``
+    the file name endings that make a name a path (kcp.formats.file_extensions)."""
     if not text:
         raise UsageError("empty address")
     if text == "-":
         return Address("stdio", text)
     if text.startswith("kafka://"):
         return _parse_url(text)
-    if _looks_like_path(text):
+    if _looks_like_path(text, extensions):
         return Address("file", text, path=text)
     name, sep, topic = text.rpartition(":")
     if sep and name:
@@ -65,13 +65,13 @@ def is_tar_path(path: str) -> bool:
     return path.lower().endswith(TAR_EXTENSIONS)
 
 
-def _looks_like_path(text: str) -> bool:
+def _looks_like_path(text: str, extensions: tuple[str, ...]) -> bool:
     if text.startswith(("/", "./", "../", "~")) or os.path.exists(text):
         return True
     if any(c in text for c in "*?[") and ":" not in text and not text.startswith("^"):
         return True
     lowered = text.lower()
-    return "/" in text.split(":", 1)[-1] or lowered.endswith(FILE_EXTENSIONS)
+    return "/" in text.split(":", 1)[-1] or lowered.endswith(extensions)
 
 
 def _is_host_list(text: str) -> bool:

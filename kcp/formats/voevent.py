@@ -1060,12 +1060,17 @@ class VoeventWriter:
 class VoeventStreamWriter:
     """Documents one after the other, each starting with its XML declaration on a new line."""
 
+    encodes_alone = True
+
     def __init__(self, stream: BinaryIO, owner: VoeventWriter) -> None:
         self.stream = stream
         self.encode = owner.encode
 
     def write(self, message: Message) -> None:
-        self.stream.write(self.encode(message))
+        self.write_encoded(self.encode(message))
+
+    def write_encoded(self, data: bytes) -> None:
+        self.stream.write(data)
 
     def flush(self) -> None:
         self.stream.flush()
