@@ -105,6 +105,10 @@ def kafka_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
+count_option = click.option("-c", "--count", type=click.IntRange(min=0), metavar="N",
+                            help="Stop after N records.")
+
+
 def read_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed([
         click.option("-o", "--offset", metavar="OFFSET",
@@ -112,8 +116,7 @@ def read_options(command: Callable[..., Any]) -> Callable[..., Any]:
                           "@TIMESTAMP_MS or @ISO-8601 time."),
         click.option("-p", "--partition", "partitions", type=int, multiple=True,
                      help="Read only this partition (repeatable)."),
-        click.option("-c", "--count", type=click.IntRange(min=0), metavar="N",
-                     help="Stop after N records."),
+        count_option,
         click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, metavar="N",
                      help="Decode, filter and encode in N processes (output order kept). "
                           "Pays off with cores to spare: at most cores - 1, fewer when the "
@@ -481,6 +484,7 @@ def cp(addresses: tuple[str, ...], follow: bool, **kw: Any) -> None:
 
 
 @main.command(cls=KcpCommand, epilog=EXIT_STATUS_TEXT)
+@count_option
 @format_options
 @filter_options
 @run_options

@@ -69,6 +69,10 @@ class FileSink(StreamSink):
             raise UsageError(f"{path}: cannot tell the format from the extension; give --to FORMAT")
         self.final = Path(path)
         self.partial = self.final.with_name(self.final.name + ".part")
+        if self.final.exists() and not self.final.is_file():
+            # A device, a FIFO, /dev/stdout: written in place (a rename would replace it)
+            self.partial = self.final
+            resume = False
         if resume and not self.partial.exists() and self.final.exists():
             os.replace(self.final, self.partial)
         resuming = resume and self.partial.exists()
@@ -85,14 +89,17 @@ class FileSink(StreamSink):
 
     def flush(self) -> None:
         super().flush()
-        os.fsync(self.stream.fileno())
+        if self.partial is not self.final:
+            os.fsync(self.stream.fileno())
 
     def close(self, complete: bool = True) -> None:
         try:
             self.flush()
         finally:
             self.stream.close()
-            if complete:
+            if self.partial is self.final:
+                pass
+            elif complete:
                 os.replace(self.partial, self.final)
             else:
                 how = ("a rerun with the same -g group continues it" if self.resumable
