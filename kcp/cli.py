@@ -75,7 +75,7 @@ def _exit_status(error: BaseException, ctx: click.Context) -> int:
 
 # -- options shared by commands -----------------------------------------------------------------
 def _duration(ctx: click.Context, param: click.Parameter, text: str | None) -> float | None:
-    from .address import parse_duration
+    from .times import parse_duration
 
     return None if text is None else parse_duration(text)
 
@@ -672,8 +672,8 @@ def completion(shell: str) -> None:
 @main.command(cls=KcpCommand)
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines instead of a table.")
 def plugins(as_json: bool, **kw: Any) -> None:
-    """List the stages (for --map NAME) and formats that installed packages offer through the
-    entry point groups kcp.stages.v1 and kcp.formats.v1.
+    """List the stages (for --map NAME) that installed packages offer through the entry point
+    group kcp.stages.v1.
 
     \b
     Examples:
@@ -682,18 +682,17 @@ def plugins(as_json: bool, **kw: Any) -> None:
     """
     import orjson
 
-    from .plugins import FORMAT_GROUP, STAGE_GROUP, installed
+    from .plugins import STAGE_GROUP, installed
 
-    rows = [{"kind": kind, "name": name, "target": entry.value,
+    rows = [{"kind": "stage", "name": name, "target": entry.value,
              "package": entry.dist.name if entry.dist else None}
-            for kind, group in (("stage", STAGE_GROUP), ("format", FORMAT_GROUP))
-            for name, entry in sorted(installed(group).items())]
+            for name, entry in sorted(installed(STAGE_GROUP).items())]
     if as_json or not _to_terminal():
         for row in rows:
             sys.stdout.buffer.write(orjson.dumps(row) + b"\n")
         return
     if not rows:
-        click.echo("no plugins installed (entry point groups kcp.stages.v1, kcp.formats.v1)")
+        click.echo("no plugins installed (entry point group kcp.stages.v1)")
         return
     click.echo(_table(["kind", "name", "target", "package"],
                       [[r["kind"], r["name"], r["target"], r["package"] or "-"] for r in rows]))

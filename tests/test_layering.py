@@ -16,8 +16,9 @@ LAYERS = [
     {"pipeline", "parallel", "plugins", "metrics"},
     {"formats", "transports"},
     {"options", "stages"},
+    {"where"},
     {"codec", "environment"},
-    {"address", "config", "contracts", "errors", "message", "synth"},
+    {"address", "config", "contracts", "errors", "message", "synth", "times"},
 ]
 ONLY_IN = {
     "click": {"cli.py"},
@@ -126,11 +127,11 @@ def test_no_import_cycles():
         state[node] = 1
         for target in sorted(graph[node]):
             if state.get(target) == 1:
-                cycle = trail[trail.index(target):] + [target] if target in trail else [
+                cycle = [*trail[trail.index(target):], target] if target in trail else [
                     node, target]
                 raise AssertionError("import circle: " + " -> ".join(cycle))
             if target not in state:
-                visit(target, trail + [target])
+                visit(target, [*trail, target])
         state[node] = 2
 
     for name in sorted(graph):

@@ -80,7 +80,7 @@ def records(n: int) -> list[Message | None]:
 
 def test_every_commit_comes_after_the_sink_flushed_what_it_acknowledges():
     journal = Journal()
-    source = FakeSource(journal, records(4) + [None] + records(2), pause=0.3)
+    source = FakeSource(journal, [*records(4), None, *records(2)], pause=0.3)
     pipeline.run(source, FakeSink(journal), Options())
     commits = [i for i, entry in enumerate(journal) if entry == ("commit",)]
     assert len(commits) >= 2  # by the clock (CHECKPOINT_SECONDS), and at the end

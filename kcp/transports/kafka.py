@@ -38,7 +38,7 @@ from ..errors import TransportError, UsageError
 from ..formats import payload_encoder
 from ..message import Message
 from ..options import Options
-from ..stages import parse_time
+from ..times import parse_time
 
 BATCH = 500
 # librdkafka's own log lines go here: silent unless the CLI runs with --debug.

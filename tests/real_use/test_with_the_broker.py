@@ -7,9 +7,10 @@ import re
 import textwrap
 
 import fastavro
-import kcp
 from conftest import NIGHT_ALERTS
 from lxml import etree
+
+import kcp
 
 ESC = b"\x1b["
 
