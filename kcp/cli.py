@@ -48,11 +48,14 @@ def _quiet_stdout() -> None:
 def _exit_status(error: BaseException, ctx: click.Context) -> int:
     """The one mapping of every outcome onto the documented exit statuses (errors.py); what
     went wrong is one line on stderr, a traceback only with --debug."""
-    if isinstance(error, KeyboardInterrupt):
+    if isinstance(error, KeyboardInterrupt | Terminated):
+        # What a stopped run could not push out (a pipe nobody reads) is given up: exiting
+        # must not wait for that reader either.
+        _quiet_stdout()
+        if isinstance(error, Terminated):
+            return int(ExitStatus.OK)
         click.echo("kcp: interrupted", err=True)
         return int(ExitStatus.INTERRUPTED)
-    if isinstance(error, Terminated):
-        return int(ExitStatus.OK)
     if isinstance(error, BrokenPipeError):
         _quiet_stdout()
         return int(ExitStatus.OK)

@@ -8,6 +8,7 @@ was handled, so an offset is never committed for a record the sink does not hold
 from __future__ import annotations
 
 import base64
+import contextlib
 import signal
 import sys
 import threading
@@ -124,19 +125,47 @@ class ErrorPolicy:
 
 class SignalGuard:
     """Ctrl-C and SIGTERM interrupt at once, except while a record is in hand: then the record
-    is written and acknowledged first, so a signal never splits "written" from "committed"."""
+    is written and acknowledged first, so a signal never splits "written" from "committed".
+
+    A sink may take no more (a pipe nobody reads: ``kcp consume T | sleep 60``), and a stop
+    must not wait for it for ever: a second signal, or the first one still waiting
+    ``GRACE_SECONDS`` later, interrupts the write.  That record is then not acknowledged, so a
+    group reads it again next time: nothing is lost.  Closing the sink and committing at the
+    end are held the same way, and after a stop by a signal they get ``GRACE_SECONDS`` too.
+    """
+
+    GRACE_SECONDS = 1.0
 
     def __init__(self) -> None:
         self.in_hand = False
         self.pending: type[BaseException] | None = None
         self._previous: dict[int, Any] = {}
+        self._escalation: threading.Timer | None = None
 
     def _handle(self, signum: int, frame: Any) -> None:
         interruption = KeyboardInterrupt if signum == signal.SIGINT else Terminated
-        if self.in_hand:
+        if self.in_hand and self.pending is None:
             self.pending = interruption
-        else:
-            raise interruption()
+            self._escalate_after(self.GRACE_SECONDS, signum)
+            return
+        self._cancel_escalation()
+        raise interruption()
+
+    def _escalate_after(self, seconds: float, signum: int) -> None:
+        """Signal the main thread again in ``seconds``: a blocked write returns (EINTR) and the
+        handler, seeing a signal already waiting, raises."""
+        if not self._previous:  # no handlers of ours (not the main thread): nothing to wake
+            return
+        timer = threading.Timer(seconds, signal.pthread_kill,
+                                (threading.main_thread().ident, signum))
+        timer.daemon = True
+        timer.start()
+        self._escalation = timer
+
+    def _cancel_escalation(self) -> None:
+        if self._escalation is not None:
+            self._escalation.cancel()
+            self._escalation = None
 
     def __enter__(self) -> SignalGuard:
         if threading.current_thread() is threading.main_thread():
@@ -145,13 +174,34 @@ class SignalGuard:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
+        self._cancel_escalation()
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
 
     def release(self) -> None:
         """The record in hand is done: deliver a signal that arrived meanwhile."""
         self.in_hand = False
+        self._cancel_escalation()
         if self.pending is not None:
+            raise self.pending()
+
+    @contextlib.contextmanager
+    def finishing(self, stopped_by: BaseException | None) -> Iterator[None]:
+        """Hold signals while the sink is closed and offsets committed, as for a record in
+        hand.  After a stop by a signal the closing gets ``GRACE_SECONDS``: a sink that takes
+        nothing more is given up then (it keeps what it had; nothing more is committed)."""
+        stopped_by_signal = isinstance(stopped_by, KeyboardInterrupt | Terminated)
+        self.in_hand = True
+        if stopped_by_signal:
+            self.pending = type(stopped_by)
+            self._escalate_after(self.GRACE_SECONDS, signal.SIGINT if isinstance(
+                stopped_by, KeyboardInterrupt) else signal.SIGTERM)
+        try:
+            yield
+        finally:
+            self.in_hand = False
+            self._cancel_escalation()
+        if self.pending is not None and not stopped_by_signal:
             raise self.pending()
 
 
@@ -263,26 +313,27 @@ def run(source: Source, sink: Sink, options: Options, decoder: Reader | None = N
     limit = options.count
     started = time.monotonic()
     completed = False
-    guard = SignalGuard()
     source.flush_before_commit(sink.flush)
-    try:
-        with guard:
+    with SignalGuard() as guard:
+        try:
             if workers is not None:
                 completed = _parallel_loop(source, sink, workers, policy, summary, limit,
                                            progress, guard)
             else:
                 completed = _loop(source, sink, decoder, stages, policy, summary, limit,
                                   progress, guard)
-    finally:
-        summary.seconds = time.monotonic() - started
-        summary.bytes_in = summary.bytes_in or source.bytes_read
-        policy.close()
-        close_stages(stages)
-        stopped_by = sys.exc_info()[1]
-        # A copy that ends at bad input under --on-error fail is the input up to its damage:
-        # finished.  One stopped by a signal or a failure is not, and its file keeps ".part".
-        _finish(source, sink, completed=completed or isinstance(stopped_by, BadInput),
-                commit=completed or not isinstance(stopped_by, BrokenPipeError))
+        finally:
+            summary.seconds = time.monotonic() - started
+            summary.bytes_in = summary.bytes_in or source.bytes_read
+            policy.close()
+            close_stages(stages)
+            stopped_by = sys.exc_info()[1]
+            # A copy that ends at bad input under --on-error fail is the input up to its
+            # damage: finished.  One stopped by a signal or a failure is not, and its file
+            # keeps ".part".
+            with guard.finishing(stopped_by):
+                _finish(source, sink, completed=completed or isinstance(stopped_by, BadInput),
+                        commit=completed or not isinstance(stopped_by, BrokenPipeError))
     return summary
 
 

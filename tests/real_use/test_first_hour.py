@@ -1,0 +1,61 @@
+"""What a kcat or rpk user meets in the first hour: signals while kcp is blocked, pipes closed
+downstream, completion in a real bash, a broker that is down, options that cannot apply."""
+
+from __future__ import annotations
+
+import fcntl
+import signal
+import subprocess
+import termios
+import time
+
+import pytest
+from conftest import NIGHT_ALERTS
+from kcptest import KCP
+
+
+def produce_night(shell, topic: str) -> None:
+    result = shell.run(f"kcp produce {topic} night.avro")
+    assert result.returncode == 0, result.stderr
+
+
+def _bytes_waiting(pipe) -> int:
+    return int.from_bytes(fcntl.ioctl(pipe.fileno(), termios.FIONREAD, b"\0\0\0\0"), "little")
+
+
+def _blocked_writing(process: subprocess.Popen, timeout: float = 30) -> None:
+    """Wait until ``process`` has filled its stdout pipe (which nobody reads): its next write
+    blocks."""
+    capacity = fcntl.fcntl(process.stdout.fileno(), fcntl.F_GETPIPE_SZ)
+    deadline = time.monotonic() + timeout
+    while _bytes_waiting(process.stdout) < capacity:
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline, "the pipe never filled"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 0), (signal.SIGINT, 130)],
+                         ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_kcp_blocked_on_a_pipe_nobody_reads(broker_shell, night, make_topic,
+                                                           signum, status):
+    shell, topic = broker_shell, make_topic()
+    produce_night(shell, topic)
+    # kcp consume -g G T | sleep 60: the reader never reads, the writer blocks
+    consumer = subprocess.Popen([KCP, "consume", topic, "-g", "stuck", "-q"], cwd=shell.folder,
+                                env=shell.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _blocked_writing(consumer)
+        sent = time.monotonic()
+        consumer.send_signal(signum)
+        assert consumer.wait(timeout=15) == status
+        took = time.monotonic() - sent
+        stderr = consumer.stderr.read().decode()
+    finally:
+        consumer.kill()
+        consumer.wait()
+    assert "Traceback" not in stderr
+    assert took < 10, f"{took:.1f} s"
+    # No record reached the reader whole, so none was committed: the group still has them all.
+    result = shell.run(f"kcp consume {topic} -g stuck -q | wc -l")
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) == NIGHT_ALERTS
