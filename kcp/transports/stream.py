@@ -3,8 +3,11 @@ a path or glob, and a sink writing one format into a byte stream."""
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
+import select
+import stat
 from collections.abc import Callable, Iterator
 from typing import BinaryIO, cast
 
@@ -77,12 +80,24 @@ class PathSource(QuietSource):
         raise NotImplementedError
 
 
+def _pipe_descriptor(stream: BinaryIO) -> int | None:
+    """The descriptor of ``stream`` when it is a pipe or FIFO, whose reader may go away."""
+    try:
+        descriptor = stream.fileno()
+        return descriptor if stat.S_ISFIFO(os.fstat(descriptor).st_mode) else None
+    except (OSError, ValueError):  # not a file (BytesIO), or closed
+        return None
+
+
 class StreamSink:
     """Writes messages to a byte stream in one format."""
 
     def __init__(self, stream: BinaryIO, writer: Writer, name: str) -> None:
         self.name = name
         self.stream = stream
+        # A pipe's reader may leave while we wait for records (`kcp tail T | head -1`): we
+        # notice when idle, rather than at the next record, which may be hours away.
+        self._pipe = _pipe_descriptor(stream)
         self.format_writer = writer
         self.writer = writer.open_stream(stream)
         self.traits = SinkTraits(encodes_alone=self.writer.encodes_alone)
@@ -101,6 +116,11 @@ class StreamSink:
 
     def idle(self) -> None:
         self.stream.flush()
+        if self._pipe is not None:
+            watch = select.poll()
+            watch.register(self._pipe, 0)  # POLLERR: the read end is closed
+            if watch.poll(0):
+                raise BrokenPipeError(errno.EPIPE, "the reader of the pipe has gone")
 
     def flush(self) -> None:
         self.writer.flush()

@@ -59,3 +59,13 @@ def test_a_signal_stops_kcp_blocked_on_a_pipe_nobody_reads(broker_shell, night, 
     result = shell.run(f"kcp consume {topic} -g stuck -q | wc -l")
     assert result.returncode == 0, result.stderr
     assert int(result.stdout) == NIGHT_ALERTS
+
+
+def test_tail_into_head_ends_when_head_does(broker_shell, night, make_topic):
+    # like tail -f | head: no new record comes, yet the closed pipe is noticed while idle
+    shell, topic = broker_shell, make_topic()
+    produce_night(shell, topic)
+    result = shell.run(f"kcp tail {topic} -n 1 | head -1", timeout=20)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == b""
+    assert result.stdout.count(b"\n") == 1
