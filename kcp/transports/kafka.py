@@ -24,6 +24,7 @@ from typing import Any
 from confluent_kafka import (
     OFFSET_BEGINNING,
     OFFSET_END,
+    OFFSET_INVALID,
     Consumer,
     KafkaError,
     KafkaException,
@@ -219,6 +220,7 @@ class KafkaSource:
             raise TransportError(f"no topic on broker {self.name} matches "
                                  f"{', '.join(self.address.topics)}")
         self._metadata = metadata
+        self._topics_at_start = set(metadata.topics)
         return names
 
     def _subscribe(self) -> None:
@@ -280,10 +282,30 @@ class KafkaSource:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self.options.partitions:
             partitions = [tp for tp in partitions if tp.partition in self.options.partitions]
-        self._position(partitions, explicit=not self.group or self.options.offset is not None
+        # -o, -n and the tail's "end" place a reader in the topics there were when it started;
+        # a topic created since (a followed ^pattern) is new to it: read from its first record.
+        created = [tp for tp in partitions if tp.topic not in self._topics_at_start]
+        self._position([tp for tp in partitions if tp.topic in self._topics_at_start],
+                       explicit=not self.group or self.options.offset is not None
                        or self.options.tail_count is not None)
+        self._position(created, explicit=False)
+        for tp, committed in zip(created, self._committed(created), strict=True):
+            tp.offset = committed if committed >= 0 else OFFSET_BEGINNING
         consumer.assign(partitions)
         self._assignment_seen = True
+
+    def _committed(self, partitions: list[TopicPartition]) -> list[int]:
+        """The group's committed offset of each partition (negative: none, or no group)."""
+        if not self.group or not partitions:
+            return [OFFSET_INVALID] * len(partitions)
+        try:
+            found = self.consumer.committed(
+                [TopicPartition(tp.topic, tp.partition) for tp in partitions],
+                timeout=self.options.timeout)
+        except KafkaException as exc:
+            raise TransportError(f"group {self.group}: cannot read committed offsets: "
+                                 f"{exc.args[0].str()}") from None
+        return [tp.offset for tp in found]
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # What was handled is committed while the partitions are still ours, and only once the
