@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+from click.shell_completion import BashComplete, add_completion_class, split_arg_string
 
 from . import __version__
 from .errors import EXIT_STATUS_HELP, ExitStatus, KcpError, Terminated, UsageError
@@ -299,6 +300,51 @@ def _complete_addresses(ctx: click.Context, param: click.Parameter, incomplete: 
 
     return [CompletionItem(name) for name in complete_topics(incomplete)] + [
         CompletionItem(incomplete, type="file")]
+
+
+BASH_COMPLETION = r"""
+%(complete_func)s() {
+    local IFS=$'\n' response completion type value
+    local line=${COMP_LINE:0:$COMP_POINT}
+    # bash splits BROKER:TOPIC at ':' (COMP_WORDBREAKS) and replaces only what follows the
+    # last ':', so the answers lose the word's part up to it.
+    local word=${line##*[[:space:]]} before=""
+    if [[ $COMP_WORDBREAKS == *:* && $word == *:* ]]; then before=${word%%:*}:; fi
+    response=$(env COMP_LINE="$line" %(complete_var)s=bash_complete $1)
+    COMPREPLY=()
+    for completion in $response; do
+        IFS=',' read -r type value <<< "$completion"
+        case $type in
+            plain) COMPREPLY+=("${value#"$before"}") ;;
+            file) compopt -o filenames 2>/dev/null
+                  for value in $(compgen -f -- "$value"); do COMPREPLY+=("${value#"$before"}"); done ;;
+            dir) compopt -o filenames 2>/dev/null
+                 for value in $(compgen -d -- "$value"); do COMPREPLY+=("${value#"$before"}"); done ;;
+        esac
+    done
+    return 0
+}
+
+complete -o nosort -F %(complete_func)s %(prog_name)s
+"""
+
+
+class BashCompletion(BashComplete):
+    """click's bash completion with topics and files offered together (click's script drops
+    the topics when a file entry follows them), and BROKER:TOPIC taken whole although bash
+    splits words at ':'."""
+
+    source_template = BASH_COMPLETION
+
+    def get_completion_args(self) -> tuple[list[str], str]:
+        line = os.environ["COMP_LINE"]
+        words = split_arg_string(line)
+        if not line or line[-1].isspace():  # a new word begins at the cursor
+            return words[1:], ""
+        return words[1:-1], words[-1]
+
+
+add_completion_class(BashCompletion, "bash")
 
 
 def _to_terminal() -> bool:

@@ -290,7 +290,7 @@ def group_lag(group_address: str, options: Options | None = None,
 def complete_topics(incomplete: str, config: Config | None = None) -> list[str]:
     """Shell completion: the topic names (as ``[BROKER:]TOPIC``) starting like ``incomplete``,
     asked of the broker for one second at most; none when it does not answer in time."""
-    if incomplete.startswith((".", "/", "~")):
+    if incomplete.startswith((".", "/", "~")) or "://" in incomplete:
         return []
     try:
         config = config or Config.load()

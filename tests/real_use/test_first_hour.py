@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import fcntl
 import os
+import pty
 import select
 import signal
+import struct
 import subprocess
 import termios
 import time
@@ -111,3 +113,54 @@ def test_tail_of_a_pattern_reads_a_topic_created_later_from_its_start(broker_she
     messages = [orjson.loads(line) for line in lines]
     assert [(m["topic"], m["offset"]) for m in messages] == [
         (f"{prefix}_b", offset) for offset in range(NIGHT_ALERTS)]
+
+
+class Bash:
+    """An interactive bash on a pseudo-terminal, typed at like a person does."""
+
+    def __init__(self, shell) -> None:
+        self.pid, self.master = pty.fork()
+        if self.pid == 0:
+            os.chdir(shell.folder)
+            os.environ.clear()
+            os.environ.update(shell.env, TERM="xterm", PS1="$ ")
+            os.execvp("bash", ["bash", "--norc", "--noprofile", "-i"])
+        fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 250, 0, 0))
+        self.screen = b""
+
+    def type(self, keys: str) -> None:
+        os.write(self.master, keys.encode())
+
+    def expect(self, text: str, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while text.encode() not in self.screen:
+            assert time.monotonic() < deadline, f"no {text!r} on {self.screen!r}"
+            ready, _, _ = select.select([self.master], [], [], 0.2)
+            if ready:
+                self.screen += os.read(self.master, 65536)
+
+    def close(self) -> None:
+        os.close(self.master)
+        os.kill(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)
+
+
+def test_bash_completes_topics_and_files(broker_shell, night, make_topic):
+    shell = broker_shell
+    topic = make_topic(name=f"completion_{time.monotonic_ns()}")
+    script = shell.run("kcp completion bash")
+    assert script.returncode == 0, script.stderr
+    (shell.folder / "kcp.bash").write_bytes(script.stdout)
+    bash = Bash(shell)
+    try:
+        bash.type("source kcp.bash\n")
+        bash.type(f"kcp consume {topic[:-4]}\t")  # one topic starts so: completed in place
+        bash.expect(f"kcp consume {topic} ")
+        bash.type("\x15")  # Ctrl-U: a new line
+        broker = shell.env["KCP_BROKER"]
+        bash.type(f"kcp cp {broker}:{topic[:-4]}\t")  # bash splits the word at ':'
+        bash.expect(f"kcp cp {broker}:{topic} ")
+        bash.type("nig\t")  # files too
+        bash.expect(f"kcp cp {broker}:{topic} night.avro ")
+    finally:
+        bash.close()
