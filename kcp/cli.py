@@ -316,10 +316,10 @@ BASH_COMPLETION = r"""
         IFS=',' read -r type value <<< "$completion"
         case $type in
             plain) COMPREPLY+=("${value#"$before"}") ;;
-            file) compopt -o filenames 2>/dev/null
-                  for value in $(compgen -f -- "$value"); do COMPREPLY+=("${value#"$before"}"); done ;;
-            dir) compopt -o filenames 2>/dev/null
-                 for value in $(compgen -d -- "$value"); do COMPREPLY+=("${value#"$before"}"); done ;;
+            file|dir) compopt -o filenames 2>/dev/null  # compgen -f or -d
+                for value in $(compgen -"${type:0:1}" -- "$value"); do
+                    COMPREPLY+=("${value#"$before"}")
+                done ;;
         esac
     done
     return 0
