@@ -63,7 +63,7 @@ def test_wrong_format_names_the_input_and_position(kcp):
 
 
 def test_unknown_broker_alias(kcp):
-    status, message = kcp("consume", "ztff:alerts", "--timeout", "1")
+    status, message = kcp("consume", "ztff:alerts")
     assert status == 4
-    assert message.startswith("kcp: cannot reach broker ztff within 1s")
+    assert message.startswith("kcp: cannot reach broker ztff: Failed to resolve")
     assert message.endswith("'ztff' is not a broker alias of the config file (kcp config show)")

@@ -63,17 +63,30 @@ def broker_properties(address: Address, options: Options, config: Config) -> tup
     return name, properties
 
 
-def _fatal_errors(name: str, group: bool = True) -> tuple[dict, list[KafkaError]]:
+class BrokerErrors(list[KafkaError]):
+    """The errors retrying cannot cure, and whether every bootstrap address refused us (why the
+    last one did, as librdkafka says it: "Connection refused", "Failed to resolve")."""
+
+    unreachable: str | None = None
+
+
+def _fatal_errors(name: str, group: bool = True) -> tuple[dict, BrokerErrors]:
     """An ``error_cb`` that keeps errors which retrying cannot cure (bad credentials, TLS).
 
     ``group=False``: a reader without -g still has a (throw-away) group id, and librdkafka looks
     up its coordinator; a broker refusing that group is harmless, as kcp never uses it."""
-    seen: list[KafkaError] = []
+    seen = BrokerErrors()
+    refused: list[str] = []
 
     def error_cb(error: KafkaError) -> None:
-        if not group and error.code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
+        code = error.code()
+        if not group and code == KafkaError.GROUP_AUTHORIZATION_FAILED:
             return
-        if error.fatal() or error.code() in _ACCESS_DENIED or error.code() == KafkaError._SSL:
+        if code in (KafkaError._TRANSPORT, KafkaError._RESOLVE):
+            refused.append(error.str())
+        elif code == KafkaError._ALL_BROKERS_DOWN and refused:
+            seen.unreachable = refused[-1]
+        if error.fatal() or code in _ACCESS_DENIED or code == KafkaError._SSL:
             seen.append(error)
 
     return {"error_cb": error_cb, "logger": LOG}, seen
@@ -119,28 +132,45 @@ def _absent_topic(client: Any, name: str, topic: str, timeout: float) -> str:
     return f"no such topic {topic!r} on broker {name} (kcp ls lists them)"
 
 
-def _metadata(client: Any, name: str, topic: str | None, timeout: float, seen: list) -> Any:
+def _metadata(client: Any, name: str, topic: str | None, timeout: float,
+              seen: BrokerErrors) -> Any:
     deadline = time.monotonic() + timeout
+    seen.unreachable = None  # a broker down earlier (and back since) is no reason to give up
     while True:
         try:
-            # Short rounds: error_cb runs only when the client is polled, so bad credentials
-            # or a refused certificate end the wait at once instead of after --timeout.
-            return client.list_topics(topic, timeout=max(0.1, min(1.0, deadline
+            # Short rounds: error_cb runs only when the client is polled, so bad credentials,
+            # a refused certificate or a broker refusing connections end the wait at once
+            # instead of after --timeout (which is for a broker slow to answer).
+            return client.list_topics(topic, timeout=max(0.1, min(0.5, deadline
                                                                    - time.monotonic())))
         except KafkaException as exc:
             with contextlib.suppress(KafkaException, RuntimeError):
                 client.poll(0)
             _raise_fatal(name, seen, topic)
+            if seen.unreachable is not None:
+                raise TransportError(f"cannot reach broker {name}: {_reason(seen.unreachable)}"
+                                     f"; {_reach_hint(name)}") from None
             if time.monotonic() < deadline:
                 continue
             error = exc.args[0]
         reason = error.str() if isinstance(error, KafkaError) else str(error)
-        hint = "is it running? (KCP_BROKER, NAME:topic or -X bootstrap.servers)"
-        if not any(c in name for c in ".:,") and name != "localhost" and (
-                name not in _ALIASES):
-            hint = f"'{name}' is not a broker alias of the config file (kcp config show)"
         raise TransportError(f"cannot reach broker {name} within {timeout:g}s ({reason}); "
-                             f"{hint}") from None
+                             f"{_reach_hint(name)}") from None
+
+
+def _reason(text: str) -> str:
+    """librdkafka's connection error without the address and state it names: "HOST/bootstrap:
+    Connect to ipv4#127.0.0.1:1 failed: Connection refused (after 0ms in state CONNECT)" is
+    "Connection refused"."""
+    text = re.sub(r" \(after \d+ms in state \w+\)$", "", text)
+    text = text.rpartition(" failed: ")[2]
+    return re.sub(r"^\S+/\S+: ", "", text)
+
+
+def _reach_hint(name: str) -> str:
+    if not any(c in name for c in ".:,") and name != "localhost" and name not in _ALIASES:
+        return f"'{name}' is not a broker alias of the config file (kcp config show)"
+    return "is it running? (KCP_BROKER, NAME:topic or -X bootstrap.servers)"
 
 
 _NAMED_OFFSETS = {"beginning": OFFSET_BEGINNING, "end": OFFSET_END}

@@ -164,3 +164,22 @@ def test_bash_completes_topics_and_files(broker_shell, night, make_topic):
         bash.expect(f"kcp cp {broker}:{topic} night.avro ")
     finally:
         bash.close()
+
+
+@pytest.mark.parametrize("line, says", [
+    ("KCP_BROKER=localhost:1 kcp consume T -c 1",
+     "kcp: cannot reach broker localhost:1: Connection refused; is it running?"),
+    ("kcp ls localhost:1", "kcp: cannot reach broker localhost:1: Connection refused"),
+    ("kcp produce localhost:1:T night.avro",
+     "kcp: cannot reach broker localhost:1: Connection refused"),
+    ("kcp consume ztff:alerts",
+     "'ztff' is not a broker alias of the config file (kcp config show)"),
+])
+def test_a_broker_that_is_down_is_said_at_once(shell, night, line, says):
+    # at once: well within the 30 s --timeout, which is for brokers slow to answer
+    started = time.monotonic()
+    result = shell.run(line, timeout=25)
+    assert time.monotonic() - started < 15
+    assert result.returncode == 4
+    message = result.stderr.decode()
+    assert message.count("\n") == 1 and says in message, message
