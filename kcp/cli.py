@@ -594,13 +594,14 @@ def schema(source: str, every: bool, **kw: Any) -> None:
 @kafka_options
 @run_options
 def list_topics(broker_pattern: str | None, as_json: bool, **kw: Any) -> None:
-    """List the topics of a broker: partitions, messages, first and last timestamps.
+    """List the topics of a broker: partitions, offsets (the messages, with transaction
+    markers and aborted records if any), the times of the first and last messages (UTC).
 
     \b
     Examples:
       kcp ls
       kcp ls ztf:'^ztf_2018'
-      kcp ls localhost:9092: --json | jq -r .topic
+      kcp ls localhost:9092 --json | jq -r .topic
     """
     import orjson
 
@@ -613,7 +614,8 @@ def list_topics(broker_pattern: str | None, as_json: bool, **kw: Any) -> None:
             out.write(orjson.dumps(row) + b"\n")
         out.flush()
         return
-    click.echo(_table(["topic", "partitions", "messages", "first", "last"], [
+    # "offsets": the span of offsets, transaction markers and aborted records included
+    click.echo(_table(["topic", "partitions", "offsets", "first (UTC)", "last (UTC)"], [
         [r["topic"], r["partitions"], r["messages"], _iso(r["first"]), _iso(r["last"])]
         for r in rows]))
 

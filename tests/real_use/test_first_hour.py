@@ -183,3 +183,14 @@ def test_a_broker_that_is_down_is_said_at_once(shell, night, line, says):
     assert result.returncode == 4
     message = result.stderr.decode()
     assert message.count("\n") == 1 and says in message, message
+
+
+def test_ls_takes_host_and_port_and_labels_its_columns(broker_shell, night, make_topic):
+    shell, topic = broker_shell, make_topic()
+    produce_night(shell, topic)
+    broker = shell.env["KCP_BROKER"]  # 127.0.0.1:PORT: a broker, not topic PORT of host
+    screen = shell.terminal(f"KCP_BROKER=localhost:1 kcp ls {broker}")
+    assert screen.status == 0, screen.text
+    header, *rows = screen.text.decode().splitlines()
+    assert header.split() == ["topic", "partitions", "offsets", "first", "(UTC)", "last", "(UTC)"]
+    assert any(row.split()[:3] == [topic, "1", str(NIGHT_ALERTS)] for row in rows), rows
