@@ -95,6 +95,17 @@ def _kafka_properties(ctx: click.Context, param: click.Parameter, values: tuple[
     return properties
 
 
+def _headers(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+             ) -> tuple[tuple[str, bytes], ...]:
+    headers = []
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r}: expected NAME=VALUE")
+        headers.append((name, value.encode()))
+    return tuple(headers)
+
+
 def kafka_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed([
         click.option("-X", "kafka_properties", multiple=True, metavar="KEY=VALUE",
@@ -145,6 +156,10 @@ def format_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--to", "write_format", type=click.Choice(names), metavar="FORMAT",
                      help="Write FORMAT (default: from the file extension; JSON on stdout; "
                           "Kafka: payloads as read, or one Avro OCF per record)."),
+        click.option("-F", "--format-template", "template", metavar="TEMPLATE",
+                     help="One line per record, like kcat -f: %t topic, %p partition, %o "
+                          "offset, %k key, %T timestamp, %h headers, %s value (decoded JSON), "
+                          "%S/%K sizes, e.g. -F '%p %o %k %s'."),
         click.option("--schema", "schema_path", metavar="FILE|DIR",
                      help="Writer schema (.avsc, or a folder of .avsc files) for JSON input "
                           "and schemaless or unknown-id payloads."),
@@ -416,6 +431,13 @@ def main(ctx: click.Context) -> None:
 @main.command(cls=KcpCommand, epilog=ADDRESS_TEXT + "\n\n" + EXIT_STATUS_TEXT)
 @click.argument("topic", shell_complete=_complete_addresses)
 @click.argument("files", nargs=-1, type=click.Path())
+@click.option("-k", "--key", "message_key", metavar="KEY",
+              callback=lambda _context, _option, key: None if key is None else key.encode(),
+              help="The key of every message sent.")
+@click.option("-H", "--header", "message_headers", multiple=True, metavar="NAME=VALUE",
+              callback=_headers, help="A header added to every message sent (repeatable).")
+@click.option("-p", "--partition", "to_partition", type=click.IntRange(min=0), metavar="N",
+              help="Send every message to partition N [default: by key, else spread].")
 @kafka_options
 @format_options
 @run_options
@@ -447,13 +469,15 @@ def _as_topic(text: str) -> str:
 @main.command(cls=KcpCommand, epilog=ADDRESS_TEXT + "\n\n" + EXIT_STATUS_TEXT)
 @click.argument("topic", shell_complete=_complete_addresses)
 @click.option("-f", "--follow", is_flag=True, help="Keep waiting for new records at the end.")
+@click.option("-e", "--exit-at-end", is_flag=True,
+              help="Stop at the end (the default; kcat's -e).")
 @kafka_options
 @read_options
 @format_options
 @filter_options
 @click.option("--force", is_flag=True, help="Write raw payloads even to a terminal.")
 @run_options
-def consume(topic: str, follow: bool, **kw: Any) -> None:
+def consume(topic: str, follow: bool, exit_at_end: bool, **kw: Any) -> None:
     """Read TOPIC from the beginning to its current end as JSON Lines on stdout.
 
     \b
@@ -463,6 +487,8 @@ def consume(topic: str, follow: bool, **kw: Any) -> None:
       kcp consume -g mygroup ztf_20180725_programid1 -f
       kcp consume rubin:alerts --schema-dir lsst/schema
     """
+    if follow and exit_at_end:
+        raise UsageError("-f follows, -e stops at the end: give one")
     _move([_as_topic(topic)], "-", kw, follow=follow)
 
 

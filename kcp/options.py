@@ -42,6 +42,7 @@ class Options:
     colour: bool = False  # set by the plan: only ever for a terminal
     force: bool = False  # binary data even to a terminal
     delimiter: bytes = b"\n"
+    template: str | None = None  # -F: the line each record becomes (kcp.formats.template)
     # VOEvent (kcp.formats.voevent): the IVORN authority and cutout policy of alerts written as
     # VOEvent, and the size limit of a packet read (they come from the internet)
     authority: str = "ivo://kcp.local/alerts"
@@ -67,6 +68,10 @@ class Options:
     keep_partition: bool = False
     exactly_once: bool = False
     rename: str | None = None
+    # kcp produce -k/-H/-p: the key, extra headers and partition of every message sent
+    message_key: bytes | None = None
+    message_headers: tuple[tuple[str, bytes], ...] = ()
+    to_partition: int | None = None
     # Archives per topic ('DIR/{topic}.tar.gz'): finalise one after this many idle seconds
     idle_seconds: float | None = None
     # Stages: --since/--until, then --where/--map/--pipe-through steps in the order given

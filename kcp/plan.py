@@ -103,8 +103,10 @@ def plan(sources: Sequence[str | Address], destination: str | Address | Sink,
     _check(options, source_addresses, sink_address)
     if options.envelope:
         _envelope_side(options, source_addresses, sink_address)
-    if options.raw:
-        options.read_format = options.write_format = "raw"
+    if options.raw:  # payloads pass undecoded: as they are, or into -F's lines
+        options.read_format = "raw"
+        if options.write_format != "template":
+            options.write_format = "raw"
     _fit_destination(options, sink_address)
     _load_schemas(options)
     options.keep_payloads = _passes_payloads(options, sink_address)
@@ -162,6 +164,11 @@ def _check(options: Options, sources: list[Address], destination: Address) -> No
             raise UsageError("--exactly-once needs a consumer group: -g GROUP")
     if options.schema_id is not None and not options.schema_path:
         raise UsageError("--schema-id needs --schema")
+    if options.template is not None:
+        if options.write_format not in (None, "template"):
+            raise UsageError(f"-F/--format-template writes lines of its own: drop --to "
+                             f"{options.write_format}")
+        options.write_format = "template"
 
 
 def _envelope_side(options: Options, sources: list[Address], destination: Address) -> None:

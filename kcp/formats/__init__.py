@@ -16,7 +16,7 @@ from ..contracts import Encode, Reader, Writer
 from ..errors import UsageError
 from ..message import Message
 from ..options import Options
-from . import avro, envelope, fits, json, raw, voevent
+from . import avro, envelope, fits, json, raw, template, voevent
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("voevent", voevent.VoeventReader, voevent.VoeventWriter, (".xml",)),
     # payloads as they are, one per line (--delimiter); no decoding
     Format("raw", raw.RawReader, raw.RawWriter, ()),
+    # one line per record shaped by -F/--format-template, like kcat -f (output only)
+    Format("template", template.TemplateReader, template.TemplateWriter, ()),
 )}
 
 

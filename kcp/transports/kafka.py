@@ -502,6 +502,9 @@ class KafkaSink:
                              "template holding {topic}, e.g. 'mirror_{topic}'")
         self.partitions_of: Any = None
         self._ready_topics: set[str] = set()
+        # kcp produce -k KEY -H NAME=VALUE -p N: the same for every message sent
+        self.key, self.headers = options.message_key, list(options.message_headers)
+        self.partition = options.to_partition
         self.name, properties = broker_properties(address, options, config)
         self._properties = dict(properties)
         callbacks, self._errors = _fatal_errors(self.name)
@@ -626,13 +629,17 @@ class KafkaSink:
         if self.transactional and not self._in_transaction:
             self._begin()
         extra = {}
-        if self.keep_partition and message.partition is not None:
+        if self.partition is not None:
+            extra["partition"] = self.partition
+        elif self.keep_partition and message.partition is not None:
             extra["partition"] = message.partition
         if message.timestamp:
             extra["timestamp"] = message.timestamp
+        key = message.key if self.key is None else self.key
+        headers = [*(message.headers or ()), *self.headers] if self.headers else message.headers
         while True:
             try:
-                self.producer.produce(topic, value, message.key, headers=message.headers,
+                self.producer.produce(topic, value, key, headers=headers,
                                       on_delivery=self._on_delivery, **extra)
                 break
             except BufferError:

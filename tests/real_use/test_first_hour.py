@@ -194,3 +194,24 @@ def test_ls_takes_host_and_port_and_labels_its_columns(broker_shell, night, make
     header, *rows = screen.text.decode().splitlines()
     assert header.split() == ["topic", "partitions", "offsets", "first", "(UTC)", "last", "(UTC)"]
     assert any(row.split()[:3] == [topic, "1", str(NIGHT_ALERTS)] for row in rows), rows
+
+
+def test_kcat_habits_keys_headers_partitions_and_a_template(broker_shell, night, make_topic):
+    shell, topic = broker_shell, make_topic(partitions=2)
+    result = shell.run(f"kcp produce {topic} -k ZTF18abc -H origin=ipac -H night=20180725 -p 1 "
+                       "night.avro")
+    assert result.returncode == 0, result.stderr
+    result = shell.run(f"kcp consume {topic} -e -F '%t|%p|%o|%k|%h|%s' | cat")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.decode().splitlines()
+    assert len(lines) == NIGHT_ALERTS
+    for offset, line in enumerate(lines):
+        name, partition, position, key, headers, value = line.split("|", 5)
+        assert (name, partition, position, key, headers) == (
+            topic, "1", str(offset), "ZTF18abc", "origin=ipac,night=20180725")
+        assert orjson.loads(value)["objectId"].startswith("ZTF")  # the decoded Avro record
+    for line, says in [(f"kcp consume {topic} -F '%z'", "unknown directive %z"),
+                       (f"kcp consume {topic} -f -e", "give one"),
+                       (f"kcp produce {topic} -H novalue night.avro", "expected NAME=VALUE")]:
+        result = shell.run(line)
+        assert result.returncode == 2 and says in result.stderr.decode(), result.stderr
