@@ -106,53 +106,82 @@ def _headers(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
     return tuple(headers)
 
 
-def kafka_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    for option in reversed([
-        click.option("-X", "kafka_properties", multiple=True, metavar="KEY=VALUE",
-                     callback=_kafka_properties,
-                     help="Any librdkafka property, e.g. -X security.protocol=SASL_SSL."),
-        click.option("-g", "--group", metavar="GROUP",
-                     help="Consumer group: resume where it stopped; commit what was handled."),
-        click.option("--timeout", type=float, default=30.0, show_default=True, metavar="SECONDS",
-                     help="How long to wait for the broker before giving up (exit 4)."),
-    ]):
-        command = option(command)
-    return command
+def options(*groups: list[Callable[..., Any]]) -> Callable[..., Any]:
+    """A command's options: the groups that apply to it, in the order given (--help too)."""
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed([option for group in groups for option in group]):
+            command = option(command)
+        return command
+    return decorate
 
 
-count_option = click.option("-c", "--count", type=click.IntRange(min=0), metavar="N",
-                            help="Stop after N records.")
+# -- the groups: each command takes the ones that can apply to it -------------------------------
+CONNECTION = [
+    click.option("-X", "kafka_properties", multiple=True, metavar="KEY=VALUE",
+                 callback=_kafka_properties,
+                 help="Any librdkafka property, e.g. -X security.protocol=SASL_SSL."),
+    click.option("--timeout", type=float, default=30.0, show_default=True, metavar="SECONDS",
+                 help="How long to wait for a broker slow to answer before giving up (exit 4; "
+                      "one refusing connections is said at once)."),
+]
+GROUP = [
+    click.option("-g", "--group", metavar="GROUP",
+                 help="Consumer group: resume where it stopped; commit what was handled."),
+]
+POSITION = [
+    click.option("-o", "--offset", metavar="OFFSET",
+                 help="Where to start: beginning, end, N, -N (N before the end), "
+                      "@TIMESTAMP_MS or @ISO-8601 time."),
+    click.option("-p", "--partition", "partitions", type=int, multiple=True,
+                 help="Read only this partition (repeatable)."),
+]
+COUNT = [
+    click.option("-c", "--count", type=click.IntRange(min=0), metavar="N",
+                  help="Stop after N records."),
+]
+JOBS = [
+    click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, metavar="N",
+                 help="Decode, filter and encode in N processes (output order kept). "
+                      "Pays off with cores to spare: at most cores - 1, fewer when the "
+                      "broker runs on the same machine (docs/performance.md)."),
+]
 
 
-def read_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    for option in reversed([
-        click.option("-o", "--offset", metavar="OFFSET",
-                     help="Where to start: beginning, end, N, -N (N before the end), "
-                          "@TIMESTAMP_MS or @ISO-8601 time."),
-        click.option("-p", "--partition", "partitions", type=int, multiple=True,
-                     help="Read only this partition (repeatable)."),
-        count_option,
-        click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, metavar="N",
-                     help="Decode, filter and encode in N processes (output order kept). "
-                          "Pays off with cores to spare: at most cores - 1, fewer when the "
-                          "broker runs on the same machine (docs/performance.md)."),
-    ]):
-        command = option(command)
-    return command
+def _read_format_options() -> list[Callable[..., Any]]:
+    from .formats import FORMATS
+    from .options import Options
+
+    names = list(FORMATS)
+    return [
+        click.option("--from", "read_format", type=click.Choice(names), metavar="FORMAT",
+                     help="Read payloads as FORMAT instead of detecting it: "
+                          + ", ".join(names) + "."),
+        click.option("--schema", "schema_path", metavar="FILE|DIR",
+                     help="Writer schema (.avsc, or a folder of .avsc files) for JSON input "
+                          "and schemaless or unknown-id payloads."),
+        click.option("--schema-dir", metavar="DIR",
+                     help="A tree DIR/MAJOR/MINOR/*.avsc resolving Rubin schema ids offline."),
+        click.option("--registry", metavar="URL",
+                     help="A Confluent-compatible Schema Registry resolving schema ids."),
+        click.option("--reader-schema", "reader_schema_path", metavar="FILE|DIR",
+                     help="Decode every record into this schema (Avro schema evolution)."),
+        click.option("--max-xml-bytes", type=click.IntRange(min=1), default=Options.max_xml_bytes,
+                     show_default=True, metavar="N", help="VOEvent: refuse larger packets."),
+        click.option("--max-member-size", "max_member_bytes", type=click.IntRange(min=1),
+                     default=Options.max_member_bytes >> 20, show_default=True, metavar="MB",
+                     callback=lambda _context, _option, megabytes: megabytes << 20,
+                     help="Tar: a larger member read is bad input."),
+    ]
 
 
-def format_options(command: Callable[..., Any]) -> Callable[..., Any]:
+def _write_format_options() -> list[Callable[..., Any]]:
     from .codec import BYTES_MODES, JSON_STYLES
     from .formats import FORMATS
     from .formats.voevent import CUTOUT_POLICIES
     from .options import Options
 
     names = list(FORMATS)
-    member_formats = [name for name, fmt in FORMATS.items() if fmt.extensions]
-    for option in reversed([
-        click.option("--from", "read_format", type=click.Choice(names), metavar="FORMAT",
-                     help="Read payloads as FORMAT instead of detecting it: "
-                          + ", ".join(names) + "."),
+    return [
         click.option("--to", "write_format", type=click.Choice(names), metavar="FORMAT",
                      help="Write FORMAT (default: from the file extension; JSON on stdout; "
                           "Kafka: payloads as read, or one Avro OCF per record)."),
@@ -160,17 +189,8 @@ def format_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="One line per record, like kcat -f: %t topic, %p partition, %o "
                           "offset, %k key, %T timestamp, %h headers, %s value (decoded JSON), "
                           "%S/%K sizes, e.g. -F '%p %o %k %s'."),
-        click.option("--schema", "schema_path", metavar="FILE|DIR",
-                     help="Writer schema (.avsc, or a folder of .avsc files) for JSON input "
-                          "and schemaless or unknown-id payloads."),
         click.option("--schema-id", type=int, metavar="N",
                      help="Registry id of --schema (for --to confluent; Rubin: major*100+minor)."),
-        click.option("--schema-dir", metavar="DIR",
-                     help="A tree DIR/MAJOR/MINOR/*.avsc resolving Rubin schema ids offline."),
-        click.option("--registry", metavar="URL",
-                     help="A Confluent-compatible Schema Registry resolving schema ids."),
-        click.option("--reader-schema", "reader_schema_path", metavar="FILE|DIR",
-                     help="Decode every record into this schema (Avro schema evolution)."),
         click.option("--bytes", "bytes_mode", type=click.Choice(BYTES_MODES),
                      help="How bytes fields (cutouts) appear in JSON [default: size on a "
                           "terminal, else base64]."),
@@ -193,72 +213,80 @@ def format_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      show_default=True,
                      help="VOEvent: an alert's cutouts left out, named (file name and size), "
                           "or embedded as base64."),
-        click.option("--max-xml-bytes", type=click.IntRange(min=1), default=Options.max_xml_bytes,
-                     show_default=True, metavar="N", help="VOEvent: refuse larger packets."),
+    ]
+
+
+READ_FORMAT = _read_format_options()
+WRITE_FORMAT = _write_format_options()
+
+
+def _tar_write_options() -> list[Callable[..., Any]]:
+    from .formats import FORMATS
+
+    member_formats = [name for name, fmt in FORMATS.items() if fmt.extensions]
+    return [
         click.option("--member-format", type=click.Choice(member_formats), metavar="FORMAT",
-                     help="Tar: the format of the members written, one per record: "
+                     help="Tar destination: the format of the members written, one per record: "
                           + ", ".join(member_formats) + " [default: avro]."),
         click.option("--name", "member_name", metavar="TEMPLATE",
-                     help="Tar: member names, e.g. '{objectId}_{candid}' [default: candid (ZTF), "
-                          "diaSourceId or alertId (Rubin), else {topic}-{partition}-{offset}]."),
-        click.option("--max-member-size", "max_member_bytes", type=click.IntRange(min=1),
-                     default=Options.max_member_bytes >> 20, show_default=True, metavar="MB",
-                     callback=lambda _context, _option, megabytes: megabytes << 20,
-                     help="Tar: a larger member read is bad input."),
-    ]):
-        command = option(command)
-    return command
+                     help="Tar destination: member names, e.g. '{objectId}_{candid}' [default: "
+                          "candid (ZTF), diaSourceId or alertId (Rubin), else "
+                          "{topic}-{partition}-{offset}]."),
+    ]
 
 
-def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    for option in reversed([
-        click.option("--where", "where", multiple=True, metavar="EXPR",
-                     help="Keep records for which EXPR is true, e.g. "
-                          "'candidate.rb > 0.5 and candidate.magpsf < 19' (docs/filtering.md)."),
-        click.option("--map", "map_", multiple=True, metavar="TARGET",
-                     help="Run each record through a function: MODULE:FUNCTION, "
-                          "FILE.py:FUNCTION or an installed plugin (kcp plugins). It returns "
-                          "the record, None to drop it, or several records."),
-        click.option("--pipe-through", multiple=True, metavar="'CMD ARGS'",
-                     help="Stream records as JSON Lines through a program that answers one "
-                          "line (the record, or null) per line."),
-        click.option("--out-schema", "out_schema_path", metavar="FILE",
-                     help="The Avro schema of what --map/--pipe-through return (by default "
-                          "the input schema, extended with the module's OUTPUT_FIELDS)."),
-        click.option("--pipe-timeout", type=float, default=30.0, show_default=True,
-                     metavar="SECONDS", help="How long --pipe-through may take per record."),
-        click.option("--fields", metavar="PATH,...",
-                     help="Keep only these dotted fields, e.g. objectId,candidate.ra,candidate.dec "
-                          "(the output is then plain JSON, not Avro)."),
-        click.option("--since", metavar="TIME",
-                     help="Only records from TIME on: ISO-8601, epoch ms, or relative "
-                          "(-10m, -2h)."),
-        click.option("--until", metavar="TIME", help="Only records before TIME (as --since)."),
-    ]):
-        command = option(command)
-    return command
-
-
-def run_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    for option in reversed([
-        click.option("--on-error", default="fail", show_default=True,
-                     metavar="fail|skip|dead-letter:PATH",
-                     help="What a bad record does: stop (exit 3), be skipped and counted, or be "
-                          "kept raw with its metadata as JSON Lines in PATH."),
-        click.option("--progress", is_flag=True, default=None,
-                     help="Show the live count and final summary on stderr (by default they "
-                          "show when stderr is a terminal and the data goes elsewhere)."),
-        click.option("-q", "--quiet", is_flag=True, help="No progress and no summary."),
-        click.option("--metrics-port", metavar="[HOST:]PORT",
-                     help="Serve Prometheus metrics (records, bytes, errors, lag, age of the "
-                          "last message, open archives) on this port."),
-        click.option("--stats-interval", type=float, metavar="SECONDS",
-                     help="Write a one-line JSON summary to stderr every SECONDS."),
-        click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=_debug,
-                     help="Show tracebacks and the Kafka client's log."),
-    ]):
-        command = option(command)
-    return command
+TAR_WRITE = _tar_write_options()
+FILTER = [
+    click.option("--where", "where", multiple=True, metavar="EXPR",
+                 help="Keep records for which EXPR is true, e.g. "
+                      "'candidate.rb > 0.5 and candidate.magpsf < 19' (docs/filtering.md)."),
+    click.option("--map", "map_", multiple=True, metavar="TARGET",
+                 help="Run each record through a function: MODULE:FUNCTION, "
+                      "FILE.py:FUNCTION or an installed plugin (kcp plugins). It returns "
+                      "the record, None to drop it, or several records."),
+    click.option("--pipe-through", multiple=True, metavar="'CMD ARGS'",
+                 help="Stream records as JSON Lines through a program that answers one "
+                      "line (the record, or null) per line."),
+    click.option("--out-schema", "out_schema_path", metavar="FILE",
+                 help="The Avro schema of what --map/--pipe-through return (by default "
+                      "the input schema, extended with the module's OUTPUT_FIELDS)."),
+    click.option("--pipe-timeout", type=float, default=30.0, show_default=True,
+                 metavar="SECONDS", help="How long --pipe-through may take per record."),
+    click.option("--fields", metavar="PATH,...",
+                 help="Keep only these dotted fields, e.g. objectId,candidate.ra,candidate.dec "
+                      "(the output is then plain JSON, not Avro)."),
+    click.option("--since", metavar="TIME",
+                 help="Only records from TIME on: ISO-8601, epoch ms, or relative "
+                      "(-10m, -2h)."),
+    click.option("--until", metavar="TIME", help="Only records before TIME (as --since)."),
+]
+FORCE = [
+    click.option("--force", is_flag=True, help="Write binary data even to a terminal."),
+]
+OUTCOME = [
+    click.option("--on-error", default="fail", show_default=True,
+                 metavar="fail|skip|dead-letter:PATH",
+                 help="What a bad record does: stop (exit 3), be skipped and counted, or be "
+                      "kept raw with its metadata as JSON Lines in PATH."),
+    click.option("--progress", is_flag=True, default=None,
+                 help="Show the live count and final summary on stderr (by default they "
+                      "show when stderr is a terminal and the data goes elsewhere)."),
+    click.option("-q", "--quiet", is_flag=True, help="No progress and no summary."),
+]
+MONITOR = [
+    click.option("--metrics-port", metavar="[HOST:]PORT",
+                 help="Serve Prometheus metrics (records, bytes, errors, lag, age of the "
+                      "last message, open archives) on this port."),
+    click.option("--stats-interval", type=float, metavar="SECONDS",
+                 help="Write a one-line JSON summary to stderr every SECONDS."),
+]
+DEBUG = [
+    click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=_debug,
+                 help="Show tracebacks and the Kafka client's log."),
+]
+# What every command reading records into records takes, around its own options
+READING = (CONNECTION, GROUP, POSITION, COUNT, JOBS, READ_FORMAT, WRITE_FORMAT, FILTER, FORCE)
+RUNNING = (OUTCOME, MONITOR, DEBUG)
 
 
 STEP_OPTIONS = {"where": "where", "map_": "map", "pipe_through": "pipe"}
@@ -438,9 +466,7 @@ def main(ctx: click.Context) -> None:
               callback=_headers, help="A header added to every message sent (repeatable).")
 @click.option("-p", "--partition", "to_partition", type=click.IntRange(min=0), metavar="N",
               help="Send every message to partition N [default: by key, else spread].")
-@kafka_options
-@format_options
-@run_options
+@options(CONNECTION, COUNT, READ_FORMAT, WRITE_FORMAT, *RUNNING)
 def produce(topic: str, files: tuple[str, ...], **kw: Any) -> None:
     """Send records to TOPIC from FILES (or stdin), one message per record.
 
@@ -471,12 +497,7 @@ def _as_topic(text: str) -> str:
 @click.option("-f", "--follow", is_flag=True, help="Keep waiting for new records at the end.")
 @click.option("-e", "--exit-at-end", is_flag=True,
               help="Stop at the end (the default; kcat's -e).")
-@kafka_options
-@read_options
-@format_options
-@filter_options
-@click.option("--force", is_flag=True, help="Write raw payloads even to a terminal.")
-@run_options
+@options(*READING, *RUNNING)
 def consume(topic: str, follow: bool, exit_at_end: bool, **kw: Any) -> None:
     """Read TOPIC from the beginning to its current end as JSON Lines on stdout.
 
@@ -497,12 +518,7 @@ def consume(topic: str, follow: bool, exit_at_end: bool, **kw: Any) -> None:
 @click.option("-n", "--lines", "last", type=click.IntRange(min=0), default=0, show_default=True,
               help="Start with the last N records of each partition.")
 @click.option("-e", "--exit-at-end", is_flag=True, help="Stop at the end instead of following.")
-@kafka_options
-@read_options
-@format_options
-@filter_options
-@click.option("--force", is_flag=True, help="Write raw payloads even to a terminal.")
-@run_options
+@options(*READING, *RUNNING)
 def tail(topic: str, last: int, exit_at_end: bool, **kw: Any) -> None:
     """Follow TOPIC like tail -f: new records as JSON Lines until Ctrl-C.
 
@@ -531,12 +547,7 @@ def tail(topic: str, last: int, exit_at_end: bool, **kw: Any) -> None:
               help="Archives per topic (DST 'DIR/{topic}.tar.gz'): finalise a topic's archive "
                    "once the topic has had no record for DURATION, e.g. 30m, 90s [default: at "
                    "the end of the run].")
-@kafka_options
-@read_options
-@format_options
-@filter_options
-@click.option("--force", is_flag=True, help="Write raw payloads even to a terminal.")
-@run_options
+@options(*READING, TAR_WRITE, *RUNNING)
 def cp(addresses: tuple[str, ...], follow: bool, **kw: Any) -> None:
     """Copy records from every SRC to DST: topics, files, globs, stdin/stdout (-).
 
@@ -559,10 +570,7 @@ def cp(addresses: tuple[str, ...], follow: bool, **kw: Any) -> None:
 
 
 @main.command(cls=KcpCommand, epilog=EXIT_STATUS_TEXT)
-@count_option
-@format_options
-@filter_options
-@run_options
+@options(COUNT, READ_FORMAT, WRITE_FORMAT, FILTER, FORCE, OUTCOME, DEBUG)
 def convert(**kw: Any) -> None:
     """Convert records from stdin to stdout: the format-changing stage of a Unix pipe.
 
@@ -583,10 +591,7 @@ def convert(**kw: Any) -> None:
 @click.option("--all", "every", is_flag=True,
               help="Read everything; list each distinct schema with its count, "
                    "fingerprint and registry id.")
-@kafka_options
-@read_options
-@format_options
-@run_options
+@options(CONNECTION, POSITION, READ_FORMAT, OUTCOME, DEBUG)
 def schema(source: str, every: bool, **kw: Any) -> None:
     """Print the Avro writer schema of SOURCE (a topic, file or stdin): of its first record,
     or with --all every distinct one.
@@ -617,8 +622,7 @@ def schema(source: str, every: bool, **kw: Any) -> None:
 @main.command("ls", cls=KcpCommand, epilog=ADDRESS_TEXT + "\n\n" + EXIT_STATUS_TEXT)
 @click.argument("broker_pattern", required=False, metavar="[BROKER[:PATTERN]]")
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines instead of a table.")
-@kafka_options
-@run_options
+@options(CONNECTION, DEBUG)
 def list_topics(broker_pattern: str | None, as_json: bool, **kw: Any) -> None:
     """List the topics of a broker: partitions, offsets (the messages, with transaction
     markers and aborted records if any), the times of the first and last messages (UTC).
@@ -668,8 +672,7 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 @main.command(cls=KcpCommand, epilog=EXIT_STATUS_TEXT)
 @click.argument("group_address", metavar="[BROKER:]GROUP")
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines instead of a table.")
-@kafka_options
-@run_options
+@options(CONNECTION, DEBUG)
 def lag(group_address: str, as_json: bool, **kw: Any) -> None:
     """How far a consumer group is behind: per topic and partition the committed offset, the
     end offset, the lag in messages and in time (the age of the oldest unread message).

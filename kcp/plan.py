@@ -156,6 +156,10 @@ def _check(options: Options, sources: list[Address], destination: Address) -> No
     if options.idle_seconds is not None and kind_of(destination) != "archive":
         raise UsageError(f"{destination}: --idle finalises archives per topic: the destination "
                          "needs {topic}, e.g. 'archive/{topic}.tar.gz'")
+    if (options.member_format or options.member_name) and kind_of(destination) not in (
+            "tar", "archive"):
+        raise UsageError(f"{destination}: --member-format and --name shape the members of a "
+                         "tar archive; this destination is not one (NAME.tar, NAME.tar.gz)")
     if options.exactly_once:
         if destination.kind != "kafka" or len(sources) != 1 or sources[0].kind != "kafka":
             raise UsageError("--exactly-once copies from one Kafka source address to a Kafka "

@@ -215,3 +215,42 @@ def test_kcat_habits_keys_headers_partitions_and_a_template(broker_shell, night,
                        (f"kcp produce {topic} -H novalue night.avro", "expected NAME=VALUE")]:
         result = shell.run(line)
         assert result.returncode == 2 and says in result.stderr.decode(), result.stderr
+
+
+@pytest.mark.parametrize("line, says", [
+    ("kcp ls -g foo", "No such option '-g'"),
+    ("kcp ls --on-error skip", "No such option '--on-error'"),
+    ("kcp lag mirror -q", "No such option '-q'"),
+    ("kcp schema night.avro --to voevent", "No such option '--to'"),
+    ("kcp schema night.avro --name x", "No such option '--name'"),
+    ("kcp schema night.avro --where 'a > 1'", "No such option '--where'"),
+    ("kcp convert --timeout 3 < night.avro", "No such option '--timeout'"),
+    ("kcp convert -o 3 < night.avro", "No such option '-o'"),
+    ("kcp consume T --member-format fits", "No such option '--member-format'"),
+    ("kcp produce T -g G night.avro", "No such option '-g'"),
+    ("kcp cp night.avro out.jsonl --member-format fits", "this destination is not one"),
+    ("kcp cp night.avro out.jsonl -o 5", "a file is read from its start"),
+    ("kcp cp night.avro out.jsonl -p 1", "a file is read from its start"),
+])
+def test_an_option_that_cannot_apply_is_a_usage_error(shell, night, line, says):
+    result = shell.run(line)
+    assert result.returncode == 2, result.stderr
+    message = result.stderr.decode()
+    assert message.count("\n") == 1 and says in message, message
+    assert not (shell.folder / "out.jsonl").exists()
+
+
+def test_each_command_lists_only_its_options(shell):
+    def listed(command: str) -> set[str]:
+        result = shell.run(f"kcp {command} --help")
+        assert result.returncode == 0, result.stderr
+        return {word.rstrip(",") for line in result.stdout.decode().splitlines()
+                if line.startswith("  -") for word in line.split() if word.startswith("-")}
+
+    assert listed("ls") == listed("lag") == {"-X", "--timeout", "--debug", "--json", "-h",
+                                             "--help"}
+    assert not {"--member-format", "--name"} & (listed("consume") | listed("convert"))
+    assert "--member-format" in listed("cp")
+    assert not {"-X", "--timeout", "-g", "-o", "-p", "-j"} & listed("convert")
+    assert not {"--to", "--where", "--cutouts", "-g", "-c"} & listed("schema")
+    assert "--cutouts" in listed("convert") and "--max-member-size" in listed("schema")
