@@ -23,7 +23,7 @@ LAYERS = [
 ONLY_IN = {
     "click": {"cli.py"},
     "confluent_kafka": {"transports/kafka.py", "codec/registry.py"},
-    "lxml": {"formats/voevent.py"},
+    "lxml": {"formats/voevent/packet.py"},
     "astropy": {"formats/fits.py"},
 }
 
