@@ -160,8 +160,8 @@ def test_bash_completes_topics_and_files(broker_shell, night, make_topic):
         broker = shell.env["KCP_BROKER"]
         bash.type(f"kcp cp {broker}:{topic[:-4]}\t")  # bash splits the word at ':'
         bash.expect(f"kcp cp {broker}:{topic} ")
-        bash.type("nig\t")  # files too
-        bash.expect(f"kcp cp {broker}:{topic} night.avro ")
+        bash.type("./nig\t")  # files too
+        bash.expect(f"kcp cp {broker}:{topic} ./night.avro ")
     finally:
         bash.close()
 
