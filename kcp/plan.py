@@ -240,7 +240,8 @@ def _live_progress(options: Options, destination: Address) -> Progress | None:
     if options.quiet:
         return None
     environment = options.environment
-    watched = environment.stderr_isatty and destination.kind != "stdio"
+    # A caller's own sink (kcp schema, a library user) has its own say: no line by default.
+    watched = environment.stderr_isatty and destination.kind not in ("stdio", "callback")
     wanted = options.progress if options.progress is not None else watched
     return Progress(environment.stderr) if wanted else None
 

@@ -254,3 +254,10 @@ def test_each_command_lists_only_its_options(shell):
     assert not {"-X", "--timeout", "-g", "-o", "-p", "-j"} & listed("convert")
     assert not {"--to", "--where", "--cutouts", "-g", "-c"} & listed("schema")
     assert "--cutouts" in listed("convert") and "--max-member-size" in listed("schema")
+
+
+def test_schema_from_a_terminal_prints_no_summary(shell, night):
+    screen = shell.terminal("kcp schema night.avro > schema.json")
+    assert screen.status == 0, screen.text
+    assert screen.text == b""
+    assert orjson.loads((shell.folder / "schema.json").read_bytes())["type"] == "record"
