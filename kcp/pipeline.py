@@ -271,9 +271,18 @@ def stages_for(options: Options) -> list[Stage]:
     """The stages the options ask for: the time window, then --where, --map and
     --pipe-through in the order given, then the --fields projection."""
     from .plugins import MapStage, PipeStage
-    from .stages import project_stage, time_window_stage, where_stage
+    from .stages import (
+        field_check_stage,
+        fields_named,
+        project_stage,
+        time_window_stage,
+        where_stage,
+    )
 
     stages: list[Stage] = []
+    named = fields_named(options.steps, options.fields)
+    if named:
+        stages.append(field_check_stage(named, options.environment.stderr))
     if options.since or options.until:
         stages.append(time_window_stage(options.since, options.until))
     try:

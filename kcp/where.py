@@ -232,6 +232,7 @@ class _Parser:
     def __init__(self, text: str) -> None:
         self.text, self.depth, self.position = text, 0, 0
         self.tokens = self.tokenize()
+        self.paths: list[tuple] = []  # the field paths named, for a check against the schema
 
     def error(self, column: int, what: str) -> UsageError:
         shown = re.sub(r"\s", " ", self.text)  # one line, same length: the column still holds
@@ -409,6 +410,7 @@ class _Parser:
             else:
                 raise self.error(index.column, f"expected an index or a 'key' but found {index}")
             self.expect("]")
+        self.paths.append(tuple(steps))
         return _Expr(_getter(tuple(steps)), path=tuple(steps))
 
     def call(self, token: _Token) -> _Expr:
@@ -432,6 +434,14 @@ class _Parser:
             return self.node(token, lambda d: function(only(d)), *args, boolean=boolean)
         return self.node(token, lambda d: function(*[fn(d) for fn in fns]), *args,
                          boolean=boolean)
+
+
+def field_paths(text: str) -> list[tuple]:
+    """The field paths a ``--where`` expression names (``candidate.rb`` -> ``("candidate",
+    "rb")``), to check them against the records' schema."""
+    parser = _Parser(text)
+    parser.parse()
+    return parser.paths
 
 
 def compile_where(text: str) -> Callable[[Any], bool]:

@@ -261,3 +261,17 @@ def test_schema_from_a_terminal_prints_no_summary(shell, night):
     assert screen.status == 0, screen.text
     assert screen.text == b""
     assert orjson.loads((shell.folder / "schema.json").read_bytes())["type"] == "record"
+
+
+def test_a_misspelt_field_is_warned_about_once_with_the_nearest_name(shell, night):
+    result = shell.run("kcp convert --where 'candidate.magpfs < 16' --fields objectId,candid "
+                       "< night.avro | wc -l")
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) == 0
+    assert result.stderr.decode() == (
+        "kcp: warning: --where: no field candidate.magpfs in the records' schema (did you mean "
+        "candidate.magpsf?): it matches nothing\n")
+    result = shell.run("kcp convert --where 'candidate.magpsf < 30 and prv_candidates[0].jd > 0'"
+                       " --fields objectId,candidate.rb < night.avro | wc -l")
+    assert result.returncode == 0 and result.stderr == b"", result.stderr
+    assert int(result.stdout) == NIGHT_ALERTS
