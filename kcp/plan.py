@@ -27,7 +27,7 @@ from .config import Config
 from .contracts import Reader, Sink, Source
 from .environment import Environment
 from .errors import UsageError
-from .formats import file_extensions, reader_for
+from .formats import file_extensions, format_for_path, reader_for
 from .message import Message
 from .metrics import Observers, PrometheusMetrics, StatsLines
 from .options import Options
@@ -45,7 +45,8 @@ from .pipeline import (
 from .transports import kind_of, transport, transport_for
 
 # Formats whose bytes are not text: refused on a terminal without --force.
-BINARY_FORMATS = frozenset({"raw", "avro", "ocf", "confluent", "single-object", "schemaless"})
+AVRO_FORMATS = frozenset({"avro", "ocf", "confluent", "single-object", "schemaless"})
+BINARY_FORMATS = AVRO_FORMATS | {"raw"}
 
 
 def address_of(text: str | Address, config: Config) -> Address:
@@ -168,11 +169,42 @@ def _check(options: Options, sources: list[Address], destination: Address) -> No
             raise UsageError("--exactly-once needs a consumer group: -g GROUP")
     if options.schema_id is not None and not options.schema_path:
         raise UsageError("--schema-id needs --schema")
+    if _writes_avro_from_plain_json(options, sources, destination):
+        raise UsageError(f"{destination}: writing Avro needs a schema for records read as "
+                         "plain JSON: give --schema FILE")
     if options.template is not None:
         if options.write_format not in (None, "template"):
             raise UsageError(f"-F/--format-template writes lines of its own: drop --to "
                              f"{options.write_format}")
         options.write_format = "template"
+
+
+def _writes_avro_from_plain_json(options: Options, sources: list[Address],
+                                 destination: Address) -> bool:
+    """JSON files to Avro without --schema: known to fail at the first record, so it fails
+    before the destination is touched (no empty file, no topic created)."""
+    if options.schema_path or options.envelope or options.raw or options.fields or options.steps:
+        return False  # a schema given, payloads kept, or records reshaped (--out-schema, ...)
+
+    def reads_json(address: Address) -> bool:
+        if options.read_format is not None:
+            return options.read_format == "json"
+        found = format_for_path(address.path or address.text) if address.kind == "file" else None
+        return found is not None and found.name == "json" and kind_of(address) == "file"
+
+    if not sources or not all(reads_json(address) for address in sources):
+        return False
+    written = options.write_format
+    if written is None:
+        kind = kind_of(destination)
+        if kind == "kafka":
+            written = "avro"  # one OCF per record, what ZTF sends
+        elif kind in ("tar", "archive"):
+            written = options.member_format or "avro"
+        elif kind == "file":
+            found = format_for_path(destination.path or destination.text)
+            written = found.name if found else None
+    return written in AVRO_FORMATS
 
 
 def _envelope_side(options: Options, sources: list[Address], destination: Address) -> None:

@@ -275,3 +275,15 @@ def test_a_misspelt_field_is_warned_about_once_with_the_nearest_name(shell, nigh
                        " --fields objectId,candidate.rb < night.avro | wc -l")
     assert result.returncode == 0 and result.stderr == b"", result.stderr
     assert int(result.stdout) == NIGHT_ALERTS
+
+
+def test_plain_json_to_avro_without_a_schema_touches_no_destination(broker_shell, night, topic):
+    shell = broker_shell
+    assert shell.run("kcp convert < night.avro > night.jsonl").returncode == 0
+    for destination in ("x.avro", topic, "x.tar"):
+        result = shell.run(f"kcp cp night.jsonl {destination}")
+        assert result.returncode == 2
+        assert result.stderr.decode().endswith("give --schema FILE\n"), result.stderr
+    assert sorted(p.name for p in shell.folder.iterdir()) == ["night.avro", "night.jsonl"]
+    listed = shell.run(f"kcp ls --json | grep -c '\"{topic}\"'")
+    assert listed.stdout.strip() == b"0"  # the topic was not created
