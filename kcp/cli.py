@@ -535,6 +535,9 @@ def tail(topic: str, last: int, exit_at_end: bool, **kw: Any) -> None:
 @click.argument("addresses", nargs=-1, required=True, metavar="SRC... DST",
                 shell_complete=_complete_addresses)
 @click.option("-f", "--follow", is_flag=True, help="Keep copying new records from topics.")
+@click.option("-n", "--no-clobber", is_flag=True,
+              help="Refuse to replace an existing DST file (by default it is replaced, once "
+                   "the copy is complete; until then the copy is DST.part).")
 @click.option("--keep-partition", is_flag=True,
               help="Topic to topic: write each record to the partition it came from.")
 @click.option("--rename", metavar="TEMPLATE",

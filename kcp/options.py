@@ -68,6 +68,7 @@ class Options:
     keep_partition: bool = False
     exactly_once: bool = False
     rename: str | None = None
+    no_clobber: bool = False  # cp -n: an existing destination file is refused, not replaced
     # kcp produce -k/-H/-p: the key, extra headers and partition of every message sent
     message_key: bytes | None = None
     message_headers: tuple[tuple[str, bytes], ...] = ()

@@ -17,6 +17,7 @@ wires Kafka (partition counts for a mirror, exactly-once).
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -169,6 +170,9 @@ def _check(options: Options, sources: list[Address], destination: Address) -> No
             raise UsageError("--exactly-once needs a consumer group: -g GROUP")
     if options.schema_id is not None and not options.schema_path:
         raise UsageError("--schema-id needs --schema")
+    if options.no_clobber and kind_of(destination) in ("file", "tar") and os.path.lexists(
+            os.path.expanduser(destination.path or destination.text)):
+        raise UsageError(f"{destination}: exists, and -n/--no-clobber keeps it")
     if _writes_avro_from_plain_json(options, sources, destination):
         raise UsageError(f"{destination}: writing Avro needs a schema for records read as "
                          "plain JSON: give --schema FILE")

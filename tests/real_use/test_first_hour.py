@@ -287,3 +287,13 @@ def test_plain_json_to_avro_without_a_schema_touches_no_destination(broker_shell
     assert sorted(p.name for p in shell.folder.iterdir()) == ["night.avro", "night.jsonl"]
     listed = shell.run(f"kcp ls --json | grep -c '\"{topic}\"'")
     assert listed.stdout.strip() == b"0"  # the topic was not created
+
+
+def test_no_clobber_keeps_an_existing_file(shell, night):
+    (shell.folder / "kept.jsonl").write_bytes(b"precious\n")
+    result = shell.run("kcp cp -n night.avro kept.jsonl")
+    assert result.returncode == 2
+    assert result.stderr == b"kcp: kept.jsonl: exists, and -n/--no-clobber keeps it\n"
+    assert (shell.folder / "kept.jsonl").read_bytes() == b"precious\n"
+    assert shell.run("kcp cp -n night.avro new.jsonl").returncode == 0
+    assert (shell.folder / "new.jsonl").read_bytes().count(b"\n") == NIGHT_ALERTS
