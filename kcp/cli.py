@@ -590,26 +590,26 @@ def convert(**kw: Any) -> None:
 
 
 @main.command(cls=KcpCommand, epilog=ADDRESS_TEXT + "\n\n" + EXIT_STATUS_TEXT)
-@click.argument("source", default="-", shell_complete=_complete_addresses)
+@click.argument("sources", nargs=-1, metavar="[SOURCE]...", shell_complete=_complete_addresses)
 @click.option("--all", "every", is_flag=True,
               help="Read everything; list each distinct schema with its count, "
                    "fingerprint and registry id.")
 @options(CONNECTION, POSITION, READ_FORMAT, OUTCOME, DEBUG)
-def schema(source: str, every: bool, **kw: Any) -> None:
-    """Print the Avro writer schema of SOURCE (a topic, file or stdin): of its first record,
-    or with --all every distinct one.
+def schema(sources: tuple[str, ...], every: bool, **kw: Any) -> None:
+    """Print the Avro writer schema of the SOURCEs (topics, files, globs; stdin without any):
+    of the first record, or with --all every distinct one.
 
     \b
     Examples:
       kcp schema ztf_20180725_programid1 | jq .fields[].name
-      kcp schema --all 'alerts/*.avro'
+      kcp schema --all alerts/*/*.avro
       kcp schema rubin:alerts --schema-dir lsst/schema
     """
     import orjson
 
     from .plan import schema_census
 
-    census = schema_census(source, _options(kw, count=None if every else 1))
+    census = schema_census(list(sources) or ["-"], _options(kw, count=None if every else 1))
     out = sys.stdout.buffer
     if every:
         for found, count in census:

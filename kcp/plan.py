@@ -283,11 +283,14 @@ def _live_progress(options: Options, destination: Address) -> Progress | None:
 
 
 
-def schema_census(source: str | Address, options: Options | None = None,
-                  environment: Environment | None = None, config: Config | None = None
-                  ) -> list[tuple[Schema, int]]:
-    """Each distinct writer schema of ``source``'s records with how many records have it, in
-    the order first seen (``options.count`` = 1: the first record's only)."""
+def schema_census(sources: str | Address | Sequence[str | Address],
+                  options: Options | None = None, environment: Environment | None = None,
+                  config: Config | None = None) -> list[tuple[Schema, int]]:
+    """Each distinct writer schema of the records of ``sources`` (one address or several)
+    with how many records have it, in the order first seen (``options.count`` = 1: the first
+    record's only)."""
+    if isinstance(sources, str | Address):
+        sources = [sources]
     census: dict[int, list] = {}
 
     def record(message: Message) -> None:
@@ -296,9 +299,9 @@ def schema_census(source: str | Address, options: Options | None = None,
             raise UsageError(f"{message.where()}: this record carries no Avro schema")
         census.setdefault(found.fingerprint, [found, 0])[1] += 1
 
-    plan([source], CallbackSink(record), options, environment, config).execute()
+    plan(sources, CallbackSink(record), options, environment, config).execute()
     if not census:
-        raise UsageError(f"{source}: no records, so no schema")
+        raise UsageError(f"{', '.join(map(str, sources))}: no records, so no schema")
     return [(found, count) for found, count in census.values()]
 
 

@@ -297,3 +297,11 @@ def test_no_clobber_keeps_an_existing_file(shell, night):
     assert (shell.folder / "kept.jsonl").read_bytes() == b"precious\n"
     assert shell.run("kcp cp -n night.avro new.jsonl").returncode == 0
     assert (shell.folder / "new.jsonl").read_bytes().count(b"\n") == NIGHT_ALERTS
+
+
+def test_schema_takes_many_sources_as_the_shell_expands_a_glob(shell, night):
+    (shell.folder / "again.avro").write_bytes(night.read_bytes())
+    result = shell.run("kcp schema --all *.avro")
+    assert result.returncode == 0, result.stderr
+    [census] = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert census["count"] == 2 * NIGHT_ALERTS
