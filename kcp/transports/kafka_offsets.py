@@ -1,0 +1,158 @@
+"""Exactly once between Kafka clusters: the source positions live in the destination cluster.
+
+A copy with ``--exactly-once`` writes, inside each producer transaction of the destination,
+the records it copied *and* where it is in each source partition: one record per partition in
+the compacted topic ``__kcp_offsets`` of the destination (key: group, source topic, partition;
+value: the next source offset to copy). The transaction commits both or neither, so a
+``read_committed`` reader of the destination sees a record exactly when the position past it is
+visible. When partitions are assigned (at start, after a rebalance, when a followed pattern
+gains a topic), the copier reads its positions back from that topic and seeks there; the source
+group only shares the partitions out among copiers. This is how MirrorMaker 2 and Kafka
+Connect's exactly-once source tasks (KIP-618) do it; the source cluster's transactions are not
+involved, so source and destination may be different clusters (or the same one).
+
+Fencing: the producer's ``transactional.id`` is derived from the group, the destination and
+the set of source partitions this copier was assigned. A copier restarted after a crash (or a
+member that takes over a stalled one's partitions) gets the same id: initialising it aborts the
+old transaction and fences the old producer, whose next commit fails. Before reading positions
+the copier waits until every transaction open on the offsets topic at that moment has ended
+(committed or aborted; at most the transaction timeout, ``--timeout``), so positions written by
+a copier with another id (a different partition set) are seen too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from typing import Any
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+from ..errors import TransportError
+
+OFFSETS_TOPIC = "__kcp_offsets"
+# Compacted: only the latest position of each key is kept. Small segments, so that the cleaner
+# (which never touches the active segment) keeps the topic, read at every assignment, short.
+_OFFSETS_TOPIC_CONFIG = {"cleanup.policy": "compact", "segment.ms": "600000",
+                         "segment.bytes": "16777216", "min.cleanable.dirty.ratio": "0.1"}
+_OFFSETS_PARTITIONS = 1
+
+# The codes of a destination that cannot run transactions at all (ACLs, cluster settings).
+_NO_TRANSACTIONS = {KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+                    KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError._TIMED_OUT,
+                    KafkaError.UNSUPPORTED_FOR_MESSAGE_FORMAT, KafkaError.UNSUPPORTED_VERSION}
+_FENCED = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
+# librdkafka's own log lines (see kafka.py): silent unless the CLI runs with --debug.
+LOG = logging.getLogger("kcp.librdkafka")
+
+
+def is_fenced(error: KafkaError) -> bool:
+    """Whether a newer producer with the same transactional id took over."""
+    return error.code() in _FENCED
+
+
+def transactional_id(group: str, destination: str,
+                     partitions: list[tuple[str, int]]) -> str:
+    """The same id for the same group, destination and source partitions, whoever runs it."""
+    digest = hashlib.sha256(orjson.dumps([destination, sorted(partitions)])).hexdigest()[:16]
+    return f"kcp-{group}-{digest}"
+
+
+def transaction_failure(name: str, what: str, error: KafkaError, group: str | None) -> str:
+    """One line saying why a transaction call failed, and what to check."""
+    code = error.code()
+    if code in _FENCED:
+        return (f"broker {name}: this copier was fenced: another kcp with group {group} took "
+                "over its partitions (its open transaction was aborted; nothing is lost)")
+    if code in _NO_TRANSACTIONS:
+        return (f"broker {name} cannot run transactions ({error.str()}): --exactly-once needs "
+                f"a Write ACL on transactional ids kcp-{group}- (prefixed), IdempotentWrite on "
+                "the cluster, and transaction.state.log.replication.factor / min.isr no larger "
+                "than the brokers it has")
+    return f"broker {name}: cannot {what} the transaction: {error.str()}"
+
+
+def position_record(group: str, topic: str, partition: int, offset: int
+                    ) -> tuple[bytes, bytes]:
+    """The key and value of one position in the offsets topic."""
+    return (orjson.dumps({"group": group, "topic": topic, "partition": partition}),
+            orjson.dumps({"offset": offset}))
+
+
+class PositionStore:
+    """Reads and writes the source positions of a group in the destination's offsets topic."""
+
+    def __init__(self, name: str, properties: dict[str, Any], group: str,
+                 timeout: float) -> None:
+        self.name = name
+        self.properties = properties
+        self.group = group
+        self.timeout = timeout
+
+    def create_topic(self) -> None:
+        """Create the offsets topic on the destination unless it exists."""
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        admin = AdminClient({**self.properties, "logger": LOG})
+        try:
+            if OFFSETS_TOPIC in admin.list_topics(timeout=self.timeout).topics:
+                return
+            wanted = NewTopic(OFFSETS_TOPIC, num_partitions=_OFFSETS_PARTITIONS,
+                              config=_OFFSETS_TOPIC_CONFIG)
+            admin.create_topics([wanted], operation_timeout=self.timeout
+                                )[OFFSETS_TOPIC].result(timeout=self.timeout)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise TransportError(f"cannot create the offsets topic {OFFSETS_TOPIC} on "
+                                     f"broker {self.name} (--exactly-once keeps the source "
+                                     f"positions there): {exc.args[0].str()}") from None
+
+    def read(self) -> dict[tuple[str, int], int]:
+        """The group's committed positions, once every transaction open now has ended."""
+        settings = {**self.properties, "group.id": f"kcp-positions-{self.group}",
+                    "enable.auto.commit": False, "isolation.level": "read_committed",
+                    "logger": LOG}
+        plain = Consumer({**settings, "isolation.level": "read_uncommitted"})
+        committed = Consumer(settings)
+        try:
+            partitions = [TopicPartition(OFFSETS_TOPIC, p) for p in range(_OFFSETS_PARTITIONS)]
+            # The end of what was written, committed or not: reading (read_committed) up to
+            # there means waiting for each open transaction to commit or abort.
+            ends = {tp.partition: plain.get_watermark_offsets(tp, timeout=self.timeout)[1]
+                    for tp in partitions}
+            committed.assign([TopicPartition(OFFSETS_TOPIC, p, OFFSET_BEGINNING)
+                              for p in ends])
+            return self._read_until(committed, ends)
+        except KafkaException as exc:
+            raise TransportError(f"cannot read the offsets topic {OFFSETS_TOPIC} on broker "
+                                 f"{self.name}: {exc.args[0].str()}") from None
+        finally:
+            plain.close()
+            committed.close()
+
+    def _read_until(self, consumer: Consumer, ends: dict[int, int]
+                    ) -> dict[tuple[str, int], int]:
+        positions: dict[tuple[str, int], int] = {}
+        # The transaction timeout bounds how long a dead copier's transaction stays open.
+        deadline = time.monotonic() + self.timeout + 10
+        pending = {p for p, end in ends.items() if end > 0}
+        while pending:
+            if time.monotonic() > deadline:
+                raise TransportError(
+                    f"broker {self.name}: a transaction on {OFFSETS_TOPIC} stayed open for "
+                    f"{self.timeout + 10:g}s; is another kcp with group {self.group} copying "
+                    "there?")
+            for record in consumer.consume(500, 0.2):
+                if record.error() is not None:
+                    continue
+                key = orjson.loads(record.key())
+                if key.get("group") == self.group:
+                    value = orjson.loads(record.value())
+                    positions[(key["topic"], key["partition"])] = value["offset"]
+            for tp in consumer.position([TopicPartition(OFFSETS_TOPIC, p) for p in pending]):
+                if tp.offset >= ends[tp.partition]:
+                    pending.discard(tp.partition)
+        return positions
