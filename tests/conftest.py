@@ -3,7 +3,8 @@
 Sections:
     * Kafka broker - a real single-node KRaft broker shared by the whole session
       (tests/kafka/broker.py), or an external one named by KCP_TEST_BOOTSTRAP.
-    * Secure broker - a second one with SASL (SCRAM-SHA-512, PLAIN), TLS and ACLs, started
+    * Second broker - an independent cluster, for copies between clusters (second_kafka_bootstrap).
+    * Secure broker - another one with SASL (SCRAM-SHA-512, PLAIN), TLS and ACLs, started
       only when a test asks for `secure_broker` (the security tests), so the rest stay fast.
 """
 
@@ -127,6 +128,24 @@ def kafka_bootstrap(kafka_broker: KafkaBroker | None) -> str:
     if kafka_broker is None:
         return os.environ[KAFKA_BOOTSTRAP_ENV]
     return kafka_broker.bootstrap
+
+
+@pytest.fixture(scope="session")
+def second_kafka_bootstrap() -> Iterator[str]:
+    """bootstrap.servers of a second, independent KRaft broker: a cluster of its own, for
+    copies between clusters. Started only for the tests that ask for it."""
+    if not KAFKA_LIBS_DIR.is_dir() or not any(KAFKA_LIBS_DIR.glob("*.jar")):
+        pytest.skip(f"no Kafka jars in {KAFKA_LIBS_DIR} for a second broker")
+    broker = KafkaBroker(KAFKA_LIBS_DIR)
+    try:
+        broker.start()
+    except RuntimeError as exc:
+        broker.stop()
+        pytest.fail(f"could not start the second test Kafka broker: {exc}", pytrace=False)
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -54,6 +54,8 @@ _ACCESS_DENIED = {KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHOR
                   KafkaError.CLUSTER_AUTHORIZATION_FAILED, KafkaError._AUTHENTICATION,
                   KafkaError.SASL_AUTHENTICATION_FAILED}
 
+# Delivery reports of records dropped by aborting their transaction.
+_ABORTED = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}
 
 # Broker names that are aliases of the config file (error messages differ for them).
 _ALIASES: set[str] = set()
@@ -541,9 +543,13 @@ class KafkaSink:
     def abort_transaction(self) -> None:
         """Drop what was produced since the last commit (nothing if no transaction is open)."""
         if self._in_transaction:
-            with contextlib.suppress(KafkaException):
-                self.producer.abort_transaction(self.timeout)
             self._in_transaction = False
+            try:
+                self.producer.abort_transaction(self.timeout)
+            except KafkaException as exc:
+                if is_fenced(exc.args[0]):  # another copier has taken over: stop here
+                    raise TransportError(explain(self.name, exc.args[0], None, self.group)
+                                         ) from None
         self.failures.clear()
 
     def _begin(self) -> None:
@@ -559,6 +565,10 @@ class KafkaSink:
     def _on_delivery(self, error: KafkaError | None, record: Any) -> None:
         if error is None:
             self.delivered += 1
+        elif error.code() in _ABORTED:
+            pass  # in a transaction that was aborted: the copy writes it again
+        elif is_fenced(error):
+            self._errors.append(error)  # reported alone by flush: nothing else matters then
         else:
             reason = (explain(self.name, error, record.topic()) if error.code() in _ACCESS_DENIED
                       else error.str())
@@ -650,7 +660,8 @@ class KafkaSink:
                 self.producer.flush(0.5)
             except KafkaException as exc:  # a fatal producer error (e.g. idempotence refused)
                 raise TransportError(explain(self.name, exc.args[0], self.topic)) from None
-            _raise_fatal(self.name, self._errors, self.topic)
+            _raise_fatal(self.name, self._errors, self.topic, self.group)
+        _raise_fatal(self.name, self._errors, self.topic, self.group)
         if len(self.producer):
             raise TransportError(f"broker {self.name}: {len(self.producer)} messages still "
                                  f"undelivered after {self.timeout:g}s")
