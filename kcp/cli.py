@@ -739,7 +739,8 @@ def list_topics(broker_pattern: str | None, as_json: bool, **kw: Any) -> None:
         out.flush()
         return
     click.echo(_table(["topic", "partitions", "messages", "first", "last"], [
-        [r["topic"], r["partitions"], r["messages"], _iso(r["first"]), _iso(r["last"])]
+        [r["topic"], r["partitions"], r["messages"] if r["exact"] else f"<={r['messages']}",
+         _iso(r["first"]), _iso(r["last"])]
         for r in rows]))
 
 

@@ -14,6 +14,7 @@ import subprocess
 import time
 import uuid
 
+import orjson
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -138,6 +139,19 @@ def test_copy_between_clusters_survives_sigkill_exactly_once(
     assert sorted(got) == sorted(expected)  # each record once, all of it kept
     # The killed copiers had written records that were never committed: they stay invisible.
     assert written(second_kafka_bootstrap, [destination]) > len(expected)
+    # kcp ls: the offsets are an upper bound there (markers, aborted records); the last
+    # record is found before the final commit marker.
+    listed = run_kcp(["ls", f"{second_kafka_bootstrap}:{destination}", "--json"], env)
+    row = orjson.loads(listed.stdout)
+    assert (row["exact"], row["first"], row["last"]) == (False, STAMP, STAMP + len(expected) - 1)
+    assert row["messages"] > len(expected)
+    # kcp lag: a group that read every committed record has nothing left to read.
+    group = f"{second_kafka_bootstrap}:reader"
+    read = run_kcp(["consume", "-g", "reader", f"{second_kafka_bootstrap}:{destination}",
+                    "--raw"], env)
+    assert read.returncode == 0 and read.stdout.count(b'"pad"') == len(expected), read.stderr
+    lag = run_kcp(["lag", group, "--json"], env)
+    assert [orjson.loads(line)["lag"] for line in lag.stdout.splitlines()] == [0, 0, 0]
 
 
 def test_mirror_following_new_topics_survives_sigkill_exactly_once(
