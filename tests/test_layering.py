@@ -20,7 +20,8 @@ LAYERS = [
 ]
 ONLY_IN = {
     "click": {"cli.py"},
-    "confluent_kafka": {"transports/kafka.py", "codec/registry.py"},
+    "confluent_kafka": {"transports/kafka.py", "transports/kafka_offsets.py",
+                        "codec/registry.py"},
     "lxml": {"formats/voevent.py"},
     "astropy": {"formats/fits.py"},
 }
