@@ -40,6 +40,7 @@ from .kafka_offsets import (
     OFFSETS_TOPIC,
     PositionStore,
     is_fenced,
+    is_transaction_refusal,
     position_record,
     transaction_failure,
     transactional_id,
@@ -95,7 +96,7 @@ def explain(name: str, error: KafkaError, topic: str | None = None,
     librdkafka's texts never hold secrets (it masks sasl.password itself), and neither do ours.
     """
     code = error.code()
-    if is_fenced(error):
+    if is_transaction_refusal(error):
         return transaction_failure(name, "use", error, group)
     if code == KafkaError.TOPIC_AUTHORIZATION_FAILED:
         return (f"not authorised for topic {topic or '(unnamed)'} on broker {name} "
@@ -639,7 +640,7 @@ class KafkaSink:
                 break
             except BufferError:
                 self._poll(0.05)
-                _raise_fatal(self.name, self._errors, topic)
+                _raise_fatal(self.name, self._errors, topic, self.group)
             except KafkaException as exc:
                 if exc.args[0].code() in _ACCESS_DENIED or is_fenced(exc.args[0]):
                     raise TransportError(explain(self.name, exc.args[0], topic, self.group)
@@ -654,7 +655,8 @@ class KafkaSink:
         try:
             self.producer.poll(timeout)
         except KafkaException as exc:  # poll raises librdkafka's fatal errors
-            raise TransportError(explain(self.name, exc.args[0], self.topic)) from None
+            raise TransportError(explain(self.name, exc.args[0], self.topic, self.group)
+                                 ) from None
 
     def flush(self) -> None:
         deadline = time.monotonic() + self.timeout + 5
@@ -662,7 +664,8 @@ class KafkaSink:
             try:
                 self.producer.flush(0.5)
             except KafkaException as exc:  # a fatal producer error (e.g. idempotence refused)
-                raise TransportError(explain(self.name, exc.args[0], self.topic)) from None
+                raise TransportError(explain(self.name, exc.args[0], self.topic, self.group)
+                                 ) from None
             _raise_fatal(self.name, self._errors, self.topic, self.group)
         _raise_fatal(self.name, self._errors, self.topic, self.group)
         if len(self.producer):
@@ -826,7 +829,7 @@ class CopyTransaction:
 
     def __init__(self, source: KafkaSource, sink: KafkaSink) -> None:
         self.source, self.sink = source, sink
-        self.group = source.group or ""
+        self.group = sink.group = source.group or ""  # the sink names it in its errors
         self.store = PositionStore(sink.name, sink._properties, self.group, sink.timeout)
         self.store.create_topic()
 

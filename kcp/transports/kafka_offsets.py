@@ -54,6 +54,12 @@ def is_fenced(error: KafkaError) -> bool:
     return error.code() in _FENCED
 
 
+def is_transaction_refusal(error: KafkaError) -> bool:
+    """Whether ``error`` says this producer may not, or may no longer, run transactions."""
+    return error.code() in _FENCED or (
+        error.code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+
+
 def transactional_id(group: str, destination: str,
                      partitions: list[tuple[str, int]]) -> str:
     """The same id for the same group, destination and source partitions, whoever runs it."""
