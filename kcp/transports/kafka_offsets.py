@@ -115,6 +115,15 @@ class PositionStore:
                 raise TransportError(f"cannot create the offsets topic {OFFSETS_TOPIC} on "
                                      f"broker {self.name} (--exactly-once keeps the source "
                                      f"positions there): {exc.args[0].str()}") from None
+        # Read at once: wait until its partitions have leaders.
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            known = admin.list_topics(OFFSETS_TOPIC, timeout=self.timeout).topics.get(
+                OFFSETS_TOPIC)
+            if known is not None and known.error is None and known.partitions and all(
+                    p.leader >= 0 for p in known.partitions.values()):
+                return
+            time.sleep(0.1)
 
     def read(self) -> dict[tuple[str, int], int]:
         """The group's committed positions, once every transaction open now has ended."""
