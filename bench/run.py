@@ -574,6 +574,7 @@ class Bench:
                 return copy
 
             results = alternate(times, {"eos": copier(True), "alo": copier(False)})
+            destination.admin = None  # gone before its broker, or librdkafka logs the loss
         finally:
             other.stop()
         (eos, eos_walls), (alo, alo_walls) = results["eos"], results["alo"]

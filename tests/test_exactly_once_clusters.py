@@ -114,17 +114,26 @@ def kill_when(copier: subprocess.Popen, bootstrap: str, topics: list[str], targe
     copier.wait(10)
 
 
+def topic_pair(source_bootstrap: str, destination_bootstrap: str, partitions: int,
+               count: int, *options: str) -> tuple[str, list[tuple], list[str]]:
+    """A filled source topic and an empty destination of as many partitions on the other
+    cluster: (the destination, the records it must end with, the cp arguments)."""
+    source = f"eos_{uuid.uuid4().hex[:8]}"
+    create(source_bootstrap, source, partitions)
+    expected = fill(source_bootstrap, source, count, partitions)
+    destination = f"{source}_copy"
+    create(destination_bootstrap, destination, partitions)
+    args = ["cp", *options, f"{source_bootstrap}:{source}",
+            f"{destination_bootstrap}:{destination}", "-g", f"{source}-copier",
+            "--exactly-once", "--keep-partition", *PACED]
+    return destination, expected, args
+
+
 def test_copy_between_clusters_survives_sigkill_exactly_once(
         kafka_bootstrap, second_kafka_bootstrap, tmp_path):
     rng = random.Random(16)
     env = kcp_env(None, tmp_path)
-    source = f"eos_src_{uuid.uuid4().hex[:8]}"
-    create(kafka_bootstrap, source, 3)
-    expected = fill(kafka_bootstrap, source, 6000, 3)
-    destination = f"eos_dst_{uuid.uuid4().hex[:8]}"
-    create(second_kafka_bootstrap, destination, 3)
-    args = ["cp", f"{kafka_bootstrap}:{source}", f"{second_kafka_bootstrap}:{destination}",
-            "-g", "eos-copy", "--exactly-once", "--keep-partition", *PACED]
+    destination, expected, args = topic_pair(kafka_bootstrap, second_kafka_bootstrap, 3, 6000)
     for _ in range(2):
         # Somewhere in the next 1 to 2.5 thousand records (aborted ones count too).
         target = written(second_kafka_bootstrap, [destination]) + rng.randint(1000, 2500)
@@ -197,13 +206,8 @@ def test_mirror_following_new_topics_survives_sigkill_exactly_once(
 def test_a_stalled_copier_is_fenced_by_the_one_taking_over(
         kafka_bootstrap, second_kafka_bootstrap, tmp_path):
     env = kcp_env(None, tmp_path)
-    source = f"eos_fence_{uuid.uuid4().hex[:8]}"
-    create(kafka_bootstrap, source, 1)
-    expected = fill(kafka_bootstrap, source, 3000, 1)
-    destination = f"{source}_copy"
-    create(second_kafka_bootstrap, destination, 1)
-    args = ["cp", "-f", f"{kafka_bootstrap}:{source}", f"{second_kafka_bootstrap}:{destination}",
-            "-g", "eos-fence", "--exactly-once", "--keep-partition", *PACED]
+    destination, expected, args = topic_pair(kafka_bootstrap, second_kafka_bootstrap, 1, 3000,
+                                             "-f")
     stalled = subprocess.Popen([KCP, *args], env=env, stderr=subprocess.PIPE)
     successor = None
     try:

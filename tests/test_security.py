@@ -283,19 +283,13 @@ def test_readable_config_or_password_file_draws_one_warning(secure_broker, env, 
 
 def test_exactly_once_to_a_destination_refusing_transactions_is_one_line(secure_broker, env,
                                                                          readable_topic):
-    from confluent_kafka.admin import (
-        AclBinding,
-        AclOperation,
-        AclPermissionType,
-        AdminClient,
-        ResourcePatternType,
-        ResourceType,
-    )
+    from confluent_kafka import admin as kafka_admin
 
     # alice may use the sec_ topics and groups and the offsets topic, but no transactional id.
-    admin = AdminClient({**secure_broker.client("admin"), "log_level": 0})
-    grant = AclBinding(ResourceType.TOPIC, "__kcp_offsets", ResourcePatternType.LITERAL,
-                       "User:alice", "*", AclOperation.ALL, AclPermissionType.ALLOW)
+    admin = kafka_admin.AdminClient({**secure_broker.client("admin"), "log_level": 0})
+    grant = kafka_admin.AclBinding(
+        kafka_admin.ResourceType.TOPIC, "__kcp_offsets", kafka_admin.ResourcePatternType.LITERAL,
+        "User:alice", "*", kafka_admin.AclOperation.ALL, kafka_admin.AclPermissionType.ALLOW)
     admin.create_acls([grant])[grant].result()
     destination = secure_broker.make_topic()
     group = f"sec_{uuid.uuid4().hex[:8]}"
