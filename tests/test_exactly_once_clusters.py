@@ -2,7 +2,7 @@
 
 The copier is SIGKILLed at seeded random points and rerun; a read_committed reader of the
 destination must then see every source record once, with its key, headers, timestamp and
-partition. The source positions live in the destination (kcp/transports/kafka_offsets.py).
+partition. The source positions live in the destination (kcp/transports/kafka/offsets.py).
 """
 
 from __future__ import annotations

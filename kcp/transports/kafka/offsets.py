@@ -23,14 +23,14 @@ a copier with another id (a different partition set) are seen too.
 from __future__ import annotations
 
 import hashlib
-import logging
 import time
 from typing import Any
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from ..errors import TransportError
+from ...errors import TransportError
+from .client import LOG
 
 OFFSETS_TOPIC = "__kcp_offsets"
 # Compacted: only the latest position of each key is kept. Small segments, so that the cleaner
@@ -39,46 +39,11 @@ _OFFSETS_TOPIC_CONFIG = {"cleanup.policy": "compact", "segment.ms": "600000",
                          "segment.bytes": "16777216", "min.cleanable.dirty.ratio": "0.1"}
 _OFFSETS_PARTITIONS = 1
 
-# The codes of a destination that cannot run transactions at all (ACLs, cluster settings).
-_NO_TRANSACTIONS = {KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-                    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
-                    KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError._TIMED_OUT,
-                    KafkaError.UNSUPPORTED_FOR_MESSAGE_FORMAT, KafkaError.UNSUPPORTED_VERSION}
-_FENCED = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
-# librdkafka's own log lines (see kafka.py): silent unless the CLI runs with --debug.
-LOG = logging.getLogger("kcp.librdkafka")
-
-
-def is_fenced(error: KafkaError) -> bool:
-    """Whether a newer producer with the same transactional id took over."""
-    return error.code() in _FENCED
-
-
-def is_transaction_refusal(error: KafkaError) -> bool:
-    """Whether ``error`` says this producer may not, or may no longer, run transactions."""
-    return error.code() in _FENCED or (
-        error.code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
-
-
 def transactional_id(group: str, destination: str,
                      partitions: list[tuple[str, int]]) -> str:
     """The same id for the same group, destination and source partitions, whoever runs it."""
     digest = hashlib.sha256(orjson.dumps([destination, sorted(partitions)])).hexdigest()[:16]
     return f"kcp-{group}-{digest}"
-
-
-def transaction_failure(name: str, what: str, error: KafkaError, group: str | None) -> str:
-    """One line saying why a transaction call failed, and what to check."""
-    code = error.code()
-    if code in _FENCED:
-        return (f"broker {name}: this copier was fenced: another kcp with group {group} took "
-                "over its partitions (its open transaction was aborted; nothing is lost)")
-    if code in _NO_TRANSACTIONS:
-        return (f"broker {name} cannot run transactions ({error.str()}): --exactly-once needs "
-                f"a Write ACL on transactional ids kcp-{group}- (prefixed), IdempotentWrite on "
-                "the cluster, and transaction.state.log.replication.factor / min.isr no larger "
-                "than the brokers it has")
-    return f"broker {name}: cannot {what} the transaction: {error.str()}"
 
 
 def position_record(group: str, topic: str, partition: int, offset: int
