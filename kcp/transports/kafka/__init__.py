@@ -8,6 +8,8 @@ EOF event, whichever comes first, so ``consume`` ends even on a busy topic.
 
 Writing: acks=all with idempotence; the producer's queue is bounded, so a slow broker slows the
 reader (back-pressure); ``flush`` waits for every delivery report and fails naming the failures.
+With ``--exactly-once`` the sink writes in transactions that also carry the source positions,
+kept in the destination cluster (``CopyTransaction``; offsets.py tells how and why).
 """
 
 from __future__ import annotations
