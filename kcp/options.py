@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .codec import SchemaStore
+from .codec.limits import Limits
 
 
 @dataclass
@@ -13,6 +14,9 @@ class Options:
     """The settings every stage reads; the CLI fills it, library users may too."""
 
     schemas: SchemaStore = field(default_factory=SchemaStore)
+    # How far a payload's claims are followed (depth, counts, block and line sizes); the
+    # schema store reads the same object (kcp.codec.limits).
+    limits: Limits = field(default_factory=Limits)
     # Formats: what payloads are read as and written as (None: detect, or the sink's default).
     read_format: str | None = None
     write_format: str | None = None
@@ -56,3 +60,6 @@ class Options:
     on_error: str = "fail"
     progress: bool | None = None
     quiet: bool = False
+
+    def __post_init__(self) -> None:
+        self.schemas.limits = self.limits
