@@ -121,6 +121,7 @@ def read_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def format_options(command: Callable[..., Any]) -> Callable[..., Any]:
     from .codec import BYTES_MODES, JSON_STYLES
+    from .codec.limits import Limits
     from .formats import FORMATS
     from .formats.voevent import CUTOUT_POLICIES
     from .options import Options
@@ -177,6 +178,23 @@ def format_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      default=Options.max_member_bytes >> 20, show_default=True, metavar="MB",
                      callback=lambda _context, _option, megabytes: megabytes << 20,
                      help="Tar: a larger member read is bad input."),
+        click.option("--max-depth", type=click.IntRange(min=1), default=Limits.max_depth,
+                     show_default=True, metavar="N",
+                     help="A record, JSON document or schema nested deeper is bad input."),
+        click.option("--max-items", type=click.IntRange(min=1), default=Limits.max_items,
+                     show_default=True, metavar="N",
+                     help="Most items an array of nulls (or empty records), or an OCF block of "
+                          "such records, may declare."),
+        click.option("--max-block-size", "max_block_bytes", type=click.IntRange(min=1),
+                     default=Limits.max_block_bytes >> 20, show_default=True, metavar="MB",
+                     callback=lambda _context, _option, megabytes: megabytes << 20,
+                     help="Avro: an OCF block inflating to more (a decompression bomb) is bad "
+                          "input."),
+        click.option("--max-line-size", "max_line_bytes", type=click.IntRange(min=1),
+                     default=Limits.max_line_bytes >> 20, show_default=True, metavar="MB",
+                     callback=lambda _context, _option, megabytes: megabytes << 20,
+                     help="A longer JSON line, whole-file payload or --pipe-through answer is "
+                          "bad input."),
     ]):
         command = option(command)
     return command
@@ -276,6 +294,9 @@ def build_options(kw: dict[str, Any], destination: str | None = None) -> Any:
                  "member_format", "member_name", "max_member_bytes"):  # tar
         if kw.get(name) is not None:
             setattr(options, name, kw[name])
+    for name in ("max_depth", "max_items", "max_block_bytes", "max_line_bytes"):  # limits
+        if kw.get(name) is not None:
+            setattr(options.limits, name, kw[name])
     if (options.steps or options.fields) and kw.get("raw"):
         raise UsageError("--where, --map, --pipe-through and --fields need decoded records: "
                          "drop --raw")

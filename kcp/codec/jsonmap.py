@@ -255,12 +255,15 @@ class AvroToJson:
             except Exception as exc:  # fastavro's JSON encoder raises bare Exceptions too
                 raise BadInput(f"cannot write Avro-JSON of schema {schema.name}: {exc}") from None
             return out.getvalue().rstrip("\n").encode()
-        if schema is not None:
-            convert = self._converter(schema)
-            if convert is not None:
-                datum = convert(datum)
-        elif isinstance(datum, (dict, list)):
-            datum = _nan_tokens_anywhere(datum)
+        try:
+            if schema is not None:
+                convert = self._converter(schema)
+                if convert is not None:
+                    datum = convert(datum)
+            elif isinstance(datum, (dict, list)):
+                datum = _nan_tokens_anywhere(datum)
+        except RecursionError:  # JSON input may nest up to orjson's 1024 levels
+            raise BadInput("record nested too deeply to write as JSON") from None
         # Dates and times go through isoformat(): orjson 3.13 writes time(0, 0, 0, 10000) as
         # "00:00:00.10000", a tenth of a second.
         try:
@@ -497,4 +500,7 @@ class JsonToAvro:
         if convert is None:
             compiler = _InverseCompiler(schema.parsed, self.bytes_mode)
             convert = self._converters[schema] = compiler.build(schema.parsed)
-        return convert(value, "")
+        try:
+            return convert(value, "")
+        except RecursionError:
+            raise BadInput(f"record nested too deeply for schema {schema.name}") from None

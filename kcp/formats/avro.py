@@ -42,7 +42,7 @@ class AvroReader:
             yield from self._read_ocf_file(stream, source)
             return
         # Not an OCF: the whole file is one payload (a schemaless datum or a framed message).
-        yield from read_whole(self.decode, stream, source)
+        yield from read_whole(self.decode, stream, source, self.schemas.limits.max_line_bytes)
 
     def _read_ocf_payloads(self, stream: BinaryIO, source: str) -> Iterator[Message]:
         """Records as one-OCF payloads, cut from single-record blocks without decoding them."""

@@ -103,6 +103,7 @@ class EnvelopeWriter:
 class EnvelopeReader:
     def __init__(self, options: Options) -> None:
         self.schemas = options.schemas
+        self.limits = options.limits
         self.to_avro = JsonToAvro(options.bytes_mode, options.json_style)
 
     def decode(self, message: Message) -> list[Message]:
@@ -135,4 +136,4 @@ class EnvelopeReader:
         return [message]
 
     def read_stream(self, stream: BinaryIO, source: str) -> Iterator[Message]:
-        return read_lines(self.decode, stream, source)
+        return read_lines(self.decode, stream, source, self.limits.max_line_bytes)

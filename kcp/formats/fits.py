@@ -743,7 +743,7 @@ class FitsReader:
         return [message]
 
     def read_stream(self, stream: BinaryIO, source: str) -> Iterator[Message]:
-        return read_whole(self.decode, stream, source)
+        return read_whole(self.decode, stream, source, self.options.limits.max_line_bytes)
 
 
 class FitsWriter:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import gzip
 import io
+import zlib
 from collections.abc import Iterator
 from typing import BinaryIO
 
+from ..errors import BadInput
 from ..formats import Format, format_named, sniff_format
 from ..message import Message
 from ..options import Options
@@ -38,7 +40,16 @@ def read_messages(stream: BinaryIO, name: str, fmt: Format | None, options: Opti
     if options.read_format:
         fmt = format_named(options.read_format)
     fmt = fmt or sniff_format(peek(stream, 64))
-    yield from fmt.reader(options).read_stream(stream, name)
+    last = None
+    try:
+        for message in fmt.reader(options).read_stream(stream, name):
+            last = message.position
+            yield message
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:  # a damaged or cut .gz
+        where = f"{name}:after {last}" if last else name
+        error = BadInput(f"corrupt or truncated gzip data ({exc or type(exc).__name__})")
+        yield Message(source=name, position=f"after {last}" if last else None,
+                      error=error.at(where))
 
 
 class QuietSource:
