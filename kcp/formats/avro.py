@@ -104,7 +104,7 @@ class AvroWriter:
             return default  # the same schema, with the registry id --schema-id gave it
         schema = self.schemas.reader or message.schema or default
         if schema is None:
-            raise UsageError("writing Avro needs a schema for records read as plain JSON: "
+            raise BadInput("writing Avro needs a schema for records read as plain JSON: "
                              "give --schema FILE")
         return schema
 
@@ -150,8 +150,10 @@ class OcfStreamWriter:
                            "give --reader-schema to write them all in one shape")
         try:
             self.writer.write(self.owner._datum_of(message, schema))
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
             raise BadInput(f"record does not match schema {schema.name}: {exc}") from None
+        except RecursionError:
+            raise BadInput(f"record nested too deeply to write as {schema.name}") from None
 
     def _existing_schema(self) -> Schema | None:
         """The schema of the file being continued (a resumed copy), if there is one."""

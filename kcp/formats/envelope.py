@@ -100,6 +100,14 @@ class EnvelopeWriter:
         return LineStreamWriter(stream, self.encode)
 
 
+def _typed(envelope: dict, name: str, kind: type) -> Any:
+    """An envelope's field, checked: the Kafka client takes it as it is."""
+    value = envelope.get(name)
+    if value is not None and (type(value) is not kind):
+        raise BadInput(f"envelope {name}: expected {kind.__name__} or null, got {value!r:.40}")
+    return value
+
+
 class EnvelopeReader:
     def __init__(self, options: Options) -> None:
         self.schemas = options.schemas
@@ -113,9 +121,9 @@ class EnvelopeReader:
             raise BadInput(f"invalid JSON: {exc}") from None
         if not isinstance(envelope, dict):
             raise BadInput("an envelope must be a JSON object")
-        message.topic = envelope.get("topic")
-        message.partition = envelope.get("partition")
-        message.timestamp = envelope.get("timestamp")
+        message.topic = _typed(envelope, "topic", str)
+        message.partition = _typed(envelope, "partition", int)
+        message.timestamp = _typed(envelope, "timestamp", int)
         message.key = _bytes_of(envelope.get("key"), "key")
         message.headers = headers_from_json(envelope.get("headers"))
         if envelope.get("payload") is not None:
