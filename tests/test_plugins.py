@@ -126,6 +126,27 @@ def test_a_crashed_or_stuck_program_is_a_clear_error_not_a_hang(tmp_path):
     assert time.monotonic() - started < 20
 
 
+def test_a_program_that_misbehaves_is_bounded_and_detected(tmp_path):
+    """Never reads its input (a 2 MB record fills the pipe), answers endlessly without a
+    newline, answers two lines per record: each a clear error within the timeout."""
+    big = b'{"s": "' + b"x" * (2 << 20) + b'"}\n'
+    started = time.monotonic()
+    deaf = kcp("convert", "--pipe-through", f"{sys.executable} -c 'import time; "
+               "time.sleep(60)'", "--pipe-timeout", "1", stdin=big)
+    assert deaf.exit_code == 1 and "did not read its input within 1s" in deaf.stderr
+    assert time.monotonic() - started < 20
+    endless = kcp("convert", "--pipe-through", f"{sys.executable} -c 'import sys\nwhile 1: "
+                  "sys.stdout.write(\"x\" * 65536)'", "--max-line-size", "1",
+                  stdin=b'{"n": 1}\n')
+    assert endless.exit_code == 1
+    assert "answered a line longer than --max-line-size 1 MB" in endless.stderr
+    twice = kcp("convert", "--pipe-through", f"{sys.executable} -c 'import sys\nfor line in "
+                "sys.stdin: print(line, end=\"\"); print(line, end=\"\", flush=True)'",
+                stdin=b'{"n": 1}\n{"n": 2}\n{"n": 3}\n')
+    assert twice.exit_code == 1
+    assert "answered more lines than it was given records" in twice.stderr
+
+
 def test_entry_point_plugins_are_listed_and_usable(tmp_path):
     site = tmp_path / "site"
     (site / "riser_plugin-1.0.dist-info").mkdir(parents=True)
