@@ -91,7 +91,10 @@ def kafka_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed([
         click.option("-X", "properties", multiple=True, metavar="KEY=VALUE",
                      callback=_kafka_properties,
-                     help="Any librdkafka property, e.g. -X security.protocol=SASL_SSL."),
+                     help="Any librdkafka property, e.g. -X security.protocol=SASL_SSL. A "
+                          "password given here (-X sasl.password=...) is visible to every "
+                          "user in ps: keep it in a config profile's password_file or "
+                          "password_env instead."),
         click.option("-g", "--group", metavar="GROUP",
                      help="Consumer group: resume where it stopped; commit what was handled."),
         click.option("--timeout", type=float, default=30.0, show_default=True, metavar="SECONDS",

@@ -7,6 +7,15 @@ position, and the exit status the CLI returns.  Nothing else reaches the user wi
 from __future__ import annotations
 
 import enum
+import re
+
+# user:password@ in a URL (a registry's, a broker's): never printed.
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
+
+
+def without_userinfo(text: str) -> str:
+    """``text`` with the credentials of every URL in it left out."""
+    return _USERINFO.sub(r"\1", text)
 
 
 class ExitStatus(enum.IntEnum):
@@ -37,6 +46,7 @@ class KcpError(Exception):
     status = ExitStatus.RUNTIME_ERROR
 
     def __init__(self, message: str, *, where: str | None = None) -> None:
+        message = without_userinfo(message)
         super().__init__(message)
         self.message = message
         self.where = where
