@@ -18,6 +18,15 @@ def without_userinfo(text: str) -> str:
     return _USERINFO.sub(r"\1", text)
 
 
+# Control characters from input (a tar member's name, a parser's message) are shown escaped:
+# an error stays one line, and cannot move the cursor or retitle the terminal.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    return _CONTROL.sub(lambda match: repr(match.group())[1:-1], text)
+
+
 class ExitStatus(enum.IntEnum):
     """The documented exit statuses of every kcp command."""
 
@@ -52,7 +61,7 @@ class KcpError(Exception):
         self.where = where
 
     def __str__(self) -> str:
-        return f"{self.where}: {self.message}" if self.where else self.message
+        return printable(f"{self.where}: {self.message}" if self.where else self.message)
 
     def at(self, where: str) -> KcpError:
         """Return the same error, located at ``where`` unless it already is."""
