@@ -118,9 +118,12 @@ class SchemaStore:
         if schema is None:
             try:
                 definition = json.loads(text)
-            except (ValueError, RecursionError) as exc:
+                too_deep = json_depth(definition) > 4 * self.limits.max_depth
+            except ValueError as exc:
                 raise BadInput(f"OCF header holds a schema that is not JSON: {exc}") from None
-            if json_depth(definition) > 4 * self.limits.max_depth:
+            except RecursionError:  # deeper than the JSON parser follows
+                too_deep = True
+            if too_deep:
                 raise BadInput("OCF header holds a schema nested deeper than --max-depth "
                                f"{self.limits.max_depth}")
             # Different writers embed the same schema with different whitespace or key order.  Not
