@@ -23,6 +23,7 @@ from typing import Any
 import fastavro
 
 from ..errors import BadInput, UsageError
+from .guard import guard_for
 from .limits import Limits
 from .schemas import Schema, SchemaStore, unreadable_field
 
@@ -207,7 +208,7 @@ def iter_ocf_blocks(payload: bytes, codec: bytes, sync: bytes, pos: int, limits:
 def read_block(count: int, data: bytes, writer: Schema, reader: Schema | None, limits: Limits
                ) -> Iterator[Any]:
     """The ``count`` datums of one inflated OCF block, each checked first if its schema needs."""
-    writer.guard.check_count(count, len(data), limits)
+    guard_for(writer).check_count(count, len(data), limits)
     fo = io.BytesIO(data)
     for _ in range(count):
         yield read_body(fo, writer, reader, limits)
@@ -219,9 +220,10 @@ def read_body(body: io.BytesIO | bytes, writer: Schema, reader: Schema | None, l
               ) -> Any:
     """Decode one schemaless datum, resolved into ``reader`` when given."""
     fo = body if isinstance(body, io.BytesIO) else io.BytesIO(body)
-    if writer.guard.needed:
+    guard = guard_for(writer)
+    if guard.needed:
         with fo.getbuffer() as view:
-            writer.guard.skip(view, fo.tell(), limits)
+            guard.skip(view, fo.tell(), limits)
     try:
         if reader is None or reader is writer:
             return fastavro.schemaless_reader(fo, writer.parsed, None)

@@ -18,11 +18,13 @@ from typing import Any
 
 from ..errors import BadInput
 from .limits import Limits
-from .schemas import named_types
+from .schemas import Schema, named_types
 
 _FIXED_SIZES = {"null": 0, "boolean": 1, "float": 4, "double": 8}
 _VARINTS = {"int", "long", "enum"}
 _ARRAY_BLOCK = object()  # a stack entry: the items of an array or map still to read
+# Keyed by the Schema itself (parsed once per run by the SchemaStore), like the encoders' caches.
+_GUARDS: dict[Schema, DatumGuard] = {}
 
 
 def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
@@ -39,6 +41,14 @@ def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
         shift += 7
         if shift > 63:
             raise BadInput("malformed varint (longer than 10 bytes)")
+
+
+def guard_for(schema: Schema) -> DatumGuard:
+    """The checks ``schema``'s data needs, worked out the first time it is asked."""
+    guard = _GUARDS.get(schema)
+    if guard is None:
+        guard = _GUARDS[schema] = DatumGuard(schema.parsed)
+    return guard
 
 
 class DatumGuard:

@@ -12,7 +12,7 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
@@ -20,14 +20,11 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 from ..errors import BadInput, UsageError
 from .limits import Limits
 
-if TYPE_CHECKING:
-    from .guard import DatumGuard
-
 
 class Schema:
     """An Avro schema parsed for fastavro, with its canonical identities."""
 
-    __slots__ = ("_guard", "definition", "fingerprint", "name", "parsed", "registry_id", "text")
+    __slots__ = ("definition", "fingerprint", "name", "parsed", "registry_id", "text")
 
     def __init__(self, definition: Any, registry_id: int | None = None,
                  max_depth: int = Limits.max_depth) -> None:
@@ -35,7 +32,6 @@ class Schema:
         # A record nests four JSON levels below its parent (fields, field, union, record).
         if json_depth(definition) > 4 * max_depth:
             raise UsageError(f"invalid Avro schema: nested deeper than --max-depth {max_depth}")
-        self._guard: DatumGuard | None = None
         try:
             self.parsed = fastavro.parse_schema(copy.deepcopy(definition))
             canonical = to_parsing_canonical_form(self.parsed)
@@ -49,15 +45,6 @@ class Schema:
         self.registry_id = registry_id
         self.name = _full_name(definition)
         self.text = json.dumps(definition, separators=(",", ":"))
-
-    @property
-    def guard(self) -> DatumGuard:
-        """The checks its data needs before fastavro reads it (kcp.codec.guard)."""
-        if self._guard is None:
-            from .guard import DatumGuard
-
-            self._guard = DatumGuard(self.parsed)
-        return self._guard
 
     def __repr__(self) -> str:
         return f"Schema({self.name}, fingerprint={self.fingerprint:016x}, id={self.registry_id})"
