@@ -71,19 +71,38 @@ def _too_big(codec: str, limit: int) -> BadInput:
                     "(a decompression bomb?)")
 
 
+_CHUNK = 16 << 20  # inflated in pieces: a bomb costs the limit, not twice it
+
+
 def _inflate_deflate(data: bytes, limit: int) -> bytes:
-    out = zlib.decompressobj(-15).decompress(data, limit + 1)
-    if len(out) > limit:
-        raise _too_big("deflate", limit)
-    return out
+    inflater = zlib.decompressobj(-15)
+    pieces, size = [], 0
+    while data and not inflater.eof:
+        piece = inflater.decompress(data, _CHUNK)
+        data = inflater.unconsumed_tail
+        size += len(piece)
+        if size > limit:
+            raise _too_big("deflate", limit)
+        pieces.append(piece)
+        if not piece:
+            break
+    return b"".join(pieces)
 
 
 def _inflate_stdlib(codec: str, decompressor: Callable[[], Any]) -> Callable[[bytes, int], bytes]:
     def inflate(data: bytes, limit: int) -> bytes:
-        out = decompressor().decompress(data, max_length=limit + 1)
-        if len(out) > limit:
-            raise _too_big(codec, limit)
-        return out
+        inflater = decompressor()
+        pieces, size = [], 0
+        while not inflater.eof:
+            piece = inflater.decompress(data, max_length=_CHUNK)
+            data = b""
+            size += len(piece)
+            if size > limit:
+                raise _too_big(codec, limit)
+            pieces.append(piece)
+            if not piece and inflater.needs_input:
+                break
+        return b"".join(pieces)
 
     return inflate
 
@@ -110,7 +129,9 @@ def _inflate_zstd(data: bytes, limit: int) -> bytes:
     # A zstandard frame need not declare its size (Java's streaming writer does not), and
     # cramjam has no bounded one-shot call: decompress into growing buffers, at most limit + 1.
     size = min(max(len(data) * 8, 1 << 16), limit + 1)
+    out = bytearray()
     while True:
+        del out  # the smaller buffer goes before the larger one comes
         out = bytearray(size)
         try:
             written = cramjam.zstd.decompress_into(data, out)

@@ -23,8 +23,8 @@ class Limits:
     max_depth: int = 64
     # The items an array may declare, and the records an OCF block may, when each of them can
     # take no bytes at all (null, an empty record): otherwise what is left of the payload
-    # bounds them. 10 million nulls are about 80 MB of Python list.
-    max_items: int = 10_000_000
+    # bounds them. A million empty records are about 150 MB of Python dicts.
+    max_items: int = 1_000_000
     # The decompressed size of one OCF block (deflate, snappy, zstandard, bzip2, xz), and the
     # size of an OCF header.
     max_block_bytes: int = 256 * MB
