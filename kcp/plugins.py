@@ -141,6 +141,10 @@ class MapStage:
             return ()
         schema = self.schema_for(message.schema)
         results = [result] if isinstance(result, dict) else result
+        if not isinstance(results, (list, tuple)) or not all(isinstance(r, dict)
+                                                             for r in results):
+            raise BadInput(f"--map {self.target} returned {type(result).__name__}: a function "
+                           "returns a record (dict), None, or a list of records")
         return [_changed(message, datum, schema) for datum in results]
 
     def close(self) -> None:

@@ -103,6 +103,14 @@ def test_errors_in_a_stage_follow_the_policy_and_name_the_stage(tmp_path):
     assert [d["ok"] for d in json_lines(skipped.stdout_bytes)] == [1.0, 0.5]
 
 
+@pytest.mark.parametrize("returned", ["'text'", "b'bytes'", "[1, 2]", "5"])
+def test_a_map_returning_something_else_than_records_is_bad_input(tmp_path, returned):
+    stage = module(tmp_path, f"def odd(record):\n    return {returned}\n")
+    failed = kcp("convert", "--map", f"{stage}:odd", stdin=b'{"n": 1}\n')
+    assert failed.exit_code == 3
+    assert "returns a record (dict), None, or a list of records" in failed.stderr
+
+
 def test_bad_targets_and_fields_are_usage_errors(tmp_path):
     assert "has no function 'nope'" in kcp("convert", "--map", f"{EXAMPLE}:nope").stderr
     assert "not MODULE:FUNCTION" in kcp("convert", "--map", "no-such-plugin").stderr
