@@ -15,6 +15,7 @@ import io
 import json
 import random
 import struct
+import tarfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -114,6 +115,17 @@ def fits_with(card: str, value: int) -> bytes:
             data[start + 10:start + 30] = f"{value:>20}".encode()
             return bytes(data)
     raise AssertionError(f"no {card} card")
+
+
+def tar_of(members: list[tuple[str, bytes]]) -> bytes:
+    """An uncompressed tar archive of (name, bytes) members."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as archive:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return out.getvalue()
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,12 @@ import contextlib
 import io
 import os
 import random
-import tarfile
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hostile import CASES, LINKED, POINT, fits_with, good_ocf, varint
+from hostile import CASES, LINKED, POINT, fits_with, good_ocf, tar_of, varint
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
@@ -109,19 +108,9 @@ def _voevent_seeds() -> list[bytes]:
             b"<?xml version='1.0'?><!DOCTYPE v [<!ENTITY e SYSTEM 'file:///etc/passwd'>]><v>&e;</v>"]
 
 
-def _tar(members: list[tuple[str, bytes]]) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as archive:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return out.getvalue()
-
-
 def _tar_seeds() -> list[bytes]:
-    return [_tar([("a.avro", good_ocf()), ("b.json", b'{"n": 2}\n')]),
-            _tar([("../escape.avro", good_ocf())])]
+    return [tar_of([("a.avro", good_ocf()), ("b.json", b'{"n": 2}\n')]),
+            tar_of([("../escape.avro", good_ocf())])]
 
 
 def _fits_seeds() -> list[bytes]:

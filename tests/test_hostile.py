@@ -12,18 +12,16 @@ rerun with skip, and commits it as handled.
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 import resource
 import subprocess
-import tarfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hostile import CASES, POINT, Case, good_ocf
+from hostile import CASES, POINT, Case, good_ocf, tar_of
 from kcptest import KCP, kcp_env
 
 GB = 1 << 30
@@ -161,20 +159,10 @@ def test_skip_gets_past_hostile_files(group: list[Case], corpus: Path, tmp_path:
 
 
 # -- tar members ---------------------------------------------------------------------------------
-def _tar(members: list[tuple[str, bytes]]) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as archive:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return out.getvalue()
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_a_hostile_tar_member_is_one_line(case: Case, corpus: Path, tmp_path: Path) -> None:
     archive = tmp_path / "night.tar"
-    archive.write_bytes(_tar([(case.filename, _bad_file(corpus, case).read_bytes()),
+    archive.write_bytes(tar_of([(case.filename, _bad_file(corpus, case).read_bytes()),
                               ("good.avro", good_ocf([GOOD]))]))
     failed = run_measured(["cp", str(archive), str(tmp_path / case.sink),
                            *_args(case, tmp_path)], kcp_env(None, tmp_path))
@@ -185,7 +173,7 @@ def test_a_hostile_tar_member_is_one_line(case: Case, corpus: Path, tmp_path: Pa
 def test_skip_gets_past_hostile_tar_members(group: list[Case], corpus: Path,
                                             tmp_path: Path) -> None:
     archive = tmp_path / "night.tar"
-    archive.write_bytes(_tar([*((f"{c.name}-{c.filename}", _bad_file(corpus, c).read_bytes())
+    archive.write_bytes(tar_of([*((f"{c.name}-{c.filename}", _bad_file(corpus, c).read_bytes())
                                 for c in group), ("good.avro", good_ocf([GOOD]))]))
     out = tmp_path / group[0].sink
     skipped = run_measured(["cp", str(archive), str(out), "--on-error", "skip",

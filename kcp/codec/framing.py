@@ -26,6 +26,7 @@ from ..errors import BadInput, UsageError
 from .guard import guard_for
 from .limits import Limits
 from .schemas import Schema, SchemaStore, unreadable_field
+from .varint import Truncated, read_long, write_long
 
 OCF_MAGIC = b"Obj\x01"
 CONFLUENT_MAGIC = b"\x00"
@@ -33,37 +34,6 @@ SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 FRAMINGS = ("ocf", "confluent", "single-object", "schemaless")
 _CONFLUENT_HEADER = struct.Struct(">bI")
 _FINGERPRINT = struct.Struct("<Q")
-
-
-class Truncated(BadInput):
-    """Bytes that end too soon: more of the stream may complete them (an OCF header)."""
-
-
-def read_long(buf: bytes, pos: int) -> tuple[int, int]:
-    """Decode the zig-zag varint at ``pos``; return (value, next position)."""
-    result = shift = 0
-    while True:
-        try:
-            byte = buf[pos]
-        except IndexError:
-            raise Truncated("truncated: a varint runs past the end of the payload") from None
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return (result >> 1) ^ -(result & 1), pos
-        shift += 7
-        if shift > 63:
-            raise BadInput("malformed varint (longer than 10 bytes)")
-
-
-def write_long(value: int) -> bytes:
-    value = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while value & ~0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def _too_big(codec: str, limit: int) -> BadInput:

@@ -19,28 +19,13 @@ from typing import Any
 from ..errors import BadInput
 from .limits import Limits
 from .schemas import Schema, named_types
+from .varint import read_long
 
 _FIXED_SIZES = {"null": 0, "boolean": 1, "float": 4, "double": 8}
 _VARINTS = {"int", "long", "enum"}
 _ARRAY_BLOCK = object()  # a stack entry: the items of an array or map still to read
 # Keyed by the Schema itself (parsed once per run by the SchemaStore), like the encoders' caches.
 _GUARDS: dict[Schema, DatumGuard] = {}
-
-
-def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    end = len(buf)
-    while True:
-        if pos >= end:
-            raise BadInput("truncated Avro datum")
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return (result >> 1) ^ -(result & 1), pos
-        shift += 7
-        if shift > 63:
-            raise BadInput("malformed varint (longer than 10 bytes)")
 
 
 def guard_for(schema: Schema) -> DatumGuard:
@@ -169,12 +154,12 @@ class DatumGuard:
                     if is_map:
                         stack.append(("string", depth))
                     continue
-                count, pos = _read_varint(buf, pos)
+                count, pos = read_long(buf, pos)
                 if count == 0:
                     continue
                 if count < 0:
                     count = -count
-                    _, pos = _read_varint(buf, pos)  # the block's size in bytes
+                    _, pos = read_long(buf, pos)  # the block's size in bytes
                 if empty:
                     budget -= count
                     if budget < 0:
@@ -188,9 +173,9 @@ class DatumGuard:
             node, depth = entry
             kind = self._kind(node)
             if kind in _VARINTS:
-                _, pos = _read_varint(buf, pos)
+                _, pos = read_long(buf, pos)
             elif kind in ("string", "bytes"):
-                length, pos = _read_varint(buf, pos)
+                length, pos = read_long(buf, pos)
                 if length < 0 or pos + length > end:
                     raise BadInput("truncated Avro datum (a string or bytes runs past the end)")
                 pos += length
@@ -200,7 +185,7 @@ class DatumGuard:
                     raise BadInput("truncated Avro datum")
             elif kind == "union":
                 branches = self._resolve(node)
-                index, pos = _read_varint(buf, pos)
+                index, pos = read_long(buf, pos)
                 if not 0 <= index < len(branches):
                     raise BadInput(f"invalid union index {index}")
                 stack.append((branches[index], depth))
