@@ -473,8 +473,9 @@ def tail(topic: str, last: int, exit_at_end: bool, **kw: Any) -> None:
               help="Mirroring to a broker (DST is BROKER:): name each copy from its source "
                    "topic, e.g. 'mirror_{topic}' (default: the same name).")
 @click.option("--exactly-once", is_flag=True,
-              help="Topic to topic in Kafka transactions with the offsets (needs -g): "
-                   "read_committed readers see each record once, even across crashes.")
+              help="Topic to topic in transactions of the destination that also hold the "
+                   "source positions (needs -g): read_committed readers see each record once, "
+                   "even across crashes and between clusters.")
 @click.option("--idle", "idle_seconds", metavar="DURATION", callback=_duration,
               help="Archives per topic (DST 'DIR/{topic}.tar.gz'): finalise a topic's archive "
                    "once the topic has had no record for DURATION, e.g. 30m, 90s [default: at "
@@ -588,7 +589,8 @@ def list_topics(broker_pattern: str | None, as_json: bool, **kw: Any) -> None:
         out.flush()
         return
     click.echo(_table(["topic", "partitions", "messages", "first", "last"], [
-        [r["topic"], r["partitions"], r["messages"], _iso(r["first"]), _iso(r["last"])]
+        [r["topic"], r["partitions"], r["messages"] if r["exact"] else f"<={r['messages']}",
+         _iso(r["first"]), _iso(r["last"])]
         for r in rows]))
 
 
