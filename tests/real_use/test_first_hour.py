@@ -192,7 +192,7 @@ def test_ls_takes_host_and_port_and_labels_its_columns(broker_shell, night, make
     screen = shell.terminal(f"KCP_BROKER=localhost:1 kcp ls {broker}")
     assert screen.status == 0, screen.text
     header, *rows = screen.text.decode().splitlines()
-    assert header.split() == ["topic", "partitions", "offsets", "first", "(UTC)", "last", "(UTC)"]
+    assert header.split() == ["topic", "partitions", "messages", "first", "(UTC)", "last", "(UTC)"]
     assert any(row.split()[:3] == [topic, "1", str(NIGHT_ALERTS)] for row in rows), rows
 
 
