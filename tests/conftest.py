@@ -185,8 +185,9 @@ def make_topic(kafka_bootstrap: str) -> Callable[..., str]:
 # TLS from a CA made here, and ACLs enforced by KRaft's StandardAuthorizer.
 # =====================================================================================
 
-# Users and what they may do. Topics and groups whose names start with SECURE_PREFIX are the
-# authorised ones; "mallory" has no ACL at all; "carol" may read topics but join no group;
+# Users and what they may do. Topics whose names start with SECURE_PREFIX are the authorised
+# ones; "alice" and "bob" may use the groups whose names start with their own name and a dash,
+# as Rubin's ACLs allow; "mallory" has no ACL at all; "carol" may read topics but join no group;
 # "dave" gets (and loses) ACLs inside a test.
 SECURE_PREFIX = "sec_"
 SCRAM_USERS = ("admin", "alice", "carol", "dave", "mallory")
@@ -272,12 +273,14 @@ def _grant_acls(secure: SecureBroker) -> None:
         ResourceType,
     )
 
-    def allow(kind: ResourceType, user: str, operation: AclOperation) -> AclBinding:
-        return AclBinding(kind, SECURE_PREFIX, ResourcePatternType.PREFIXED, f"User:{user}",
+    def allow(kind: ResourceType, user: str, operation: AclOperation,
+              prefix: str = SECURE_PREFIX) -> AclBinding:
+        return AclBinding(kind, prefix, ResourcePatternType.PREFIXED, f"User:{user}",
                           "*", operation, AclPermissionType.ALLOW)
 
     bindings = [allow(ResourceType.TOPIC, user, AclOperation.ALL) for user in ("alice", "bob")]
-    bindings += [allow(ResourceType.GROUP, user, AclOperation.READ) for user in ("alice", "bob")]
+    bindings += [allow(ResourceType.GROUP, user, AclOperation.READ, prefix=f"{user}-")
+                 for user in ("alice", "bob")]
     bindings += [allow(ResourceType.TOPIC, "carol", AclOperation.READ)]
     admin = AdminClient({**secure.client("admin"), "log_level": 0})
     for future in admin.create_acls(bindings, request_timeout=30).values():

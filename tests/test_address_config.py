@@ -92,3 +92,29 @@ def test_broken_config_file_is_a_usage_error(tmp_path, monkeypatch):
     monkeypatch.setenv("KCP_CONFIG", str(tmp_path / "missing.toml"))
     with pytest.raises(UsageError, match="does not exist"):
         Config.load()
+
+
+def test_group_prefix_and_registry_are_kcp_settings_not_kafka_properties(tmp_path):
+    config = Config.load(write_config(tmp_path, """
+[brokers.rubin]
+bootstrap = "usdf-alert-stream-dev.lsst.cloud:9094"
+"sasl.username" = "jdoe"
+registry = "https://usdf-alert-schemas-dev.slac.stanford.edu"
+[brokers.shared]
+bootstrap = "kafka.example.org:9092"
+"sasl.username" = "team"
+group_prefix = "lab."
+[brokers.open]
+bootstrap = "localhost:9092"
+"""))
+    rubin = config.broker("rubin")
+    assert "registry" not in rubin.properties and "group_prefix" not in rubin.properties
+    assert rubin.registry == "https://usdf-alert-schemas-dev.slac.stanford.edu"
+    assert rubin.group_id("night") == "jdoe-night"
+    assert rubin.group_id("jdoe-night") == "jdoe-night"  # not doubled
+    assert config.broker("shared").group_id("night") == "lab.night"
+    assert config.broker("open").group_id("night") == "night"
+    assert config.broker("host:1").group_id("night") == "night"
+    shown = config.effective()["brokers"]
+    assert [shown[name]["group_prefix"] for name in ("rubin", "shared", "open")] == [
+        "jdoe-", "lab.", ""]

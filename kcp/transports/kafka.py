@@ -32,7 +32,8 @@ from confluent_kafka import (
 )
 
 from ..address import Address, parse_offset
-from ..config import Config
+from ..codec import RegistryClient
+from ..config import BrokerProfile, Config
 from ..errors import TransportError, UsageError
 from ..message import Message
 from ..options import Options
@@ -51,12 +52,13 @@ _ACCESS_DENIED = {KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHOR
 _ALIASES: set[str] = set()
 
 
-def broker_properties(address: Address, options: Options, config: Config) -> tuple[str, dict]:
-    name, properties = config.resolve_broker(address.broker)
-    properties.update(options.kafka_properties)
-    if name in config.brokers:
-        _ALIASES.add(name)
-    return name, properties
+def broker_profile(address: Address, options: Options, config: Config) -> BrokerProfile:
+    """The address's broker: its profile, with the command line's -X properties on top."""
+    profile = config.broker(address.broker)
+    profile.properties.update(options.kafka_properties)
+    if profile.name in config.brokers:
+        _ALIASES.add(profile.name)
+    return profile
 
 
 def _fatal_errors(name: str, group: bool = True) -> tuple[dict, list[KafkaError]]:
@@ -151,8 +153,12 @@ class KafkaSource:
             raise UsageError(f"{address}: name a topic to read (NAME:topic)")
         self.address = address
         self.options = options
-        self.name, properties = broker_properties(address, options, config)
-        self.group = options.group or address.group
+        profile = broker_profile(address, options, config)
+        self.name, properties = profile.name, profile.properties
+        given = options.group or address.group
+        self.group = profile.group_id(given) if given else None
+        if profile.registry:
+            options.schemas.add_id_resolver(RegistryClient(profile.registry))
         self.offset = options.offset or default_offset
         self.stop_at_end = not options.follow
         # Following ^patterns: topics that appear later are read too (a mirror, an archiver).
@@ -160,7 +166,7 @@ class KafkaSource:
         callbacks, self._errors = _fatal_errors(self.name, group=bool(self.group)
                                                 or self.watches_patterns)
         settings = {
-            "group.id": self.group or f"kcp-{uuid.uuid4().hex}",
+            "group.id": self.group or profile.group_id(f"kcp-{uuid.uuid4().hex}"),
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             "auto.offset.reset": "earliest" if self.offset == "beginning" else "latest",
@@ -441,7 +447,8 @@ class KafkaSink:
                              "template holding {topic}, e.g. 'mirror_{topic}'")
         self.partitions_of: Any = None
         self._ready_topics: set[str] = set()
-        self.name, properties = broker_properties(address, options, config)
+        profile = broker_profile(address, options, config)
+        self.name, properties = profile.name, profile.properties
         self._properties = dict(properties)
         callbacks, self._errors = _fatal_errors(self.name)
         settings = {
@@ -619,7 +626,9 @@ def group_lag(address: Address, group: str, options: Options, config: Config
     from confluent_kafka import ConsumerGroupTopicPartitions
     from confluent_kafka.admin import AdminClient
 
-    name, properties = broker_properties(address, options, config)
+    profile = broker_profile(address, options, config)
+    name, properties = profile.name, profile.properties
+    group = profile.group_id(group)
     callbacks, errors = _fatal_errors(name)
     admin = AdminClient({**properties, **callbacks})
     _metadata(admin, name, None, options.timeout, errors)
@@ -631,7 +640,8 @@ def group_lag(address: Address, group: str, options: Options, config: Config
         raise TransportError(f"group {group} on broker {name}: {exc.args[0].str()}") from None
     if not committed:
         raise TransportError(f"group {group} has committed no offsets on broker {name}")
-    consumer = Consumer({"group.id": f"kcp-lag-{uuid.uuid4().hex}", "enable.auto.commit": False,
+    consumer = Consumer({"group.id": profile.group_id(f"kcp-lag-{uuid.uuid4().hex}"),
+                         "enable.auto.commit": False,
                          **properties, **callbacks})
     try:
         rows, unread = [], []
@@ -657,9 +667,11 @@ def group_lag(address: Address, group: str, options: Options, config: Config
 
 def topic_names(address: Address, options: Options, config: Config) -> list[str]:
     """The topic names of a broker, internal ones left out (shell completion)."""
-    name, properties = broker_properties(address, options, config)
+    profile = broker_profile(address, options, config)
+    name, properties = profile.name, profile.properties
     callbacks, errors = _fatal_errors(name)
-    consumer = Consumer({"group.id": "kcp-completion", **properties, **callbacks})
+    consumer = Consumer({"group.id": profile.group_id("kcp-completion"), **properties,
+                         **callbacks})
     try:
         metadata = _metadata(consumer, name, None, options.timeout, errors)
         return sorted(t for t in metadata.topics if not t.startswith("__"))
@@ -670,9 +682,11 @@ def topic_names(address: Address, options: Options, config: Config) -> list[str]
 def describe_topics(address: Address, options: Options, config: Config) -> list[dict[str, Any]]:
     """Each topic of a broker (matching the address's topics or patterns, if any): partitions,
     message count (the span of offsets), and the timestamps of its first and last messages."""
-    name, properties = broker_properties(address, options, config)
+    profile = broker_profile(address, options, config)
+    name, properties = profile.name, profile.properties
     callbacks, errors = _fatal_errors(name)
-    consumer = Consumer({"group.id": f"kcp-ls-{uuid.uuid4().hex}", "enable.auto.commit": False,
+    consumer = Consumer({"group.id": profile.group_id(f"kcp-ls-{uuid.uuid4().hex}"),
+                         "enable.auto.commit": False,
                          **properties, **callbacks})
     try:
         metadata = _metadata(consumer, name, None, options.timeout, errors)
