@@ -282,6 +282,8 @@ def _grant_acls(secure: SecureBroker) -> None:
     bindings += [allow(ResourceType.GROUP, user, AclOperation.READ, prefix=f"{user}-")
                  for user in ("alice", "bob")]
     bindings += [allow(ResourceType.TOPIC, "carol", AclOperation.READ)]
+    # Rubin's topic names, for the documented `rubin` profile (tests/test_streams.py).
+    bindings += [allow(ResourceType.TOPIC, "alice", AclOperation.ALL, prefix="lsst-alerts-")]
     admin = AdminClient({**secure.client("admin"), "log_level": 0})
     for future in admin.create_acls(bindings, request_timeout=30).values():
         future.result()

@@ -1,0 +1,158 @@
+"""The streams of 2026 through the profiles docs/brokers.md documents, on real brokers.
+
+Rubin: the `rubin` profile exactly as documented (SCRAM-SHA-512 over SASL_PLAINTEXT, the
+user's group prefix, `registry =`), with only the address, user and password swapped for the
+secure test broker's; alerts made from the official v10.0 and v11.0 schemas of
+`lsst-alert-packet`, sent in Confluent framing and read back by schema id.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import random
+import re
+import threading
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import orjson
+import pytest
+from confluent_kafka import Consumer
+from kcptest import json_lines, kcp_env, run_kcp
+
+from kcp.codec import RubinSchemaTree
+from kcp.synth import datum_from_schema
+
+pytestmark = pytest.mark.kafka
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "brokers.md"
+# An id no released Rubin schema has: only the profile's registry knows it.
+REGISTRY_ONLY_ID = 424242
+
+
+def documented_profile(name: str) -> dict[str, Any]:
+    """The ``[brokers.NAME]`` table of the TOML examples in docs/brokers.md."""
+    for block in re.findall(r"```toml\n(.*?)```", DOCS.read_text(), re.S):
+        profiles = tomllib.loads(block).get("brokers", {})
+        if name in profiles:
+            return profiles[name]
+    raise AssertionError(f"docs/brokers.md has no [brokers.{name}] example")
+
+
+def write_config(path: Path, profiles: dict[str, dict[str, Any]]) -> Path:
+    lines = []
+    for name, entries in profiles.items():
+        lines.append(f"[brokers.{name}]")
+        lines += [f"{json.dumps(key)} = {json.dumps(value)}" for key, value in entries.items()]
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture
+def schema_registry() -> Iterator[tuple[str, dict[int, str]]]:
+    """A Confluent-compatible registry on loopback: (its URL, the schemas it serves by id)."""
+    served: dict[int, str] = {}
+
+    class Registry(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+            match = re.fullmatch(r"/schemas/ids/(\d+)", self.path.split("?")[0])
+            text = served.get(int(match[1])) if match else None
+            body = orjson.dumps({"schema": text} if text else
+                                {"error_code": 40403, "message": "Schema not found"})
+            self.send_response(200 if text else 404)
+            self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Registry)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", served
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture
+def rubin_env(secure_broker: Any, tmp_path: Path, schema_registry: Any) -> dict[str, str]:
+    password = tmp_path / "rubin.password"
+    password.write_text(secure_broker.passwords["alice"] + "\n")
+    password.chmod(0o600)
+    profile = documented_profile("rubin")
+    assert "group_prefix" not in profile  # the default, the user name and a dash, is used
+    profile.update({"bootstrap": secure_broker.sasl_plaintext, "sasl.username": "alice",
+                    "password_file": str(password), "registry": schema_registry[0]})
+    env = kcp_env(None, tmp_path)
+    env.pop("KCP_BROKER", None)
+    env["KCP_CONFIG"] = str(write_config(tmp_path / "config.toml", {"rubin": profile}))
+    return env
+
+
+def confluent_frames(secure_broker: Any, topic: str, count: int) -> list[bytes]:
+    consumer = Consumer({**secure_broker.client("admin"), "group.id": "frames",
+                         "auto.offset.reset": "earliest", "log_level": 0})
+    consumer.subscribe([topic])
+    frames: list[bytes] = []
+    try:
+        while len(frames) < count:
+            record = consumer.poll(10)
+            assert record is not None, f"only {len(frames)} of {count} records in {topic}"
+            frames.append(record.value())
+    finally:
+        consumer.close()
+    return frames
+
+
+@pytest.mark.parametrize("schema_id", [1000, 1100])
+def test_rubin_alerts_of_the_official_schemas_round_trip_by_id(secure_broker, rubin_env,
+                                                               schema_registry, tmp_path,
+                                                               schema_id):
+    tree = RubinSchemaTree.from_package()
+    if tree is None:
+        pytest.skip("lsst-alert-packet is not installed")
+    major, minor = divmod(schema_id, 100)
+    definition = tree.schema_for_id(schema_id)
+    assert definition is not None, f"lsst-alert-packet has no v{major}.{minor} schema"
+    schema_file = tree.root / str(major) / str(minor) / f"lsst.v{major}_{minor}.alert.avsc"
+    parsed = fastavro.parse_schema(definition)
+    rng = random.Random(schema_id)
+    # One alert with a long history (past librdkafka's default 1 MB limits), two short ones.
+    alerts = [datum_from_schema(parsed, rng, items=n) for n in (3000, 2, 0)]
+    ocf = tmp_path / "alerts.avro"
+    with ocf.open("wb") as out:
+        fastavro.writer(out, parsed, alerts)
+    lines = run_kcp(["cp", str(ocf), "-", "--to", "json"], rubin_env)
+    assert lines.returncode == 0, lines.stderr
+    topic = secure_broker.make_topic(name=f"lsst-alerts-v{major}")
+    sent = run_kcp(["produce", f"rubin:{topic}", "--to", "confluent", "--schema",
+                    str(schema_file), "--schema-id", str(schema_id)], rubin_env,
+                   stdin=lines.stdout)
+    assert sent.returncode == 0, sent.stderr
+    frames = confluent_frames(secure_broker, topic, 3)
+    assert {frame[:5] for frame in frames} == {b"\x00" + schema_id.to_bytes(4, "big")}
+    assert len(frames[0]) > 1 << 20
+
+    got = run_kcp(["consume", f"rubin:{topic}", "-g", "night"], rubin_env)  # no --schema
+    assert got.returncode == 0, got.stderr
+    assert list(json_lines(got.stdout)) == list(json_lines(lines.stdout))
+
+    # An id the package does not know comes from the profile's registry.
+    schema_registry[1][REGISTRY_ONLY_ID] = json.dumps(definition)
+    other = f"{topic}-registry"
+    secure_broker.make_topic(name=other)
+    first_line = lines.stdout.splitlines()[1] + b"\n"
+    sent = run_kcp(["produce", f"rubin:{other}", "--to", "confluent", "--schema",
+                    str(schema_file), "--schema-id", str(REGISTRY_ONLY_ID)], rubin_env,
+                   stdin=first_line)
+    assert sent.returncode == 0, sent.stderr
+    got = run_kcp(["consume", f"rubin:{other}"], rubin_env)
+    assert got.returncode == 0, got.stderr
+    assert list(json_lines(got.stdout)) == list(json_lines(first_line))
