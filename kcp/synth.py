@@ -176,7 +176,7 @@ def datum_from_schema(schema: Any, rng: random.Random, items: int = 3) -> Any:
             seconds = rng.uniform(1.7e9, 1.8e9)
             unit = _TIMESTAMP_UNITS[logical]
             return datetime.datetime.fromtimestamp(round(seconds * unit) / unit,
-                                                   datetime.timezone.utc)
+                                                   datetime.UTC)
         if kind in ("record", "error", "enum", "fixed"):
             named[node["name"]] = node
         if kind in ("record", "error"):

@@ -59,7 +59,7 @@ def schema_registry() -> Iterator[tuple[str, dict[int, str]]]:
     served: dict[int, str] = {}
 
     class Registry(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+        def do_GET(self) -> None:
             match = re.fullmatch(r"/schemas/ids/(\d+)", self.path.split("?")[0])
             text = served.get(int(match[1])) if match else None
             body = orjson.dumps({"schema": text} if text else
