@@ -145,9 +145,10 @@ def format_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="A Confluent-compatible Schema Registry resolving schema ids."),
         click.option("--reader-schema", metavar="FILE|DIR",
                      help="Decode every record into this schema (Avro schema evolution)."),
-        click.option("--bytes", "bytes_mode", type=click.Choice(BYTES_MODES),
-                     help="How bytes fields (cutouts) appear in JSON [default: size on a "
-                          "terminal, else base64]."),
+        click.option("--bytes", "bytes_mode", metavar="|".join(BYTES_MODES) + "|file:DIR",
+                     help="How bytes fields (cutouts) appear in JSON; file:DIR writes each to "
+                          "DIR/<candid or diaSourceId>.<field>.fits, gunzipped "
+                          "[default: size on a terminal, else base64]."),
         click.option("--json-style", type=click.Choice(JSON_STYLES), default="kcp",
                      show_default=True,
                      help="kcp: readable JSON for jq; avro: the Avro spec's JSON encoding."),

@@ -27,8 +27,6 @@ from kcptest import json_lines, kcp_env, run_kcp
 from kcp.codec import RubinSchemaTree
 from kcp.synth import datum_from_schema
 
-pytestmark = pytest.mark.kafka
-
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "brokers.md"
 # An id no released Rubin schema has: only the profile's registry knows it.
 REGISTRY_ONLY_ID = 424242
@@ -96,6 +94,23 @@ def rubin_env(secure_broker: Any, tmp_path: Path, schema_registry: Any) -> dict[
     return env
 
 
+def assert_cutout_files(documents: list[dict[str, Any]], root: Path,
+                        cutout: Any = lambda document, field: document[field]) -> None:
+    """Each cutout of ``documents`` names a file of ``root`` that astropy opens as an image."""
+    from astropy.io import fits
+
+    names = set()
+    for document in documents:
+        ident = document.get("candid") or document["diaSourceId"]
+        for field in ("cutoutScience", "cutoutTemplate", "cutoutDifference"):
+            name = cutout(document, field)
+            assert name == f"{ident}.{field}.fits"
+            with fits.open(root / name) as hdus:
+                assert hdus[0].data.ndim == 2 and hdus[0].header["SIMPLE"]
+            names.add(name)
+    assert sorted(p.name for p in root.iterdir()) == sorted(names)
+
+
 def confluent_frames(secure_broker: Any, topic: str, count: int) -> list[bytes]:
     consumer = Consumer({**secure_broker.client("admin"), "group.id": "frames",
                          "auto.offset.reset": "earliest", "log_level": 0})
@@ -111,6 +126,7 @@ def confluent_frames(secure_broker: Any, topic: str, count: int) -> list[bytes]:
     return frames
 
 
+@pytest.mark.kafka
 @pytest.mark.parametrize("schema_id", [1000, 1100])
 def test_rubin_alerts_of_the_official_schemas_round_trip_by_id(secure_broker, rubin_env,
                                                                schema_registry, tmp_path,
@@ -143,6 +159,10 @@ def test_rubin_alerts_of_the_official_schemas_round_trip_by_id(secure_broker, ru
     got = run_kcp(["consume", f"rubin:{topic}", "-g", "night"], rubin_env)  # no --schema
     assert got.returncode == 0, got.stderr
     assert list(json_lines(got.stdout)) == list(json_lines(lines.stdout))
+    folder = tmp_path / "cutouts"
+    cutouts = run_kcp(["consume", f"rubin:{topic}", "--bytes", f"file:{folder}"], rubin_env)
+    assert cutouts.returncode == 0, cutouts.stderr
+    assert_cutout_files(list(json_lines(cutouts.stdout)), folder)
 
     # An id the package does not know comes from the profile's registry.
     schema_registry[1][REGISTRY_ONLY_ID] = json.dumps(definition)
@@ -156,3 +176,19 @@ def test_rubin_alerts_of_the_official_schemas_round_trip_by_id(secure_broker, ru
     got = run_kcp(["consume", f"rubin:{other}"], rubin_env)
     assert got.returncode == 0, got.stderr
     assert list(json_lines(got.stdout)) == list(json_lines(first_line))
+
+
+def test_ztf_cutouts_as_files_next_to_the_json(tmp_path):
+    """ZTF's stamps are gzip FITS: the files are the FITS inside, in the JSON by name."""
+    from kcp.synth import write_night
+
+    env = kcp_env(None, tmp_path)
+    night = tmp_path / "night.avro"
+    write_night(night, 4, seed=3)
+    got = run_kcp(["cp", str(night), str(tmp_path / "night.jsonl"), "--bytes",
+                   f"file:{tmp_path / 'stamps'}"], env)
+    assert got.returncode == 0, got.stderr
+    documents = list(json_lines((tmp_path / "night.jsonl").read_bytes()))
+    assert len(documents) == 4
+    assert_cutout_files(documents, tmp_path / "stamps",
+                        lambda document, field: document[field]["stampData"])

@@ -8,8 +8,8 @@ Rules of the default ``kcp`` style (what ``jq`` users see):
   differ in JSON type (``["null", X]``, as in every ZTF and Rubin schema); a union of two branches
   that JSON writes alike (string and bytes, string and a logical type, record and map, two
   records) needs the ``avro`` style;
-- ``bytes`` and ``fixed`` are base64 strings (``--bytes hex`` for hex; ``size`` writes the length
-  and ``omit`` writes null, both one-way);
+- ``bytes`` and ``fixed`` are base64 strings (``--bytes hex`` for hex; ``size`` writes the length,
+  ``omit`` writes null and ``file:DIR`` the name of a file holding them, all one-way);
 - float and double NaN, +Infinity and -Infinity, which JSON cannot hold, are the strings
   ``"NaN"``, ``"Infinity"`` and ``"-Infinity"``, turned back into floats where the schema says
   float; a NaN with its sign bit set (what C and numpy computations produce) is ``"-NaN"``, so
@@ -45,6 +45,8 @@ from ..errors import BadInput, UsageError
 from .schemas import Schema, named_types
 
 BYTES_MODES = ("base64", "hex", "size", "omit")
+# --bytes file:DIR: each bytes value to a file of DIR, its name in the JSON (formats/cutout_files)
+FILES_MODE = "file:"
 JSON_STYLES = ("kcp", "avro")
 FLOAT_TOKENS = {"NaN": math.nan, "-NaN": -math.nan, "Infinity": math.inf,
                 "-Infinity": -math.inf}
@@ -58,6 +60,11 @@ def _float_token(value: float) -> str:
     if value != value:
         return "-NaN" if math.copysign(1.0, value) < 0 else "NaN"
     return "Infinity" if value > 0 else "-Infinity"
+
+
+def check_bytes_mode(mode: str) -> None:
+    if mode not in BYTES_MODES and not mode.startswith(FILES_MODE):
+        raise UsageError(f"--bytes must be one of {', '.join(BYTES_MODES)} or {FILES_MODE}DIR")
 
 
 def _bytes_default(mode: str) -> Callable[[Any], Any]:
@@ -232,8 +239,9 @@ class AvroToJson:
     """Encodes decoded datums as JSON bytes (one line, no newline) in one style."""
 
     def __init__(self, bytes_mode: str = "base64", style: str = "kcp") -> None:
-        if bytes_mode not in BYTES_MODES:
-            raise UsageError(f"--bytes must be one of {', '.join(BYTES_MODES)}")
+        check_bytes_mode(bytes_mode)
+        if bytes_mode.startswith(FILES_MODE):
+            raise UsageError("--bytes file:DIR is for JSON Lines (--to json)")
         if style not in JSON_STYLES:
             raise UsageError(f"--json-style must be one of {', '.join(JSON_STYLES)}")
         self.style = style
@@ -473,6 +481,8 @@ class JsonToAvro:
     """Turns JSON documents into datums of a schema: the exact inverse of :class:`AvroToJson`."""
 
     def __init__(self, bytes_mode: str = "base64", style: str = "kcp") -> None:
+        if bytes_mode is not None:
+            check_bytes_mode(bytes_mode)
         self.bytes_mode = bytes_mode
         self.style = style
         self._converters: dict[Schema, Callable[[Any, str], Any]] = {}

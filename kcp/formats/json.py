@@ -8,10 +8,11 @@ from typing import BinaryIO
 
 import orjson
 
-from ..codec import AvroToJson, JsonToAvro
-from ..errors import BadInput
+from ..codec import FILES_MODE, AvroToJson, JsonToAvro
+from ..errors import BadInput, UsageError
 from ..message import Message
 from ..options import Options
+from .cutout_files import CutoutFiles
 from .lines import LineStreamWriter, cut_after_last_line, read_lines
 
 
@@ -56,11 +57,20 @@ def colourize(document: bytes) -> bytes:
 
 class JsonWriter:
     def __init__(self, options: Options) -> None:
-        self.to_json = AvroToJson(options.bytes_mode, options.json_style)
+        mode = options.bytes_mode or "base64"
+        self.cutout_files = None
+        if mode.startswith(FILES_MODE):
+            if options.json_style != "kcp":
+                raise UsageError("--bytes file:DIR needs --json-style kcp")
+            self.cutout_files = CutoutFiles(mode.removeprefix(FILES_MODE))
+            mode = "base64"  # for bytes of records without a schema: none are left otherwise
+        self.to_json = AvroToJson(mode, options.json_style)
         self.option = orjson.OPT_INDENT_2 if options.pretty else 0
         self.colour = options.colour
 
     def encode(self, message: Message) -> bytes:
+        if self.cutout_files is not None:
+            self.cutout_files.replace(message)
         document = self.to_json(message.datum, message.schema, self.option)
         return colourize(document) if self.colour else document
 
