@@ -162,15 +162,16 @@ def test_group_ids_carry_the_users_prefix(secure_broker, env):
     for i in range(2):
         producer.produce(topic, b'{"n": %d}' % i)
     assert producer.flush(30) == 0
-    grouped = run_kcp(["consume", f"alice:{topic}", "-g", "night"], env)
+    group = f"night{uuid.uuid4().hex[:8]}"
+    grouped = run_kcp(["consume", f"alice:{topic}", "-g", group], env)
     assert grouped.returncode == 0, grouped.stderr
     assert [d["n"] for d in json_lines(grouped.stdout)] == [0, 1]
     admin = AdminClient({**secure_broker.client("admin"), "log_level": 0})
-    request = [ConsumerGroupTopicPartitions("alice-night")]
-    committed = admin.list_consumer_group_offsets(request)["alice-night"].result()
+    request = [ConsumerGroupTopicPartitions(f"alice-{group}")]
+    committed = admin.list_consumer_group_offsets(request)[f"alice-{group}"].result()
     assert [tp.offset for tp in committed.topic_partitions] == [2]
-    # Already prefixed: the same group, not alice-alice-night (which has committed nothing).
-    again = run_kcp(["consume", f"alice:{topic}", "-g", "alice-night"], env)
+    # Already prefixed: the same group, not alice-alice-... (which has committed nothing).
+    again = run_kcp(["consume", f"alice:{topic}", "-g", f"alice-{group}"], env)
     assert again.returncode == 0, again.stderr
     assert again.stdout == b""
     shown = orjson.loads(run_kcp(["config", "show"], env).stdout)["brokers"]
@@ -183,7 +184,7 @@ def test_group_ids_carry_the_users_prefix(secure_broker, env):
     tail = run_kcp(["tail", f"alice:^{topic}$", "-n", "1", "-c", "1"], env, timeout=60)
     assert tail.returncode == 0, tail.stderr
     assert [d["n"] for d in json_lines(tail.stdout)] == [1]
-    for args in (["consume", f"alice_bare:{topic}", "-g", "night"],
+    for args in (["consume", f"alice_bare:{topic}", "-g", group],
                  ["cp", *[a.replace("alice:", "alice_bare:") for a in mirror]]):
         refused, seconds = timed(args, env)
         line = one_clear_line(refused)

@@ -12,7 +12,9 @@ import http.server
 import json
 import random
 import re
+import subprocess
 import threading
+import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +24,7 @@ import fastavro
 import orjson
 import pytest
 from confluent_kafka import Consumer
-from kcptest import json_lines, kcp_env, run_kcp
+from kcptest import KCP, json_lines, kcp_env, run_kcp
 
 from kcp.codec import RubinSchemaTree
 from kcp.synth import datum_from_schema
@@ -192,3 +194,117 @@ def test_ztf_cutouts_as_files_next_to_the_json(tmp_path):
     assert len(documents) == 4
     assert_cutout_files(documents, tmp_path / "stamps",
                         lambda document, field: document[field]["stampData"])
+
+
+# -- GCN Kafka: OIDC client credentials ---------------------------------------------------------
+
+GCN_SECRET_ENV = "KCP_TEST_GCN_SECRET"
+
+
+@pytest.fixture
+def gcn_env(oauth_broker: Any, tmp_path: Path) -> dict[str, str]:
+    """Config with the documented `gcn` profile, pointed at the OAuth test broker: `gcn` (the
+    secret in a file), `gcn_env` (in the environment), `gcn_short` (20 s tokens) and
+    `gcn_wrong` (a wrong secret)."""
+    provider = oauth_broker.provider
+    (first, first_secret), (second, second_secret), (third, third_secret) = (
+        provider.clients.items())
+    provider.lifetimes[third] = 20
+    documented = documented_profile("gcn")
+    assert documented["sasl.oauthbearer.method"] == "oidc"
+
+    def profile(client: str, **secret: str) -> dict[str, Any]:
+        entries = {key: value for key, value in documented.items()
+                   if not key.startswith("client_secret")}
+        entries.update({"bootstrap": oauth_broker.bootstrap,
+                        "sasl.oauthbearer.client.id": client,
+                        "sasl.oauthbearer.token.endpoint.url": provider.token_url,
+                        "ssl.ca.location": str(oauth_broker.ca), **secret})
+        return entries
+
+    def secret_file(name: str, secret: str) -> str:
+        path = tmp_path / name
+        path.write_text(secret + "\n")
+        path.chmod(0o600)
+        return str(path)
+
+    env = kcp_env(None, tmp_path)
+    env.pop("KCP_BROKER", None)
+    env[GCN_SECRET_ENV] = second_secret
+    env["KCP_CONFIG"] = str(write_config(tmp_path / "config.toml", {
+        "gcn": profile(first, client_secret_file=secret_file("gcn.secret", first_secret)),
+        "gcn_env": profile(second, client_secret_env=GCN_SECRET_ENV),
+        "gcn_short": profile(third, client_secret_file=secret_file("short", third_secret)),
+        "gcn_wrong": profile(first, client_secret_file=secret_file("wrong", "not-the-secret")),
+    }))
+    return env
+
+
+def gcn_notices(oauth_broker: Any, topic: str, numbers: range) -> None:
+    """JSON notices like GCN's (each with its $schema), written through the PLAINTEXT side."""
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": oauth_broker.broker.bootstrap, "log_level": 0})
+    for n in numbers:
+        producer.produce(topic, orjson.dumps({
+            "$schema": "https://gcn.nasa.gov/schema/v4.0.0/gcn/notices/core/Alert.schema.json",
+            "trigger_number": n, "ra": 10.0 + n, "dec": -5.0}))
+    assert producer.flush(30) == 0
+
+
+@pytest.mark.kafka
+def test_gcn_profile_reads_with_oidc_client_credentials(oauth_broker, gcn_env):
+    topic = oauth_broker.make_topic()
+    gcn_notices(oauth_broker, topic, range(3))
+    for alias in ("gcn", "gcn_env"):
+        got = run_kcp(["consume", f"{alias}:{topic}", "--where", "trigger_number >= 1"],
+                      gcn_env, timeout=60)
+        assert got.returncode == 0, got.stderr
+        assert [d["trigger_number"] for d in json_lines(got.stdout)] == [1, 2]
+    secrets = list(oauth_broker.provider.clients.values())
+    runs = [["consume", f"gcn:{topic}", "-c", "1", "--debug", "-X", "debug=conf,security"],
+            ["consume", f"gcn_wrong:{topic}", "--debug"], ["config", "show"]]
+    for args in runs:
+        result = run_kcp(args, gcn_env, timeout=60)
+        for secret in secrets:
+            assert secret.encode() not in result.stdout + result.stderr, args
+
+
+@pytest.mark.kafka
+def test_gcn_wrong_secret_is_one_line_and_exit_4_within_10s(oauth_broker, gcn_env):
+    topic = oauth_broker.make_topic()
+    refused_before = oauth_broker.provider.refused
+    started = time.monotonic()
+    result = run_kcp(["consume", f"gcn_wrong:{topic}"], gcn_env, timeout=60)
+    seconds = time.monotonic() - started
+    lines = result.stderr.decode().strip().splitlines()
+    assert result.returncode == 4, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("kcp: "), result.stderr
+    assert "gcn_wrong" in lines[0] and seconds < 10, (lines, seconds)
+    assert "invalid_client" in lines[0] and "client secret" in lines[0], lines
+    assert oauth_broker.provider.refused > refused_before  # refused by the token endpoint
+
+
+@pytest.mark.kafka
+def test_gcn_token_expiring_mid_read_is_renewed(oauth_broker, gcn_env):
+    """20 s tokens, a broker that makes connections re-authenticate every 10 s: a follower
+    reading for 40 s gets every notice from the same process, on tokens fetched anew."""
+    topic = oauth_broker.make_topic()
+    client = next(c for c, s in oauth_broker.provider.lifetimes.items() if s == 20)
+    reader = subprocess.Popen([KCP, "consume", f"gcn_short:{topic}", "-f"], env=gcn_env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        seen = []
+        for n in range(8):
+            gcn_notices(oauth_broker, topic, range(n, n + 1))
+            line = reader.stdout.readline()
+            assert line, reader.stderr.read()
+            seen.append(orjson.loads(line)["trigger_number"])
+            time.sleep(5)
+        assert reader.poll() is None
+    finally:
+        reader.terminate()
+        _, stderr = reader.communicate(timeout=20)
+    assert seen == list(range(8))
+    assert oauth_broker.provider.issued[client] >= 3, oauth_broker.provider.issued
+    assert b"Traceback" not in stderr
