@@ -8,12 +8,10 @@ secure test broker's; alerts made from the official v10.0 and v11.0 schemas of
 
 from __future__ import annotations
 
-import http.server
 import json
 import random
 import re
 import subprocess
-import threading
 import time
 import tomllib
 from collections.abc import Iterator
@@ -24,7 +22,7 @@ import fastavro
 import orjson
 import pytest
 from confluent_kafka import Consumer
-from kcptest import KCP, json_lines, kcp_env, run_kcp
+from kcptest import KCP, LoopbackRegistry, json_lines, kcp_env, run_kcp
 
 from kcp.codec import RubinSchemaTree
 from kcp.synth import datum_from_schema
@@ -54,31 +52,9 @@ def write_config(path: Path, profiles: dict[str, dict[str, Any]]) -> Path:
 
 
 @pytest.fixture
-def schema_registry() -> Iterator[tuple[str, dict[int, str]]]:
-    """A Confluent-compatible registry on loopback: (its URL, the schemas it serves by id)."""
-    served: dict[int, str] = {}
-
-    class Registry(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            match = re.fullmatch(r"/schemas/ids/(\d+)", self.path.split("?")[0])
-            text = served.get(int(match[1])) if match else None
-            body = orjson.dumps({"schema": text} if text else
-                                {"error_code": 40403, "message": "Schema not found"})
-            self.send_response(200 if text else 404)
-            self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Registry)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", served
-    finally:
-        server.shutdown()
+def schema_registry() -> Iterator[LoopbackRegistry]:
+    with LoopbackRegistry({}) as registry:
+        yield registry
 
 
 @pytest.fixture
@@ -89,7 +65,7 @@ def rubin_env(secure_broker: Any, tmp_path: Path, schema_registry: Any) -> dict[
     profile = documented_profile("rubin")
     assert "group_prefix" not in profile  # the default, the user name and a dash, is used
     profile.update({"bootstrap": secure_broker.sasl_plaintext, "sasl.username": "alice",
-                    "password_file": str(password), "registry": schema_registry[0]})
+                    "password_file": str(password), "registry": schema_registry.url})
     env = kcp_env(None, tmp_path)
     env.pop("KCP_BROKER", None)
     env["KCP_CONFIG"] = str(write_config(tmp_path / "config.toml", {"rubin": profile}))
@@ -167,7 +143,7 @@ def test_rubin_alerts_of_the_official_schemas_round_trip_by_id(secure_broker, ru
     assert_cutout_files(list(json_lines(cutouts.stdout)), folder)
 
     # An id the package does not know comes from the profile's registry.
-    schema_registry[1][REGISTRY_ONLY_ID] = json.dumps(definition)
+    schema_registry.schemas[REGISTRY_ONLY_ID] = json.dumps(definition)
     other = f"{topic}-registry"
     secure_broker.make_topic(name=other)
     first_line = lines.stdout.splitlines()[1] + b"\n"
@@ -178,6 +154,7 @@ def test_rubin_alerts_of_the_official_schemas_round_trip_by_id(secure_broker, ru
     got = run_kcp(["consume", f"rubin:{other}"], rubin_env)
     assert got.returncode == 0, got.stderr
     assert list(json_lines(got.stdout)) == list(json_lines(first_line))
+    assert schema_registry.hits == [f"/schemas/ids/{REGISTRY_ONLY_ID}"]
 
 
 def test_ztf_cutouts_as_files_next_to_the_json(tmp_path):

@@ -67,6 +67,12 @@ def check_bytes_mode(mode: str) -> None:
         raise UsageError(f"--bytes must be one of {', '.join(BYTES_MODES)} or {FILES_MODE}DIR")
 
 
+def inline_bytes_mode(mode: str | None) -> str:
+    """The bytes mode of JSON that carries the bytes themselves: with ``--bytes file:DIR`` the
+    files are written by the JSON Lines writer, so everything else keeps base64."""
+    return "base64" if not mode or mode.startswith(FILES_MODE) else mode
+
+
 def _bytes_default(mode: str) -> Callable[[Any], Any]:
     encode = {
         # pybase64 (SIMD) encodes a 60 kB alert's cutouts ~40x faster than the stdlib.

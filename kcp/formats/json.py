@@ -8,7 +8,7 @@ from typing import BinaryIO
 
 import orjson
 
-from ..codec import FILES_MODE, AvroToJson, JsonToAvro
+from ..codec import FILES_MODE, AvroToJson, JsonToAvro, inline_bytes_mode
 from ..errors import BadInput, UsageError
 from ..message import Message
 from ..options import Options
@@ -63,8 +63,7 @@ class JsonWriter:
             if options.json_style != "kcp":
                 raise UsageError("--bytes file:DIR needs --json-style kcp")
             self.cutout_files = CutoutFiles(mode.removeprefix(FILES_MODE))
-            mode = "base64"  # for bytes of records without a schema: none are left otherwise
-        self.to_json = AvroToJson(mode, options.json_style)
+        self.to_json = AvroToJson(inline_bytes_mode(mode), options.json_style)
         self.option = orjson.OPT_INDENT_2 if options.pretty else 0
         self.colour = options.colour
 
