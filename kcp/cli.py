@@ -117,6 +117,12 @@ def read_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("-p", "--partition", "partitions", type=int, multiple=True,
                      help="Read only this partition (repeatable)."),
         count_option,
+        click.option("--heartbeat", metavar="TOPIC",
+                     help="Exit 4 when this topic of the source's broker (GCN: gcn.heartbeat) "
+                          "is silent for --heartbeat-timeout seconds."),
+        click.option("--heartbeat-timeout", type=click.FloatRange(min=0.5), default=30.0,
+                     show_default=True, metavar="SECONDS",
+                     help="How long the --heartbeat topic may be silent."),
         click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, metavar="N",
                      help="Decode, filter and encode in N processes (output order kept). "
                           "Pays off with cores to spare: at most cores - 1, fewer when the "

@@ -64,6 +64,9 @@ class Options:
     follow: bool = False
     tail_count: int | None = None
     timeout: float = 30.0
+    # A topic that must not fall silent for longer than heartbeat_timeout seconds (GCN)
+    heartbeat: str | None = None
+    heartbeat_timeout: float = 30.0
     keep_partition: bool = False
     exactly_once: bool = False
     rename: str | None = None

@@ -162,6 +162,8 @@ def _check(options: Options, sources: list[Address], destination: Address) -> No
             raise UsageError("--exactly-once needs a consumer group: -g GROUP")
     if options.schema_id is not None and not options.schema_path:
         raise UsageError("--schema-id needs --schema")
+    if options.heartbeat and any(source.kind != "kafka" for source in sources):
+        raise UsageError("--heartbeat watches a topic of the source's broker: read a topic")
 
 
 def _envelope_side(options: Options, sources: list[Address], destination: Address) -> None:

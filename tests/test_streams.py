@@ -285,3 +285,40 @@ def test_gcn_token_expiring_mid_read_is_renewed(oauth_broker, gcn_env):
     assert seen == list(range(8))
     assert oauth_broker.provider.issued[client] >= 3, oauth_broker.provider.issued
     assert b"Traceback" not in stderr
+
+
+# -- --heartbeat: a stream that falls silent ends the read --------------------------------------
+
+@pytest.mark.kafka
+def test_a_silent_heartbeat_topic_ends_a_follower_with_exit_4(kafka_bootstrap, make_topic,
+                                                            tmp_path):
+    from confluent_kafka import Producer
+
+    data, heartbeat = make_topic(), make_topic()
+    env = kcp_env(kafka_bootstrap, tmp_path)
+    absent = run_kcp(["consume", data, "-f", "--heartbeat", "no_such_heartbeat"], env)
+    assert absent.returncode == 4 and b"no_such_heartbeat" in absent.stderr, absent.stderr
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    reader = subprocess.Popen([KCP, "consume", data, "-f", "--heartbeat", heartbeat,
+                               "--heartbeat-timeout", "3"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        for n in range(12):  # beats every 0.5 s for 6 s: longer than the timeout
+            producer.produce(heartbeat, b'{"alive": true}')
+            if n == 4:
+                producer.produce(data, b'{"n": 1}')
+            producer.flush(10)
+            time.sleep(0.5)
+        assert reader.poll() is None, reader.stderr.read()
+        last_beat = time.monotonic()
+        status = reader.wait(20)
+        seconds = time.monotonic() - last_beat
+        stdout, stderr = reader.communicate()
+    finally:
+        reader.kill()
+    assert status == 4, stderr
+    assert 2.5 < seconds < 8, seconds
+    assert list(json_lines(stdout)) == [{"n": 1}]
+    (line,) = stderr.decode().splitlines()
+    assert re.fullmatch(f"kcp: heartbeat topic {heartbeat} on broker {kafka_bootstrap} silent "
+                        r"for \d+s \(--heartbeat-timeout 3\)", line), line

@@ -215,6 +215,8 @@ class KafkaSource:
         self._lag = 0
         self._lag_due = 0.0
         self._subscribe()
+        self.heartbeat = (Heartbeat(profile, options.heartbeat, options.heartbeat_timeout,
+                                    options.timeout) if options.heartbeat else None)
 
     # -- assignment ---------------------------------------------------------------------------
     def _topics(self) -> list[str]:
@@ -340,6 +342,8 @@ class KafkaSource:
                 raise TransportError(explain(self.name, exc.args[0], None, self.group)) from None
             _raise_fatal(self.name, self._errors, topics, self.group)
             self._refresh_lag()
+            if self.heartbeat is not None:
+                self.heartbeat.check()
             if not batch:
                 yield None
             for record in batch:
@@ -438,6 +442,49 @@ class KafkaSource:
             if error.code() != KafkaError._NO_OFFSET:
                 raise TransportError(f"group {self.group}: cannot commit offsets: "
                                      f"{error.str()}") from None
+
+    def close(self) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.close()
+        with contextlib.suppress(KafkaException, RuntimeError):
+            self.consumer.close()
+
+
+class Heartbeat:
+    """``--heartbeat TOPIC``: a topic the broker writes to steadily (GCN's ``gcn.heartbeat``,
+    every second). When it falls silent for longer than ``limit`` seconds the stream is dead
+    although the connection looks alive, and the read ends with a transport error (exit 4).
+
+    Beats are timed when they arrive, not by their timestamps: a producer's clock may be off.
+    librdkafka fetches them in the background, so a reader busy writing sees no false silence.
+    """
+
+    def __init__(self, profile: BrokerProfile, topic: str, limit: float, timeout: float
+                 ) -> None:
+        self.topic, self.limit, self.name = topic, limit, profile.name
+        callbacks, self._errors = _fatal_errors(profile.name, group=False)
+        self.consumer = Consumer({"group.id": profile.group_id(f"kcp-heartbeat-{uuid.uuid4().hex}"),
+                                  "enable.auto.commit": False, **profile.properties,
+                                  **callbacks})
+        found = _metadata(self.consumer, self.name, topic, timeout, self._errors
+                          ).topics.get(topic)
+        if found is None or found.error is not None or not found.partitions:
+            raise TransportError(_absent_topic(self.consumer, self.name, topic, timeout))
+        self.consumer.assign([TopicPartition(topic, p, OFFSET_END) for p in found.partitions])
+        self.last_beat = time.monotonic()  # the start counts as one
+
+    def check(self) -> None:
+        try:
+            beats = self.consumer.consume(100, 0)
+        except KafkaException as exc:
+            raise TransportError(explain(self.name, exc.args[0], self.topic)) from None
+        _raise_fatal(self.name, self._errors, self.topic)
+        if any(beat.error() is None for beat in beats):
+            self.last_beat = time.monotonic()
+        silent = time.monotonic() - self.last_beat
+        if silent > self.limit:
+            raise TransportError(f"heartbeat topic {self.topic} on broker {self.name} silent for "
+                                 f"{silent:.0f}s (--heartbeat-timeout {self.limit:g})")
 
     def close(self) -> None:
         with contextlib.suppress(KafkaException, RuntimeError):
