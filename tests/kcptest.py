@@ -142,3 +142,15 @@ class LoopbackRegistry:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
+
+
+def wait_timed(process: subprocess.Popen[bytes], started: float, timeout: float = 30
+               ) -> tuple[int, float, bytes, bytes]:
+    """Wait for ``process`` to end: its status, the seconds since ``started`` (a
+    time.monotonic()), its stdout and stderr."""
+    import time
+
+    status = process.wait(timeout)
+    seconds = time.monotonic() - started
+    stdout, stderr = process.communicate()
+    return status, seconds, stdout, stderr

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 from confluent_kafka import Producer
-from kcptest import KCP, json_lines, kcp_env, run_kcp
+from kcptest import KCP, json_lines, kcp_env, run_kcp, wait_timed
 
 pytestmark = pytest.mark.kafka
 
@@ -259,9 +259,7 @@ def test_an_acl_revoked_while_reading_ends_the_read_in_one_line(secure_broker, e
         started = time.monotonic()
         producer.produce(topic, b'{"n": 2}')  # something to fetch
         assert producer.flush(30) == 0
-        status = reader.wait(30)
-        seconds = time.monotonic() - started
-        _, stderr = reader.communicate()
+        status, seconds, _, stderr = wait_timed(reader, started)
     finally:
         reader.kill()
     assert status == 4, stderr

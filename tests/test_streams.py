@@ -22,7 +22,7 @@ import fastavro
 import orjson
 import pytest
 from confluent_kafka import Consumer
-from kcptest import KCP, LoopbackRegistry, json_lines, kcp_env, run_kcp
+from kcptest import KCP, LoopbackRegistry, json_lines, kcp_env, run_kcp, wait_timed
 
 from kcp.codec import RubinSchemaTree
 from kcp.synth import datum_from_schema
@@ -310,10 +310,7 @@ def test_a_silent_heartbeat_topic_ends_a_follower_with_exit_4(kafka_bootstrap, m
             producer.flush(10)
             time.sleep(0.5)
         assert reader.poll() is None, reader.stderr.read()
-        last_beat = time.monotonic()
-        status = reader.wait(20)
-        seconds = time.monotonic() - last_beat
-        stdout, stderr = reader.communicate()
+        status, seconds, stdout, stderr = wait_timed(reader, time.monotonic())
     finally:
         reader.kill()
     assert status == 4, stderr
