@@ -113,11 +113,6 @@ class Config:
             "defaults": self.defaults,
         }
 
-    def resolve_broker(self, name: str | None) -> tuple[str, dict[str, str]]:
-        """(a display name, librdkafka properties) for an alias, a host list, or the default."""
-        profile = self.broker(name)
-        return profile.name, profile.properties
-
     def broker(self, name: str | None) -> BrokerProfile:
         """The profile of an alias, of a host list, or of the default broker."""
         if name is None:
