@@ -10,10 +10,10 @@ KAFKA_LIBS := $(CACHE)/kafka-libs
 MAVEN_REPO := $(CURDIR)/$(CACHE)/m2
 PYTEST_ARGS ?=
 
-.PHONY: help test demo broker kafka-libs venv lint man bench bench-codec clean
+.PHONY: help test demo broker kafka-libs venv lint man bench bench-codec clean fuzz
 
 help:
-	@echo "make demo | test | broker | lint | man | bench | bench-codec | clean"
+	@echo "make demo | test | broker | lint | man | bench | bench-codec | fuzz | clean"
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "kcp needs $(PYTHON) (Python >= 3.11) on PATH" >&2; exit 1; }
@@ -45,15 +45,26 @@ $(KAFKA_LIBS)/.fetched: tests/kafka/pom.xml $(CACHE)/.java-ok
 
 kafka-libs: $(KAFKA_LIBS)/.fetched
 
-test: venv kafka-libs
+# jq: the README's tour pipes into it (the demo and the real-use tests run the tour).
+$(CACHE)/.jq-ok:
+	@command -v jq >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq jq >/dev/null; } || \
+	  echo "jq is missing: the README tour's jq commands are skipped ('sudo apt-get install jq')" >&2
+	@mkdir -p $(CACHE) && touch $@
+
+test: venv kafka-libs $(CACHE)/.jq-ok
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 broker: venv kafka-libs
 	$(PY) tests/kafka/broker.py --port 9092 --libs $(CURDIR)/$(KAFKA_LIBS)
 
-demo: venv kafka-libs
-	@command -v jq >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq jq >/dev/null; } || true
+demo: venv kafka-libs $(CACHE)/.jq-ok
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash scripts/demo.sh
+
+# Each fuzz target of tests/test_fuzz.py (framing, OCF, JSON -> Avro, VOEvent, tar, FITS) for
+# FUZZ_SECONDS; a failing input is saved in tests/fuzz-corpus, which make test replays.
+FUZZ_SECONDS ?= 60
+fuzz: venv
+	FUZZ_SECONDS=$(FUZZ_SECONDS) $(PY) -m pytest -q -s tests/test_fuzz.py -k for_a_while
 
 lint: venv
 	$(VENV)/bin/ruff check kcp tests scripts
