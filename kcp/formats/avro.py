@@ -184,7 +184,10 @@ class OcfStreamWriter:
 
     def _existing_schema(self) -> Schema | None:
         """The schema of the file being continued (a resumed copy), if there is one."""
-        end = self.stream.tell()
+        try:
+            end = self.stream.tell()
+        except OSError:  # a pipe: nothing to continue
+            return None
         if end == 0:
             return None
         self.stream.seek(0)

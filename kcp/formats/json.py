@@ -1,9 +1,15 @@
-"""JSON Lines: one JSON document per record, mapped to and from Avro by kcp.codec.jsonmap."""
+"""JSON: one document per record, mapped to and from Avro by kcp.codec.jsonmap.
+
+Written as JSON Lines.  Read as what the file holds: JSON Lines, one JSON array of records, or
+documents one after the other however they are laid out (a pretty-printed alert, as the 2018 kcp
+prototype wrote ``.json`` files).
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from itertools import chain
 from typing import BinaryIO
 
 import orjson
@@ -12,7 +18,7 @@ from ..codec import AvroToJson, JsonToAvro
 from ..errors import BadInput
 from ..message import Message
 from ..options import Options
-from .lines import LineStreamWriter, cut_after_last_line, read_lines
+from .lines import LineStreamWriter, cut_after_last_line, decoded, read_lines
 
 
 class JsonReader:
@@ -36,7 +42,115 @@ class JsonReader:
         return [message]
 
     def read_stream(self, stream: BinaryIO, source: str) -> Iterator[Message]:
-        return read_lines(self.decode, stream, source)
+        # The first non-blank line tells the layout: a whole document on it means JSON Lines
+        # (read line by line, the fast path); else documents span lines, or it opens an array.
+        skipped: list[bytes] = []
+        for line in stream:
+            if line.strip():
+                break
+            skipped.append(line)
+        else:
+            return
+        first = line.lstrip()
+        if not first.startswith(b"["):
+            try:
+                orjson.loads(line)
+            except orjson.JSONDecodeError:
+                pass
+            else:
+                yield from read_lines(self.decode, chain(skipped, [line], stream), source)
+                return
+        try:
+            for number, value in json_values(chain(skipped, [line], stream)):
+                message = Message(value=value, source=source, position=f"line {number}")
+                yield from decoded(self.decode, message, message.where())
+        except BadInput as exc:
+            yield Message(source=source, error=exc.at(source))
+
+
+_STRUCTURE = re.compile(rb'["{}\[\],]|[^\s"{}\[\],]+')
+_STRING_REST = re.compile(rb'(?:[^"\\]|\\.)*"', re.S)
+_OPENERS = {ord("{"): ord("}"), ord("["): ord("]")}
+# A document is held whole to be parsed: unbalanced brackets must not read a whole file in.
+MAX_DOCUMENT_BYTES = 256 << 20
+
+
+def json_values(chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
+    """The top-level JSON values of ``chunks`` (or the items of one top-level array), each with
+    the line it starts on, found by their brackets without parsing them.
+
+    A value with unbalanced brackets comes out as it is, for the parser to report; the values
+    are held one at a time, whatever the size of the input.
+    """
+    buffer = bytearray()
+    line = 1  # of buffer[0]
+    position = 0  # scanned up to here
+    start: int | None = None  # of the value being read
+    closers: list[int] = []
+    base = 0  # the nesting depth values start at (1 inside the array)
+    first = True
+    more = iter(chunks)
+    ended = False
+    while True:
+        match = _STRUCTURE.search(buffer, position)
+        if match is None or (match.end() == len(buffer) and not ended):
+            if ended:
+                break
+            chunk = next(more, None)
+            if chunk is None:
+                ended = True
+            else:
+                buffer += chunk
+                if len(buffer) > MAX_DOCUMENT_BYTES:
+                    raise BadInput(f"a JSON document from line {line} is over "
+                                   f"{MAX_DOCUMENT_BYTES >> 20} MB (unbalanced brackets?)")
+            continue
+        char = buffer[match.start()]
+        if char == ord('"'):
+            rest = _STRING_REST.match(buffer, match.end())
+            if rest is None:
+                if ended:  # an unterminated string: the value is what is left
+                    start = match.start() if start is None else start
+                    break
+                chunk = next(more, None)
+                if chunk is None:
+                    ended = True
+                else:
+                    buffer += chunk
+                continue
+            end = rest.end()
+        else:
+            end = match.end()
+        if start is None:
+            if first and char == ord("["):  # one array: its items are the values
+                base, position = 1, end
+                closers.append(ord("]"))
+                first = False
+                continue
+            first = False
+            if base and char == ord("]") and len(closers) == base:  # the array's end
+                base, position = 0, end
+                closers.pop()
+                continue
+            if char == ord(","):
+                position = end
+                continue
+            start = match.start()
+        if char in _OPENERS:
+            closers.append(_OPENERS[char])
+        elif char in (ord("}"), ord("]")) and len(closers) > base:
+            closers.pop()
+        position = end
+        if len(closers) == base:
+            value = bytes(buffer[start:end])
+            line += buffer.count(b"\n", 0, start)
+            yield line, value
+            line += value.count(b"\n")
+            del buffer[:end]
+            position, start = 0, None
+    if start is not None:
+        line += buffer.count(b"\n", 0, start)
+        yield line, bytes(buffer[start:])
 
 
 _JSON_TOKEN = re.compile(rb'("(?:[^"\\]|\\.)*")(\s*:)?|(-?\d[\d.eE+-]*)|\b(true|false|null)\b')

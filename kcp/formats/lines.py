@@ -53,7 +53,7 @@ class LineStreamWriter:
 Decode = Callable[[Message], list[Message]]
 
 
-def _decoded(decode: Decode, message: Message, where: str) -> Iterator[Message]:
+def decoded(decode: Decode, message: Message, where: str) -> Iterator[Message]:
     """The records a message decodes to, or the message carrying its error (--on-error)."""
     try:
         yield from decode(message)
@@ -67,9 +67,9 @@ def read_lines(decode: Decode, stream: BinaryIO, source: str) -> Iterator[Messag
     for number, line in enumerate(stream, 1):
         if line.strip():
             message = Message(value=line, source=source, position=f"line {number}")
-            yield from _decoded(decode, message, message.where())
+            yield from decoded(decode, message, message.where())
 
 
 def read_whole(decode: Decode, stream: BinaryIO, source: str) -> Iterator[Message]:
     """The whole of ``stream`` as one payload, decoded."""
-    yield from _decoded(decode, Message(value=stream.read(), source=source), source)
+    yield from decoded(decode, Message(value=stream.read(), source=source), source)

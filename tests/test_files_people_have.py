@@ -1,0 +1,77 @@
+"""Files written by other tools and older kcp versions, through the installed kcp in real pipes:
+the 2018 prototype's JSON, OCF codecs, --save-schema, schema evolution with --fill-missing."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import orjson
+import pytest
+from kcptest import KCP, avro_bytes, fastavro_records
+
+from kcp.synth import load_ztf_like_schema, write_night
+
+PROTOTYPE_BYTES = "data:application/octet-stream;base64,"
+
+
+def sh(command: str, cwd: Path) -> subprocess.CompletedProcess[bytes]:
+    """A shell pipeline of the installed kcp (``$KCP``), failing when any part fails."""
+    return subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=cwd,
+                          env={"KCP": KCP, "PATH": "/usr/bin:/bin", "XDG_CONFIG_HOME":
+                               str(cwd / "config")}, capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def night(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("night")
+    write_night(folder / "night.avro", 5, seed=18)
+    (folder / "alert.avsc").write_bytes(orjson.dumps(load_ztf_like_schema()))
+    return folder
+
+
+def test_prototype_json_data_uris_are_written_and_read_back_to_bytes(night):
+    written = sh("$KCP convert --bytes data-uri < night.avro | tee proto.jsonl | "
+                 "$KCP convert --schema alert.avsc --to avro | cat > back.avro", night)
+    assert written.returncode == 0, written.stderr
+    first = orjson.loads((night / "proto.jsonl").read_bytes().splitlines()[0])
+    assert first["cutoutScience"]["stampData"].startswith(PROTOTYPE_BYTES)
+    definition = load_ztf_like_schema()
+    assert avro_bytes(fastavro_records(night / "back.avro"), definition) == \
+        avro_bytes(fastavro_records(night / "night.avro"), definition)
+
+
+@pytest.mark.parametrize("layout", ["one-document", "array", "documents", "lines"])
+def test_a_json_file_is_read_whatever_its_layout(night, layout):
+    documents = [orjson.loads(line) for line in sh(
+        "$KCP convert --bytes data-uri < night.avro", night).stdout.splitlines()]
+    pretty = [orjson.dumps(d, option=orjson.OPT_INDENT_2) for d in documents]
+    content = {
+        "one-document": pretty[0] + b"\n",
+        "array": b"[\n" + b",\n".join(pretty) + b"\n]\n",
+        "documents": b"\n".join(pretty),
+        "lines": b"\n" + b"\n".join(orjson.dumps(d) for d in documents) + b"\n",
+    }[layout]
+    (night / f"{layout}.json").write_bytes(content)
+    result = sh(f"$KCP cp {layout}.json - --schema alert.avsc --to avro | "
+                f"$KCP convert --bytes data-uri | head -5", night)
+    assert result.returncode == 0, result.stderr
+    expected = documents[:1] if layout == "one-document" else documents
+    assert [orjson.loads(line) for line in result.stdout.splitlines()] == expected
+
+
+def test_a_json_document_cut_short_is_one_line_naming_where(night):
+    result = sh('printf \'{\\n "a": [1, 2\\n\' > cut.json; $KCP cp cut.json -', night)
+    assert result.returncode == 3
+    assert len(result.stderr.decode().strip().splitlines()) == 1
+    assert "cut.json:line 1" in result.stderr.decode()
+
+
+def test_bad_data_uri_is_bad_input(night):
+    record = {"a": "data:application/octet-stream;base64,!!!"}
+    (night / "bytes.avsc").write_text('{"type": "record", "name": "r", "fields": '
+                                      '[{"name": "a", "type": "bytes"}]}')
+    (night / "bad.json").write_bytes(orjson.dumps(record))
+    result = sh("$KCP cp bad.json - --schema bytes.avsc --to avro | cat", night)
+    assert result.returncode == 3
+    assert "field a" in result.stderr.decode()
