@@ -120,7 +120,7 @@ def read_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def format_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    from .codec import BYTES_MODES, JSON_STYLES
+    from .codec import BYTES_MODES, CODECS, JSON_STYLES
     from .formats import FORMATS
     from .formats.voevent import CUTOUT_POLICIES
     from .options import Options
@@ -148,6 +148,9 @@ def format_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--bytes", "bytes_mode", type=click.Choice(BYTES_MODES),
                      help="How bytes fields (cutouts) appear in JSON [default: size on a "
                           "terminal, else base64]."),
+        click.option("--codec", type=click.Choice(CODECS),
+                     help="Compress the Avro container files written (.avro files, tar "
+                          "members) [default: null; tar members read as OCF pass unchanged]."),
         click.option("--json-style", type=click.Choice(JSON_STYLES), default="kcp",
                      show_default=True,
                      help="kcp: readable JSON for jq; avro: the Avro spec's JSON encoding."),
@@ -272,7 +275,8 @@ def build_options(kw: dict[str, Any], destination: str | None = None) -> Any:
         fields=kw.get("fields"), since=kw.get("since"), until=kw.get("until"),
         pipe_timeout=kw.get("pipe_timeout") or 30.0,
     )
-    for name in ("authority", "cutouts", "max_xml_bytes",  # VOEvent (format_options)
+    for name in ("codec",
+                 "authority", "cutouts", "max_xml_bytes",  # VOEvent (format_options)
                  "member_format", "member_name", "max_member_bytes"):  # tar
         if kw.get(name) is not None:
             setattr(options, name, kw[name])

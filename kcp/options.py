@@ -21,6 +21,9 @@ class Options:
     pretty: bool = False
     colour: bool = False
     delimiter: bytes = b"\n"
+    # The codec of the Avro container files written (files, tar members, Kafka payloads);
+    # None: "null" for records encoded, payloads passed on as they were read.
+    codec: str | None = None
     # VOEvent (kcp.formats.voevent): the IVORN authority and cutout policy of alerts written as
     # VOEvent, and the size limit of a packet read (they come from the internet)
     authority: str = "ivo://kcp.local/alerts"

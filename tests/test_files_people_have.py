@@ -3,13 +3,17 @@ the 2018 prototype's JSON, OCF codecs, --save-schema, schema evolution with --fi
 
 from __future__ import annotations
 
+import io
 import subprocess
+import tarfile
 from pathlib import Path
 
+import fastavro
 import orjson
 import pytest
 from kcptest import KCP, avro_bytes, fastavro_records
 
+from kcp.codec import CODECS
 from kcp.synth import load_ztf_like_schema, write_night
 
 PROTOTYPE_BYTES = "data:application/octet-stream;base64,"
@@ -75,3 +79,26 @@ def test_bad_data_uri_is_bad_input(night):
     result = sh("$KCP cp bad.json - --schema bytes.avsc --to avro | cat", night)
     assert result.returncode == 3
     assert "field a" in result.stderr.decode()
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_every_ocf_codec_round_trips_through_files_and_tar_members(night, codec):
+    import kcp.formats.avro  # noqa: F401  (teaches fastavro zstandard through cramjam)
+
+    result = sh(f"$KCP cp night.avro {codec}.avro --codec {codec} && "
+                f"$KCP cp {codec}.avro {codec}.tar --codec {codec} && "
+                f"$KCP cp {codec}.tar - --to avro | cat > {codec}.back.avro", night)
+    assert result.returncode == 0, result.stderr
+    definition = load_ztf_like_schema()
+    original = avro_bytes(fastavro_records(night / "night.avro"), definition)
+    with open(night / f"{codec}.avro", "rb") as stream:
+        reader = fastavro.reader(stream)
+        assert reader.metadata["avro.codec"] == codec
+        assert avro_bytes(list(reader), definition) == original
+    with tarfile.open(night / f"{codec}.tar") as archive:
+        members = [archive.extractfile(m).read() for m in archive.getmembers()]
+    assert len(members) == 5
+    for member in members:
+        reader = fastavro.reader(io.BytesIO(member))
+        assert reader.metadata["avro.codec"] == codec
+    assert avro_bytes(fastavro_records(night / f"{codec}.back.avro"), definition) == original

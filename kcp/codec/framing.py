@@ -11,7 +11,9 @@ up in the :class:`SchemaStore` and parsed only the first time it is seen.
 
 from __future__ import annotations
 
+import bz2
 import io
+import lzma
 import os
 import struct
 import zlib
@@ -65,10 +67,27 @@ def _decompress_snappy(data: bytes) -> bytes:
     return bytes(cramjam.snappy.decompress_raw(data[:-4]))
 
 
+def _compress_snappy(data: bytes) -> bytes:
+    import cramjam
+
+    return bytes(cramjam.snappy.compress_raw(data)) + struct.pack(">I", zlib.crc32(data))
+
+
 def _decompress_zstd(data: bytes) -> bytes:
     import cramjam
 
     return bytes(cramjam.zstd.decompress(data))
+
+
+def compress_zstd(data: bytes) -> bytes:
+    import cramjam
+
+    return bytes(cramjam.zstd.compress(data))
+
+
+def _compress_deflate(data: bytes) -> bytes:
+    compressor = zlib.compressobj(wbits=-15)  # raw deflate, as the Avro specification says
+    return compressor.compress(data) + compressor.flush()
 
 
 BLOCK_DECOMPRESSORS: dict[bytes, Callable[[bytes], bytes]] = {
@@ -76,7 +95,19 @@ BLOCK_DECOMPRESSORS: dict[bytes, Callable[[bytes], bytes]] = {
     b"deflate": lambda data: zlib.decompress(data, -15),
     b"snappy": _decompress_snappy,
     b"zstandard": _decompress_zstd,
+    b"bzip2": bz2.decompress,
+    b"xz": lzma.decompress,
 }
+BLOCK_COMPRESSORS: dict[bytes, Callable[[bytes], bytes]] = {
+    b"null": bytes,
+    b"deflate": _compress_deflate,
+    b"snappy": _compress_snappy,
+    b"zstandard": compress_zstd,
+    b"bzip2": bz2.compress,
+    b"xz": lzma.compress,
+}
+# The OCF codecs kcp writes (--codec) and reads.
+CODECS = tuple(name.decode() for name in BLOCK_COMPRESSORS)
 
 
 def parse_ocf_header(payload: bytes, store: SchemaStore) -> tuple[Schema, bytes, bytes, int]:
@@ -260,23 +291,31 @@ def write_body(datum: Any, schema: Schema) -> bytes:
 
 
 class OcfMessageEncoder:
-    """Writes one OCF per message, reusing each schema's header bytes."""
+    """Writes one OCF per message, reusing each schema's header bytes; ``codec`` compresses
+    its block."""
 
-    def __init__(self) -> None:
+    def __init__(self, codec: str = "null") -> None:
         # Keyed by the Schema itself, not id(): a freed schema's id can be reused by another one.
         self._headers: dict[Schema, tuple[bytes, bytes]] = {}
+        self.codec = codec.encode()
+        try:
+            self.compress = BLOCK_COMPRESSORS[self.codec]
+        except KeyError:
+            raise UsageError(f"unknown OCF codec {codec!r}; known: {', '.join(CODECS)}") from None
 
     def header(self, schema: Schema) -> tuple[bytes, bytes]:
         cached = self._headers.get(schema)
         if cached is None:
             sync = os.urandom(16)
-            cached = (ocf_header(schema, b"null", sync), sync)
+            cached = (ocf_header(schema, self.codec, sync), sync)
             self._headers[schema] = cached
         return cached
 
     def __call__(self, datum: Any, schema: Schema) -> bytes:
         header, sync = self.header(schema)
         body = write_body(datum, schema)
+        if self.codec != b"null":
+            body = self.compress(body)
         return b"".join((header, write_long(1), write_long(len(body)), body, sync))
 
 
@@ -299,10 +338,11 @@ def encode_single_object(datum: Any, schema: Schema) -> bytes:
     return SINGLE_OBJECT_MAGIC + _FINGERPRINT.pack(schema.fingerprint) + write_body(datum, schema)
 
 
-def encoder_for(framing: str) -> Callable[[Any, Schema], bytes]:
-    """A function encoding (datum, schema) into one payload of ``framing``."""
+def encoder_for(framing: str, codec: str = "null") -> Callable[[Any, Schema], bytes]:
+    """A function encoding (datum, schema) into one payload of ``framing`` (an OCF's block
+    compressed with ``codec``)."""
     if framing == "ocf":
-        return OcfMessageEncoder()
+        return OcfMessageEncoder(codec)
     return {"confluent": encode_confluent, "single-object": encode_single_object,
             "schemaless": write_body}[framing]
 

@@ -7,10 +7,19 @@ from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 import fastavro
+import fastavro._write
+import fastavro._write_py
 import fastavro.read
 
 from ..codec import Schema, SchemaStore, decode_payload, encoder_for
-from ..codec.framing import OCF_MAGIC, OcfStream, parse_ocf_header, read_long, write_long
+from ..codec.framing import (
+    OCF_MAGIC,
+    OcfStream,
+    compress_zstd,
+    parse_ocf_header,
+    read_long,
+    write_long,
+)
 from ..errors import BadInput, UsageError
 from ..message import Message
 from ..options import Options
@@ -25,9 +34,22 @@ def _read_zstandard_block(fo: Any) -> io.BytesIO:
     return io.BytesIO(bytes(cramjam.zstd.decompress(data)))
 
 
-# fastavro reads zstandard blocks only when backports.zstd is installed; cramjam, which kcp needs
-# anyway (kcp.codec.framing decodes zstandard payloads with it), does the same job.
+def _write_zstandard_block(out: Any, data: bytes, level: int | None) -> None:
+    compressed = compress_zstd(data)
+    # fastavro's compiled writer passes the file, its pure-Python fallback an encoder.
+    if hasattr(out, "write_long"):
+        out.write_long(len(compressed))
+        out._fo.write(compressed)
+    else:
+        out.write(write_long(len(compressed)))
+        out.write(compressed)
+
+
+# fastavro reads and writes zstandard blocks only when backports.zstd is installed; cramjam,
+# which kcp needs anyway (kcp.codec.framing handles zstandard payloads with it), does the job.
 fastavro.read.BLOCK_READERS["zstandard"] = _read_zstandard_block
+fastavro._write.BLOCK_WRITERS["zstandard"] = _write_zstandard_block
+fastavro._write_py.BLOCK_WRITERS["zstandard"] = _write_zstandard_block
 
 
 class AvroReader:
@@ -124,7 +146,8 @@ class AvroWriter:
 
     def __init__(self, options: Options) -> None:
         self.schemas = options.schemas
-        self._encode: Callable[[Any, Schema], bytes] = encoder_for(self.framing)
+        self.codec = options.codec or "null"
+        self._encode: Callable[[Any, Schema], bytes] = encoder_for(self.framing, self.codec)
 
     def _schema_of(self, message: Message) -> Schema:
         default = self.schemas.default
@@ -172,7 +195,8 @@ class OcfStreamWriter:
         if self.writer is None:
             self.schema = self._existing_schema() or schema
             # On a stream positioned past an existing header, fastavro appends to that file.
-            self.writer = fastavro.write.Writer(self.stream, schema.parsed, codec="null")
+            self.writer = fastavro.write.Writer(self.stream, schema.parsed,
+                                                codec=self.owner.codec)
         if schema is not self.schema and schema.fingerprint != self.schema.fingerprint:
             raise BadInput(f"record has schema {schema.name} ({schema.fingerprint:016x}) but this "
                            f"file holds {self.schema.name} ({self.schema.fingerprint:016x}); "
