@@ -53,6 +53,7 @@ class Options:
     steps: tuple[tuple[str, str], ...] = ()
     fields: str | None = None
     out_schema: Any = None
+    save_schema: str | None = None  # a file for the writer schema of the records read
     pipe_timeout: float = 30.0
     # The run
     count: int | None = None

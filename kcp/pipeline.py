@@ -190,12 +190,16 @@ class CallbackSink:
 
 
 def stages_for(options: Options) -> list[Stage]:
-    """The stages the options ask for: the time window, then --where, --map and
-    --pipe-through in the order given, then the --fields projection."""
+    """The stages the options ask for: --save-schema, the time window, then --where, --map
+    and --pipe-through in the order given, then the --fields projection."""
     from .plugins import MapStage, PipeStage
     from .stages import project_stage, time_window_stage, where_stage
 
     stages: list[Stage] = []
+    if options.save_schema:
+        from .schema_file import SchemaSaver
+
+        stages.append(SchemaSaver(options.save_schema))  # as read, before any stage reshapes
     if options.since or options.until:
         stages.append(time_window_stage(options.since, options.until))
     try:

@@ -11,7 +11,7 @@ from pathlib import Path
 import fastavro
 import orjson
 import pytest
-from kcptest import KCP, avro_bytes, fastavro_records
+from kcptest import KCP, avro_bytes, fastavro_records, shared
 
 from kcp.codec import CODECS
 from kcp.synth import load_ztf_like_schema, write_night
@@ -24,6 +24,12 @@ def sh(command: str, cwd: Path) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=cwd,
                           env={"KCP": KCP, "PATH": "/usr/bin:/bin", "XDG_CONFIG_HOME":
                                str(cwd / "config")}, capture_output=True, timeout=120)
+
+
+def header_schema(path: Path) -> object:
+    """The writer schema an OCF file's header holds, as written."""
+    with open(path, "rb") as stream:
+        return orjson.loads(fastavro.reader(stream).metadata["avro.schema"])
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +108,32 @@ def test_every_ocf_codec_round_trips_through_files_and_tar_members(night, codec)
         reader = fastavro.reader(io.BytesIO(member))
         assert reader.metadata["avro.codec"] == codec
     assert avro_bytes(fastavro_records(night / f"{codec}.back.avro"), definition) == original
+
+
+def test_save_schema_writes_each_distinct_writer_schema_once(night):
+    definition = load_ztf_like_schema()
+    changed = {**definition, "doc": "a later version of the same alert"}
+    folder = night / "mixed"
+    folder.mkdir()
+    (folder / "a.avro").write_bytes((night / "night.avro").read_bytes())
+    with open(folder / "b.avro", "wb") as out:
+        fastavro.writer(out, fastavro.parse_schema(changed),
+                        fastavro_records(night / "night.avro")[:2])
+    result = sh("$KCP cp 'mixed/*.avro' - --save-schema saved.avsc | wc -l", night)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == b"7"
+    assert orjson.loads((night / "saved.avsc").read_bytes()) == header_schema(folder / "a.avro")
+    assert orjson.loads((night / "saved.2.avsc").read_bytes()) == header_schema(folder / "b.avro")
+    assert not (night / "saved.3.avsc").exists()
+    notice, = result.stderr.decode().splitlines()
+    assert "schema 2" in notice and "mixed/b.avro:record 1" in notice and "saved.2.avsc" in notice
+
+
+def test_save_schema_of_a_real_archive_with_two_schema_versions(tmp_path):
+    archive = shared("ztf_tar", "ZTF18abxhyqv.tar.gz")  # alerts of schema 3.1 and 3.2
+    result = sh(f"$KCP cp {archive} - --save-schema s.avsc | wc -l", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == b"4"
+    versions = {orjson.loads((tmp_path / name).read_bytes())["version"]
+                for name in ("s.avsc", "s.2.avsc")}
+    assert versions == {"3.1", "3.2"}
