@@ -145,6 +145,9 @@ def format_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="A Confluent-compatible Schema Registry resolving schema ids."),
         click.option("--reader-schema", metavar="FILE|DIR",
                      help="Decode every record into this schema (Avro schema evolution)."),
+        click.option("--fill-missing", is_flag=True,
+                     help="Give the --reader-schema fields a record lacks and that have no "
+                          "default their type's zero (null, 0, \"\", []), and say how many."),
         click.option("--bytes", "bytes_mode", type=click.Choice(BYTES_MODES),
                      help="How bytes fields (cutouts) appear in JSON [default: size on a "
                           "terminal, else base64]."),
@@ -266,6 +269,7 @@ def _steps(kw: dict[str, Any]) -> tuple[tuple[str, str], ...]:
 def build_options(kw: dict[str, Any], destination: str | None = None) -> Any:
     """The library's Options from the command's keyword arguments and the destination."""
     from .codec import RegistryClient, RubinSchemaTree, load_schema_path
+    from .codec.schemas import FilledSchema
     from .options import Options
 
     options = Options(
@@ -311,6 +315,10 @@ def build_options(kw: dict[str, Any], destination: str | None = None) -> Any:
         raise UsageError("--schema-id needs --schema")
     if kw.get("reader_schema"):
         store.reader = load_schema_path(kw["reader_schema"])
+        if kw.get("fill_missing"):
+            store.reader = FilledSchema(store.reader)
+    elif kw.get("fill_missing"):
+        raise UsageError("--fill-missing fills the fields of --reader-schema: give one")
     if kw.get("schema_dir"):
         store.add_id_resolver(RubinSchemaTree(kw["schema_dir"]))
     if kw.get("registry"):
@@ -349,6 +357,8 @@ def _run_reporting(source: Any, sink: Any, options: Any, decoder: Any, stages: l
         observers.done()
     if live is not None:
         click.echo(f"kcp: {summary.line()}", err=True)
+    for note in [] if options.quiet else summary.notes:
+        click.echo(f"kcp: {note}", err=True)
 
 
 def _move(sources: list[str], destination: str, kw: dict[str, Any], default_offset: str,

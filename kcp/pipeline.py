@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -35,6 +35,9 @@ class Summary:
     bytes_in: int = 0
     seconds: float = 0.0
     last_timestamp: int | None = None  # of the last message read (ms), for its age
+    # What the run has to say beyond its counts (e.g. what --fill-missing filled): one line
+    # each, shown even without --progress.
+    notes: list[str] = field(default_factory=list)
 
     def line(self) -> str:
         rate = self.records / self.seconds if self.seconds > 0 else 0.0
@@ -254,11 +257,20 @@ def run(source: Any, sink: Any, options: Options, decoder: Any = None,
     finally:
         summary.seconds = time.monotonic() - started
         summary.bytes_in = summary.bytes_in or getattr(source, "bytes_read", 0)
+        summary.notes.extend(_notes(options))
         policy.close()
         close_stages(stages)
         broken_pipe = isinstance(sys.exc_info()[1], BrokenPipeError)
         _finish(source, sink, commit=completed or not broken_pipe)
     return summary
+
+
+def _notes(options: Options) -> list[str]:
+    from .codec.schemas import FilledSchema
+
+    reader = options.schemas.reader
+    note = reader.report() if isinstance(reader, FilledSchema) else None
+    return [note] if note else []
 
 
 class _Rhythm:

@@ -137,3 +137,85 @@ def test_save_schema_of_a_real_archive_with_two_schema_versions(tmp_path):
     versions = {orjson.loads((tmp_path / name).read_bytes())["version"]
                 for name in ("s.avsc", "s.2.avsc")}
     assert versions == {"3.1", "3.2"}
+
+
+OLD = {"type": "record", "name": "alert", "namespace": "test", "fields": [
+    {"name": "id", "type": "long"}]}
+NEW = {"type": "record", "name": "alert", "namespace": "test", "version": "2", "fields": [
+    {"name": "id", "type": "long"},
+    {"name": "label", "type": "string"},
+    {"name": "flux", "type": {"type": "record", "name": "flux", "fields": [
+        {"name": "value", "type": "double"}, {"name": "band", "type": {
+            "type": "enum", "name": "band", "symbols": ["g", "r"]}}]}},
+    {"name": "rb", "type": ["null", "float"]},
+    {"name": "history", "type": {"type": "array", "items": "flux"}},
+    {"name": "kept", "type": "int", "default": 7}]}
+
+
+@pytest.fixture(scope="module")
+def evolved(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("evolved")
+    with open(folder / "old.avro", "wb") as out:
+        fastavro.writer(out, fastavro.parse_schema(OLD), [{"id": n} for n in range(3)])
+    (folder / "new.avsc").write_bytes(orjson.dumps(NEW))
+    return folder
+
+
+@pytest.mark.parametrize("source", ["old.avro", "old.tar"])
+def test_a_field_added_without_default_is_refused_in_one_short_line(evolved, source):
+    # A tar's members are decoded as payloads (kcp.codec.framing), a file by fastavro.reader.
+    result = sh(f"$KCP cp old.avro old.tar && $KCP cp {source} - --reader-schema new.avsc",
+                evolved)
+    assert result.returncode == 3
+    error = result.stderr.decode()
+    assert error.count("\n") == 1 and len(error) < 300
+    assert "schema test.alert cannot be read as schema test.alert 2: field label (and 3 more) " \
+           "is not in the writer's schema and has no default" in error
+
+
+@pytest.mark.parametrize("source", ["old.avro", "old.tar"])
+def test_fill_missing_gives_each_missing_field_its_zero_and_says_how_many(evolved, source):
+    result = sh(f"$KCP cp old.avro old.tar && "
+                f"$KCP cp {source} - --reader-schema new.avsc --fill-missing | cat", evolved)
+    assert result.returncode == 0, result.stderr
+    records = [orjson.loads(line) for line in result.stdout.splitlines()]
+    zero = {"label": "", "flux": {"value": 0.0, "band": "g"}, "rb": None, "history": [],
+            "kept": 7}
+    assert records == [{"id": n, **zero} for n in range(3)]
+    assert result.stderr.decode() == (
+        "kcp: --fill-missing gave 3 records the zero of fields their schema lacks: label (3), "
+        "flux (3), rb (3), history (3)\n")
+
+
+def test_fill_missing_reads_real_ztf_3_0_alerts_as_4_02(tmp_path):
+    alerts = shared("ztf", "ztf-avro-alert", "alerts", "v3.0")
+    schema = shared("ztf", "ztf-avro-alert", "schema", "v4.02", "alert.avsc")
+    refused = sh(f"$KCP cp '{alerts}/*.avro' - --reader-schema {schema}", tmp_path)
+    assert refused.returncode == 3
+    assert len(refused.stderr) < 400 and b"field candidate.drbversion is not in" in refused.stderr
+    filled = sh(f"$KCP cp '{alerts}/*.avro' - --reader-schema {schema} --fill-missing | cat",
+                tmp_path)
+    assert filled.returncode == 0, filled.stderr
+    records = [orjson.loads(line) for line in filled.stdout.splitlines()]
+    originals = [record for path in sorted(alerts.glob("*.avro"))
+                 for record in fastavro_records(path)]
+    assert len(records) == len(originals) == 4
+    for record, original in zip(records, originals, strict=True):
+        assert record["candidate"]["drbversion"] == ""
+        assert record["candid"] == original["candid"]
+        assert record["candidate"]["magpsf"] == pytest.approx(original["candidate"]["magpsf"])
+    assert filled.stderr.decode() == ("kcp: --fill-missing gave 4 records the zero of fields "
+                                      "their schema lacks: candidate.drbversion (4)\n")
+
+
+def test_zero_of_a_union_is_its_first_branch_and_named_types_resolve():
+    from kcp.codec.schemas import FilledSchema, Schema
+
+    filled = FilledSchema(Schema({"type": "record", "name": "r", "namespace": "n", "fields": [
+        {"name": "a", "type": ["int", "null"]},
+        {"name": "b", "type": {"type": "fixed", "name": "f", "size": 2}},
+        {"name": "c", "type": "f"},
+        {"name": "d", "type": {"type": "map", "values": "string"}},
+        {"name": "e", "type": "bytes"}]}))
+    defaults = {f["name"]: f["default"] for f in filled.definition["fields"]}
+    assert defaults == {"a": 0, "b": "\0\0", "c": "\0\0", "d": {}, "e": ""}

@@ -23,7 +23,7 @@ from typing import Any
 import fastavro
 
 from ..errors import BadInput, UsageError
-from .schemas import Schema, SchemaStore, unreadable_field
+from .schemas import FilledSchema, Schema, SchemaStore, resolution_error
 
 OCF_MAGIC = b"Obj\x01"
 CONFLUENT_MAGIC = b"\x00"
@@ -166,17 +166,16 @@ def read_body(body: io.BytesIO | bytes, writer: Schema, reader: Schema | None) -
     try:
         if reader is None or reader is writer:
             return fastavro.schemaless_reader(fo, writer.parsed, None)
-        return fastavro.schemaless_reader(fo, writer.parsed, reader.parsed)
+        datum = fastavro.schemaless_reader(fo, writer.parsed, reader.parsed)
+        if isinstance(reader, FilledSchema):
+            reader.count(writer)
+        return datum
     except (EOFError, StopIteration):
         raise BadInput("truncated Avro datum") from None
     except UnicodeDecodeError as exc:
         raise BadInput(f"invalid UTF-8 in an Avro string: {exc.reason}") from None
-    except fastavro.read.SchemaResolutionError as exc:
-        field = unreadable_field(writer, reader)
-        at = f" (field {field})" if field else ""
-        detail = str(exc) if len(str(exc)) <= 200 else f"{str(exc)[:197]}..."  # may hold a schema
-        raise BadInput(f"writer schema {writer.name} cannot be read as {reader.name}{at}: "
-                       f"{detail}") from None
+    except fastavro.read.SchemaResolutionError:
+        raise resolution_error(writer, reader) from None
     except (IndexError, ValueError, KeyError, TypeError, OverflowError, MemoryError) as exc:
         raise BadInput(f"corrupt Avro datum ({type(exc).__name__}: {exc})") from None
 

@@ -12,6 +12,7 @@ import fastavro._write_py
 import fastavro.read
 
 from ..codec import Schema, SchemaStore, decode_payload, encoder_for
+from ..codec.schemas import FilledSchema, resolution_error
 from ..codec.framing import (
     OCF_MAGIC,
     OcfStream,
@@ -107,7 +108,8 @@ class AvroReader:
             error = BadInput(f"not a readable Avro container file ({exc or type(exc).__name__})")
             yield Message(source=source, error=error.at(source))
             return
-        schema = reader_schema or schema
+        writer, schema = schema, reader_schema or schema
+        filled = reader_schema if isinstance(reader_schema, FilledSchema) else None
         number = 0
         while True:
             number += 1
@@ -115,12 +117,19 @@ class AvroReader:
                 datum = next(records)
             except StopIteration:
                 return
+            except fastavro.read.SchemaResolutionError:
+                # Every record of this file has the same writer schema: none can be read.
+                error = resolution_error(writer, schema)
+                yield Message(source=source, error=error.at(source))
+                return
             except Exception as exc:  # fastavro reports corruption with many exception types
                 # Nothing after a corrupt block can be trusted: report it, end this file.
                 error = exc if isinstance(exc, BadInput) else BadInput(_describe(exc))
                 yield Message(source=source, position=f"record {number}",
                               error=error.at(f"{source}:record {number}"))
                 return
+            if filled is not None:
+                filled.count(writer)
             yield Message(datum=datum, schema=schema, decoded=True, source=source,
                           position=f"record {number}")
 
