@@ -420,7 +420,7 @@ class FilledSchema(Schema):
     """A reader schema whose fields without a default get their type's zero (--fill-missing),
     counting, per field, the records it filled."""
 
-    __slots__ = ("counts", "original", "records", "_missing")
+    __slots__ = ("_missing", "counts", "original", "records")
 
     def __init__(self, reader: Schema) -> None:
         definition = copy.deepcopy(reader.definition)

@@ -12,7 +12,6 @@ import fastavro._write_py
 import fastavro.read
 
 from ..codec import Schema, SchemaStore, decode_payload, encoder_for
-from ..codec.schemas import FilledSchema, resolution_error
 from ..codec.framing import (
     OCF_MAGIC,
     OcfStream,
@@ -21,6 +20,7 @@ from ..codec.framing import (
     read_long,
     write_long,
 )
+from ..codec.schemas import FilledSchema, resolution_error
 from ..errors import BadInput, UsageError
 from ..message import Message
 from ..options import Options
