@@ -14,7 +14,7 @@ LAYERS = [
     {"cli", "__main__"},
     {"pipeline", "__init__", "parallel", "plugins", "metrics"},
     {"formats", "transports"},
-    {"options", "stages"},
+    {"options", "stages", "schema_file"},
     {"codec"},
     {"address", "config", "errors", "message", "synth"},
 ]
@@ -23,6 +23,7 @@ ONLY_IN = {
     "confluent_kafka": {"transports/kafka.py", "codec/registry.py"},
     "lxml": {"formats/voevent.py"},
     "astropy": {"formats/fits.py"},
+    "pyarrow": {"formats/parquet.py"},
 }
 
 
@@ -73,6 +74,7 @@ def test_heavy_libraries_stay_in_their_modules():
 def test_help_does_not_load_kafka_or_fits():
     code = ("import sys; from kcp.cli import main\n"
             "try: main(['--help'])\nexcept SystemExit: pass\n"
-            "print(sorted(m for m in ('confluent_kafka', 'astropy', 'lxml') if m in sys.modules))")
+            "print(sorted(m for m in ('confluent_kafka', 'astropy', 'lxml', 'pyarrow')"
+            " if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -12,7 +12,7 @@ from pathlib import PurePath
 from typing import Any
 
 from ..errors import UsageError
-from . import avro, envelope, fits, json, raw, voevent
+from . import avro, envelope, fits, json, parquet, raw, voevent
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,9 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("voevent", voevent.VoeventReader, voevent.VoeventWriter, (".xml",),
            "VOEvent XML packets, read into a typed record and written back as they were; "
            "other alerts are mapped onto VOEvent 2.0 (docs/voevent.md)"),
+    Format("parquet", parquet.ParquetReader, parquet.ParquetWriter, (".parquet",),
+           "Parquet (pyarrow): the Avro schema in the file, records as structs, row groups "
+           "streamed; lossless both ways"),
     Format("raw", raw.RawReader, raw.RawWriter, (),
            "payloads as they are, one per line (--delimiter); no decoding"),
 )}
@@ -72,6 +75,8 @@ def format_for_path(path: str) -> Format | None:
 
 def sniff_format(head: bytes) -> Format:
     """The format of a stream, from its first bytes."""
+    if head.startswith(parquet.MAGIC):
+        return FORMATS["parquet"]
     stripped = head.removeprefix(b"\xef\xbb\xbf").lstrip()
     if stripped[:1] in (b"{", b"["):
         return FORMATS["json"]

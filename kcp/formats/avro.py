@@ -158,7 +158,8 @@ class AvroWriter:
         self.codec = options.codec or "null"
         self._encode: Callable[[Any, Schema], bytes] = encoder_for(self.framing, self.codec)
 
-    def _schema_of(self, message: Message) -> Schema:
+    def schema_of(self, message: Message) -> Schema:
+        """The schema ``message`` is written with (--reader-schema, its own, or --schema)."""
         default = self.schemas.default
         if (default is not None and message.schema is not None
                 and message.schema.fingerprint == default.fingerprint):
@@ -169,7 +170,8 @@ class AvroWriter:
                              "give --schema FILE")
         return schema
 
-    def _datum_of(self, message: Message, schema: Schema) -> Any:
+    def datum_of(self, message: Message, schema: Schema) -> Any:
+        """``message``'s datum as Avro of ``schema`` (plain JSON records mapped onto it)."""
         if message.schema is None and schema is not None and message.datum is not None:
             from ..codec import JsonToAvro
 
@@ -177,8 +179,8 @@ class AvroWriter:
         return message.datum
 
     def encode(self, message: Message) -> bytes:
-        schema = self._schema_of(message)
-        return self._encode(self._datum_of(message, schema), schema)
+        schema = self.schema_of(message)
+        return self._encode(self.datum_of(message, schema), schema)
 
     def recover(self, stream: BinaryIO) -> None:
         cut_torn_ocf_tail(stream)
@@ -200,7 +202,7 @@ class OcfStreamWriter:
         self.writer: fastavro.write.Writer | None = None
 
     def write(self, message: Message) -> None:
-        schema = self.owner._schema_of(message)
+        schema = self.owner.schema_of(message)
         if self.writer is None:
             self.schema = self._existing_schema() or schema
             # On a stream positioned past an existing header, fastavro appends to that file.
@@ -211,7 +213,7 @@ class OcfStreamWriter:
                            f"file holds {self.schema.name} ({self.schema.fingerprint:016x}); "
                            "give --reader-schema to write them all in one shape")
         try:
-            self.writer.write(self.owner._datum_of(message, schema))
+            self.writer.write(self.owner.datum_of(message, schema))
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise BadInput(f"record does not match schema {schema.name}: {exc}") from None
 

@@ -93,6 +93,7 @@ class FileSink(StreamSink):
 
     def close(self) -> None:
         try:
+            self.writer.close()  # a format may end its file (Parquet writes its footer)
             self.flush()
         finally:
             self.stream.close()
