@@ -230,6 +230,10 @@ def run_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--progress", is_flag=True, default=None,
                      help="Show the live count and final summary on stderr (by default they "
                           "show when stderr is a terminal and the data goes elsewhere)."),
+        click.option("--pace", metavar="original|Nx|N/s",
+                     help="Replay at the records' own cadence (ZTF candidate.jd, Rubin "
+                          "diaSource.midpointMjdTai, else the Kafka timestamp), N times "
+                          "faster, or N records a second."),
         click.option("-q", "--quiet", is_flag=True, help="No progress and no summary."),
         click.option("--metrics-port", metavar="[HOST:]PORT",
                      help="Serve Prometheus metrics (records, bytes, errors, lag, age of the "
@@ -283,7 +287,7 @@ def build_options(kw: dict[str, Any], destination: str | None = None) -> Any:
         fields=kw.get("fields"), since=kw.get("since"), until=kw.get("until"),
         pipe_timeout=kw.get("pipe_timeout") or 30.0,
     )
-    for name in ("codec", "save_schema",
+    for name in ("codec", "save_schema", "pace",
                  "authority", "cutouts", "max_xml_bytes",  # VOEvent (format_options)
                  "member_format", "member_name", "max_member_bytes"):  # tar
         if kw.get(name) is not None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from .errors import BadInput, UsageError
 from .message import Message
+from .pacing import pacer_in
 from .stages import apply
 
 BATCH = 32
@@ -60,6 +61,8 @@ class Workers:
         if any(hasattr(stage, "process") for stage in stages):
             raise UsageError("--pipe-through runs one program: drop -j (let the program "
                              "use several cores)")
+        if pacer_in(stages) is not None:
+            raise UsageError("--pace releases records one at a time, in order: drop -j")
         if encode is None:
             raise UsageError("-j needs a destination written record by record (JSON Lines, "
                              "envelopes, raw payloads, Kafka), not an Avro container file")

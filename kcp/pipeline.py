@@ -8,6 +8,7 @@ was handled, so an offset is never committed for a record the sink does not hold
 from __future__ import annotations
 
 import base64
+import functools
 import signal
 import sys
 import threading
@@ -21,6 +22,7 @@ import orjson
 from .errors import BadInput, Terminated, UsageError
 from .message import Message
 from .options import Options
+from .pacing import pacer_in
 from .stages import apply
 
 CHECKPOINT_SECONDS = 1.0
@@ -38,6 +40,8 @@ class Summary:
     # What the run has to say beyond its counts (e.g. what --fill-missing filled): one line
     # each, shown even without --progress.
     notes: list[str] = field(default_factory=list)
+    # --pace: the night time replayed so far (kcp.pacing.Pacer.night_clock)
+    night_clock: Callable[[], str | None] | None = None
 
     def line(self) -> str:
         rate = self.records / self.seconds if self.seconds > 0 else 0.0
@@ -46,6 +50,9 @@ class Summary:
                 f"({rate:,.0f} records/s, {megabytes / max(self.seconds, 1e-9):.1f} MB/s)")
         if self.skipped:
             text += f"; {self.skipped} bad records skipped"
+        clock = self.night_clock() if self.night_clock is not None else None
+        if clock is not None:
+            text += f"; replayed up to {clock}"
         return text
 
 
@@ -66,9 +73,11 @@ class Progress:
             return
         self.next_draw = now + 0.2
         elapsed = now - self.started
+        clock = summary.night_clock() if summary.night_clock is not None else None
         self.stream.write(f"\r\x1b[Kkcp: {summary.records:,} records, "
                           f"{summary.bytes_in / 1e6:,.1f} MB, "
-                          f"{summary.records / elapsed:,.0f} records/s")
+                          f"{summary.records / elapsed:,.0f} records/s"
+                          + (f", night clock {clock}" if clock else ""))
         self.stream.flush()
         self.drawn = True
 
@@ -139,6 +148,13 @@ class SignalGuard:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
 
+    def deliver_pending(self) -> None:
+        """Deliver a signal that arrived while a record was in hand, before it is written
+        (a record held back by --pace)."""
+        if self.pending is not None:
+            interruption, self.pending = self.pending, None
+            raise interruption()
+
     def release(self) -> None:
         """The record in hand is done: deliver a signal that arrived meanwhile."""
         self.in_hand = False
@@ -194,7 +210,7 @@ class CallbackSink:
 
 def stages_for(options: Options) -> list[Stage]:
     """The stages the options ask for: --save-schema, the time window, then --where, --map
-    and --pipe-through in the order given, then the --fields projection."""
+    and --pipe-through in the order given, then --pace, then the --fields projection."""
     from .plugins import MapStage, PipeStage
     from .stages import project_stage, time_window_stage, where_stage
 
@@ -217,6 +233,11 @@ def stages_for(options: Options) -> list[Stage]:
     except BaseException:
         close_stages(stages)
         raise
+    if options.pace:
+        from .pacing import Pacer
+
+        # Last but --fields: records are held back only once kept, and by their own time.
+        stages.append(Pacer(options.pace))
     if options.fields:
         stages.append(project_stage(options.fields))
     return stages
@@ -246,6 +267,10 @@ def run(source: Any, sink: Any, options: Options, decoder: Any = None,
     for each in getattr(source, "sources", [source]):
         if hasattr(each, "flush_sink"):
             each.flush_sink = sink.flush
+    pacer = pacer_in(stages)
+    if pacer is not None:
+        pacer.on_wait = functools.partial(_while_paced, sink, progress, summary, guard)
+        summary.night_clock = pacer.night_clock
     try:
         with guard:
             if workers is not None:
@@ -263,6 +288,15 @@ def run(source: Any, sink: Any, options: Options, decoder: Any = None,
         broken_pipe = isinstance(sys.exc_info()[1], BrokenPipeError)
         _finish(source, sink, commit=completed or not broken_pipe)
     return summary
+
+
+def _while_paced(sink: Any, progress: Any, summary: Summary, guard: SignalGuard) -> None:
+    """While --pace holds a record back: what was written goes out, the night clock shows,
+    and Ctrl-C stops the replay at once."""
+    sink.idle()
+    if progress is not None:
+        progress(summary)
+    guard.deliver_pending()
 
 
 def _notes(options: Options) -> list[str]:

@@ -14,7 +14,7 @@ LAYERS = [
     {"cli", "__main__"},
     {"pipeline", "__init__", "parallel", "plugins", "metrics"},
     {"formats", "transports"},
-    {"options", "stages", "schema_file"},
+    {"options", "stages", "schema_file", "pacing"},
     {"codec"},
     {"address", "config", "errors", "message", "synth"},
 ]
