@@ -219,3 +219,18 @@ def test_zero_of_a_union_is_its_first_branch_and_named_types_resolve():
         {"name": "e", "type": "bytes"}]}))
     defaults = {f["name"]: f["default"] for f in filled.definition["fields"]}
     assert defaults == {"a": 0, "b": "\0\0", "c": "\0\0", "d": {}, "e": ""}
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 1 << 20])
+def test_json_values_are_found_by_their_brackets_across_any_chunking(chunk):
+    from kcp.formats.json import json_values
+
+    def values(data: bytes) -> list:
+        return list(json_values(data[i:i + chunk] for i in range(0, len(data), chunk)))
+
+    assert values(b'{"a": [1, {"b": "x}\\"]"}]}\n{"c":1}') == [
+        (1, b'{"a": [1, {"b": "x}\\"]"}]}'), (2, b'{"c":1}')]
+    assert values(b'[\n {"a":1},\n {"a":"]"}\n]\n') == [(2, b'{"a":1}'), (3, b'{"a":"]"}')]
+    assert values(b'{\n "a": 1\n}\n\n{\n "b": 2\n}') == [
+        (1, b'{\n "a": 1\n}'), (5, b'{\n "b": 2\n}')]
+    assert values(b'{"a": "cut') == [(1, b'{"a": "cut')]  # for the parser to report

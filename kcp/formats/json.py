@@ -91,19 +91,25 @@ def json_values(chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
     first = True
     more = iter(chunks)
     ended = False
+
+    def refill() -> bool:
+        """Read on; False at the end of the input."""
+        chunk = next(more, None)
+        if chunk is None:
+            return False
+        buffer.extend(chunk)
+        if len(buffer) > MAX_DOCUMENT_BYTES:
+            raise BadInput(f"a JSON document from line {line} is over "
+                           f"{MAX_DOCUMENT_BYTES >> 20} MB (unbalanced brackets?)")
+        return True
+
     while True:
         match = _STRUCTURE.search(buffer, position)
+        # A token touching the end of what was read may go on in the next chunk.
         if match is None or (match.end() == len(buffer) and not ended):
             if ended:
                 break
-            chunk = next(more, None)
-            if chunk is None:
-                ended = True
-            else:
-                buffer += chunk
-                if len(buffer) > MAX_DOCUMENT_BYTES:
-                    raise BadInput(f"a JSON document from line {line} is over "
-                                   f"{MAX_DOCUMENT_BYTES >> 20} MB (unbalanced brackets?)")
+            ended = not refill()
             continue
         char = buffer[match.start()]
         if char == ord('"'):
@@ -112,11 +118,7 @@ def json_values(chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
                 if ended:  # an unterminated string: the value is what is left
                     start = match.start() if start is None else start
                     break
-                chunk = next(more, None)
-                if chunk is None:
-                    ended = True
-                else:
-                    buffer += chunk
+                ended = not refill()
                 continue
             end = rest.end()
         else:
