@@ -101,6 +101,7 @@ def open_sink(text: str | Address, options: Options, config: Config | None = Non
     ``kcp.transports.kafka.exactly_once(source, sink)`` to commit offsets inside them.
     A file path holding ``{topic}`` writes one tar archive per topic (the archiver); ``idle``
     (seconds) finalises a topic's archive once the topic has been that long without a record.
+    ``options.partition_by`` makes the path a folder of files, one folder per field value.
     """
     config = config or Config.load()
     address = _address(text, config)
@@ -112,6 +113,13 @@ def open_sink(text: str | Address, options: Options, config: Config | None = Non
         from .transports import archive
 
         return archive.open_sink(address, options, config, idle_seconds=idle)
+    if options.partition_by:
+        if address.kind != "file" or transactional:
+            raise UsageError(f"{address}: --partition-by writes a folder of files: give a "
+                             "file destination such as night.parquet")
+        from .transports import partitioned
+
+        return partitioned.open_sink(address, options, config)
     module = transport(_transport_of(address))
     if address.kind == "kafka":
         return module.open_sink(address, options, config, payload_encoder(options),

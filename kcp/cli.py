@@ -158,6 +158,10 @@ def format_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="Save the writer schema of the records read to FILE (a further "
                           "distinct schema to FILE.2, FILE.3 before the extension, said on "
                           "stderr)."),
+        click.option("--partition-by", metavar="FIELD",
+                     help="Write a folder of files, one subfolder FIELD=VALUE per value of a "
+                          "record field (Hive layout), e.g. night.parquet --partition-by "
+                          "candidate.fid."),
         click.option("--json-style", type=click.Choice(JSON_STYLES), default="kcp",
                      show_default=True,
                      help="kcp: readable JSON for jq; avro: the Avro spec's JSON encoding."),
@@ -287,7 +291,7 @@ def build_options(kw: dict[str, Any], destination: str | None = None) -> Any:
         fields=kw.get("fields"), since=kw.get("since"), until=kw.get("until"),
         pipe_timeout=kw.get("pipe_timeout") or 30.0,
     )
-    for name in ("codec", "save_schema", "pace",
+    for name in ("codec", "save_schema", "pace", "partition_by",
                  "authority", "cutouts", "max_xml_bytes",  # VOEvent (format_options)
                  "member_format", "member_name", "max_member_bytes"):  # tar
         if kw.get(name) is not None:

@@ -54,6 +54,7 @@ class Options:
     fields: str | None = None
     out_schema: Any = None
     save_schema: str | None = None  # a file for the writer schema of the records read
+    partition_by: str | None = None  # a file destination becomes a folder per field value
     pace: str | None = None  # replay at the records' own cadence: original, Nx or N/s
     pipe_timeout: float = 30.0
     # The run

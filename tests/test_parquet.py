@@ -137,3 +137,44 @@ def test_parquet_to_a_topic_and_back(night, tmp_path, kafka_bootstrap, topic):
     assert got.returncode == 0, got.stderr
     copy(tmp_path / "copy.parquet", tmp_path / "back.avro")
     assert same_records(night, tmp_path / "back.avro")
+
+
+def test_partition_by_writes_a_hive_folder_pyarrow_reads_as_one_dataset(night, tmp_path):
+    import pyarrow.dataset
+
+    result = run_kcp(["cp", str(night), str(tmp_path / "night.parquet"),
+                      "--partition-by", "candidate.fid"], kcp_env(None, tmp_path))
+    assert result.returncode == 0, result.stderr
+    originals = fastavro_records(night)
+    folders = sorted(p.name for p in (tmp_path / "night.parquet").iterdir())
+    assert folders == [f"candidate.fid={fid}"
+                       for fid in sorted({r["candidate"]["fid"] for r in originals})]
+    table = pyarrow.dataset.dataset(tmp_path / "night.parquet", partitioning="hive").to_table()
+    rows = sorted(zip(table["candid"].to_pylist(), table["candidate.fid"].to_pylist(),
+                      strict=True))
+    assert rows == sorted((r["candid"], r["candidate"]["fid"]) for r in originals)
+    copy(tmp_path / "night.parquet" / "*" / "*.parquet", tmp_path / "back.avro")
+    back = sorted(fastavro_records(tmp_path / "back.avro"), key=lambda r: r["candid"])
+    with open(night, "rb") as stream:
+        schema = fastavro.reader(stream).writer_schema
+    assert avro_bytes(back, schema) == \
+        avro_bytes(sorted(originals, key=lambda r: r["candid"]), schema)
+
+
+def test_partition_by_a_field_of_many_values_keeps_few_files_open(night, tmp_path, monkeypatch):
+    from kcp.transports import partitioned
+
+    monkeypatch.setattr(partitioned, "MOST_OPEN", 2)
+    copy(night, tmp_path / "by_object.jsonl", partition_by="candidate.rcid")
+    parts = list((tmp_path / "by_object.jsonl").glob("*/part-*.jsonl"))
+    values = {r["candidate"]["rcid"] for r in fastavro_records(night)}
+    assert len({p.parent for p in parts}) == len(values)
+    assert len(parts) > len(values)  # partitions closed to make room came back as new parts
+    assert sum(len(p.read_bytes().splitlines()) for p in parts) == 30
+
+
+def test_partition_by_a_field_the_record_lacks_is_bad_input(night, tmp_path):
+    result = run_kcp(["cp", str(night), str(tmp_path / "x.parquet"), "--partition-by", "nope"],
+                     kcp_env(None, tmp_path))
+    assert result.returncode == 3
+    assert b"--partition-by nope: the record has no such field" in result.stderr
