@@ -13,6 +13,7 @@ import kcp
 from kcp.errors import UsageError
 from kcp.message import Message
 from kcp.pacing import JD_UNIX_EPOCH, LONGEST_NAP, Pacer, parse_pace
+from kcp.pipeline import CallbackSink
 from kcp.synth import iter_alerts, load_ztf_like_schema, write_night
 
 
@@ -80,10 +81,8 @@ def test_a_bad_pace_is_a_usage_error(text):
         parse_pace(text)
 
 
-class RecordingSink:
+class RecordingSink(CallbackSink):
     """Logs when each record is written and when output is pushed out."""
-
-    payloads = False
 
     def __init__(self, clock: FakeClock) -> None:
         self.clock = clock
@@ -95,11 +94,6 @@ class RecordingSink:
     def idle(self) -> None:
         self.events.append(("idle", self.clock.time, None))
 
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def test_a_synthetic_night_replays_at_its_cadence_through_the_pipeline(tmp_path: Path):
@@ -112,9 +106,9 @@ def test_a_synthetic_night_replays_at_its_cadence_through_the_pipeline(tmp_path:
         fastavro.writer(out, fastavro.parse_schema(load_ztf_like_schema()), alerts)
     clock = FakeClock()
     sink = RecordingSink(clock)
-    options = kcp.Options()
-    summary = kcp.run(kcp.open_source(str(tmp_path / "night.avro"), options), sink, options,
-                      stages=[Pacer("600x", clock)])
+    replay = kcp.plan([str(tmp_path / "night.avro")], sink, kcp.Options(quiet=True))
+    replay.stages = [Pacer("600x", clock)]  # the plan's own pacer would sleep on the real clock
+    summary = replay.execute()
     writes = [(at, jd) for kind, at, jd in sink.events if kind == "write"]
     assert len(writes) == summary.records == len(seconds)
     first_at, first_jd = writes[0]

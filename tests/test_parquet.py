@@ -28,9 +28,7 @@ def night(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def copy(source: Path | str, destination: Path | str, **options: object) -> kcp.Summary:
     """A copy through the library, as ``kcp cp`` runs it."""
-    settings = kcp.Options(**options)
-    return kcp.run(kcp.open_source(str(source), settings),
-                   kcp.open_sink(str(destination), settings), settings)
+    return kcp.plan([str(source)], str(destination), kcp.Options(quiet=True, **options)).execute()
 
 
 def same_records(a: Path, b: Path) -> bool:

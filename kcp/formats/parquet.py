@@ -301,6 +301,8 @@ class ParquetWriter:
 class ParquetStreamWriter:
     """Records in row groups of about ROW_GROUP_BYTES; all share the first record's schema."""
 
+    encodes_alone = False  # a row group holds many records, the footer all of them
+
     def __init__(self, stream: BinaryIO, owner: ParquetWriter) -> None:
         self.pa = _pyarrow()
         self.stream = stream

@@ -18,7 +18,7 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from confluent_kafka import (
@@ -33,9 +33,12 @@ from confluent_kafka import (
 
 from ..address import Address, parse_offset
 from ..config import Config
+from ..contracts import SinkTraits, Source
 from ..errors import TransportError, UsageError
+from ..formats import payload_encoder
 from ..message import Message
 from ..options import Options
+from ..times import parse_time
 
 BATCH = 500
 # librdkafka's own log lines go here: silent unless the CLI runs with --debug.
@@ -145,15 +148,18 @@ _NAMED_OFFSETS = {"beginning": OFFSET_BEGINNING, "end": OFFSET_END}
 class KafkaSource:
     """Reads the records of one or several topics (names or ^patterns) of one broker."""
 
-    def __init__(self, address: Address, options: Options, config: Config,
-                 default_offset: str) -> None:
+    bytes_read = 0  # the records' payloads are counted as they pass
+
+    def __init__(self, address: Address, options: Options, config: Config) -> None:
         if not address.topics:
             raise UsageError(f"{address}: name a topic to read (NAME:topic)")
         self.address = address
         self.options = options
         self.name, properties = broker_properties(address, options, config)
         self.group = options.group or address.group
-        self.offset = options.offset or default_offset
+        # --since starts reading where the window starts instead of filtering from the beginning
+        self.offset = options.offset or (f"@{parse_time(options.since)}" if options.since
+                                         else options.default_offset)
         self.stop_at_end = not options.follow
         # Following ^patterns: topics that appear later are read too (a mirror, an archiver).
         self.watches_patterns = options.follow and any(t.startswith("^") for t in address.topics)
@@ -383,6 +389,9 @@ class KafkaSource:
         """Whether checkpoints commit positions (a group, or a transaction)."""
         return bool(self.group)
 
+    def flush_before_commit(self, flush: Callable[[], None] | None) -> None:
+        self.flush_sink = flush
+
     def partition_count(self, topic: str) -> int:
         """How many partitions a source topic has (a mirror creates its copy alike)."""
         metadata = _metadata(self.consumer, self.name, topic, self.options.timeout, self._errors)
@@ -423,15 +432,15 @@ class KafkaSource:
 class KafkaSink:
     """Writes payloads to one topic (or to each message's own topic when none is named)."""
 
-    payloads = True
+    traits = SinkTraits(payloads=True, encodes_alone=True)
 
-    def __init__(self, address: Address, options: Options, config: Config, writer: Any,
-                 keep_partition: bool = False, transactional: bool = False,
-                 rename: str | None = None) -> None:
+    def __init__(self, address: Address, options: Options, config: Config) -> None:
+        keep_partition, rename = options.keep_partition, options.rename
+        transactional = options.exactly_once
         if len(address.topics) > 1 or any(t.startswith("^") for t in address.topics):
             raise UsageError(f"{address}: write to one topic name, not a list or a pattern")
         self.topic = address.topics[0] if address.topics else None
-        self.encode = writer
+        self.encode = payload_encoder(options)
         # A destination broker with no topic mirrors: each record keeps its topic (renamed by
         # the template) and its partition, and missing topics are created like their source.
         self.keep_partition = keep_partition or self.topic is None
@@ -469,7 +478,6 @@ class KafkaSink:
         if found is not None and found.error is not None and (
                 found.error.code() in _ACCESS_DENIED):  # before idempotence is refused too
             raise TransportError(explain(self.name, found.error, self.topic))
-        self.delivered = 0
         self.failures: list[tuple[str, str]] = []
         self.timeout = options.timeout
         self.transactional = "transactional.id" in settings
@@ -510,15 +518,16 @@ class KafkaSink:
         self._in_transaction = True
 
     def _on_delivery(self, error: KafkaError | None, record: Any) -> None:
-        if error is None:
-            self.delivered += 1
-        else:
+        if error is not None:
             reason = (explain(self.name, error, record.topic()) if error.code() in _ACCESS_DENIED
                       else error.str())
             self.failures.append((f"{record.topic()}", reason))
 
     def write(self, message: Message) -> None:
         self.write_encoded(message, self.encode(message))
+
+    def copies_from(self, source: Source) -> None:
+        self.partitions_of = source.partition_count  # a mirror copies partition counts
 
     def _destination(self, message: Message) -> str:
         if self.topic is not None:
@@ -608,7 +617,7 @@ class KafkaSink:
             raise TransportError(f"{len(self.failures)} message(s) not delivered to {topic}: "
                                  f"{reason}")
 
-    def close(self) -> None:
+    def close(self, complete: bool = True) -> None:
         self.flush()
 
 
@@ -746,12 +755,9 @@ def transactional_properties(group: str | None, timeout: float) -> dict[str, str
             "transaction.timeout.ms": str(int(timeout * 1000))}
 
 
-def open_source(address: Address, options: Options, config: Config,
-                default_offset: str = "beginning") -> KafkaSource:
-    return KafkaSource(address, options, config, default_offset)
+def open_source(address: Address, options: Options, config: Config) -> KafkaSource:
+    return KafkaSource(address, options, config)
 
 
-def open_sink(address: Address, options: Options, config: Config, writer: Any = None,
-              keep_partition: bool = False, transactional: bool = False,
-              rename: str | None = None) -> KafkaSink:
-    return KafkaSink(address, options, config, writer, keep_partition, transactional, rename)
+def open_sink(address: Address, options: Options, config: Config) -> KafkaSink:
+    return KafkaSink(address, options, config)

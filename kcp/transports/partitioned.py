@@ -21,6 +21,7 @@ from typing import Any
 
 from ..address import Address
 from ..config import Config
+from ..contracts import SinkTraits
 from ..errors import BadInput, UsageError
 from ..formats import format_for_path, format_named
 from ..message import Message
@@ -49,8 +50,8 @@ def partition_value(datum: Any, path: str) -> str:
 
 
 class PartitionedSink:
-    payloads = False
-    encode = None  # the file is chosen per record: -j workers cannot write it
+    # The file is chosen per record: -j workers hand decoded records.
+    traits = SinkTraits()
 
     def __init__(self, folder: str, options: Options) -> None:
         if options.group is not None:
@@ -104,12 +105,15 @@ class PartitionedSink:
         for sink in self.open.values():
             sink.flush()
 
-    def close(self) -> None:
+    def copies_from(self, source: object) -> None:
+        pass
+
+    def close(self, complete: bool = True) -> None:
         failure: Exception | None = None
         while self.open:  # every file is finished, even when one cannot be
             _, sink = self.open.popitem(last=False)
             try:
-                sink.close()
+                sink.close(complete)
             except Exception as exc:
                 failure = failure or exc
         if failure is not None:
