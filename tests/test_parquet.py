@@ -176,3 +176,27 @@ def test_partition_by_a_field_the_record_lacks_is_bad_input(night, tmp_path):
                      kcp_env(None, tmp_path))
     assert result.returncode == 3
     assert b"--partition-by nope: the record has no such field" in result.stderr
+
+
+def test_a_parquet_file_of_another_tool_gets_an_avro_schema_from_its_columns(tmp_path):
+    import pyarrow as pa
+
+    table = pa.table({
+        "objectId": pa.array(["ZTF1", "ZTF2"]).dictionary_encode(),  # a pandas category
+        "candidate": [{"jd": 2460000.5, "fid": 1}, {"jd": 2460000.6, "fid": 2}],
+        "history": [[{"mag": 18.5}], []],
+        "scores": pa.array([[("snn", 0.9)], []], pa.map_(pa.string(), pa.float32())),
+        "count": pa.array([1, None], pa.uint32()),
+        "seen": pa.array([dt.datetime(2026, 3, 6, 1, 2, 3, tzinfo=dt.timezone.utc), None],
+                         pa.timestamp("us", tz="UTC")),
+        "stamp": [b"\x1f\x8b", None],
+    })
+    pq.write_table(table, tmp_path / "fink.parquet")
+    copy(tmp_path / "fink.parquet", tmp_path / "fink.avro")
+    with open(tmp_path / "fink.avro", "rb") as stream:
+        records = list(fastavro.reader(stream))
+    assert records[0]["candidate"] == {"jd": 2460000.5, "fid": 1}
+    assert records[0]["scores"] == {"snn": pytest.approx(0.9)}
+    assert records[1]["count"] is None and records[0]["objectId"] == "ZTF1"
+    copy(tmp_path / "fink.avro", tmp_path / "again.parquet")
+    assert pq.read_table(tmp_path / "again.parquet").to_pylist() == table.to_pylist()

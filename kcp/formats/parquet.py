@@ -19,6 +19,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
+import orjson
+
 from ..codec import Schema, SchemaStore, write_body
 from ..codec.framing import read_body
 from ..codec.schemas import named_types
@@ -208,6 +210,66 @@ _LOGICAL: dict[str, Callable[[Any, dict], tuple[Any, Convert | None]]] = {
 }
 
 
+def avro_schema_of(arrow_schema: Any) -> dict:
+    """An Avro schema for a Parquet file written by another tool (pandas, Spark, Fink), which
+    carries no ``avro.schema``: the inverse of the table above, nullable columns as unions
+    with null, records named after their path (``root``, ``root_candidate``, ...)."""
+    pa = _pyarrow()
+    types = pa.types
+
+    def field(name: str, arrow: Any, nullable: bool, path: str) -> dict:
+        kind = avro(arrow, f"{path}_{name}")
+        if nullable and kind != "null":
+            return {"name": name, "type": ["null", kind], "default": None}
+        return {"name": name, "type": kind}
+
+    def avro(arrow: Any, path: str) -> Any:
+        if types.is_dictionary(arrow):
+            return avro(arrow.value_type, path)
+        if types.is_struct(arrow):
+            return {"type": "record", "name": path, "fields": [
+                field(f.name, f.type, f.nullable, path) for f in arrow]}
+        if types.is_list(arrow) or types.is_large_list(arrow) or types.is_fixed_size_list(arrow):
+            item = arrow.value_field
+            inner = avro(item.type, f"{path}_item")
+            return {"type": "array", "items": ["null", inner] if item.nullable else inner}
+        if types.is_map(arrow):
+            item = arrow.item_field
+            inner = avro(item.type, f"{path}_value")
+            return {"type": "map", "values": ["null", inner] if item.nullable else inner}
+        if types.is_timestamp(arrow):
+            unit = "millis" if arrow.unit in ("s", "ms") else "micros"
+            local = "" if arrow.tz else "local-"
+            return {"type": "long", "logicalType": f"{local}timestamp-{unit}"}
+        if types.is_decimal(arrow):
+            return {"type": "bytes", "logicalType": "decimal", "precision": arrow.precision,
+                    "scale": arrow.scale}
+        if types.is_fixed_size_binary(arrow):
+            return {"type": "fixed", "name": path, "size": arrow.byte_width}
+        for test, kind in _PLAIN_FROM_ARROW:
+            if test(types)(arrow):
+                return kind
+        raise UsageError(f"Parquet column type {arrow} has no Avro equivalent kcp knows")
+
+    return {"type": "record", "name": "root", "fields": [
+        field(f.name, f.type, f.nullable, "root") for f in arrow_schema]}
+
+
+_PLAIN_FROM_ARROW: list[tuple[Callable[[Any], Callable[[Any], bool]], Any]] = [
+    (lambda t: t.is_null, "null"), (lambda t: t.is_boolean, "boolean"),
+    (lambda t: lambda a: t.is_int8(a) or t.is_int16(a) or t.is_int32(a) or t.is_uint8(a)
+     or t.is_uint16(a), "int"),
+    (lambda t: lambda a: t.is_int64(a) or t.is_uint32(a) or t.is_uint64(a), "long"),
+    (lambda t: lambda a: t.is_float16(a) or t.is_float32(a), "float"),
+    (lambda t: t.is_float64, "double"),
+    (lambda t: lambda a: t.is_string(a) or t.is_large_string(a), "string"),
+    (lambda t: lambda a: t.is_binary(a) or t.is_large_binary(a), "bytes"),
+    (lambda t: t.is_date32, {"type": "int", "logicalType": "date"}),
+    (lambda t: t.is_time32, {"type": "int", "logicalType": "time-millis"}),
+    (lambda t: t.is_time64, {"type": "long", "logicalType": "time-micros"}),
+]
+
+
 class ParquetReader:
     def __init__(self, options: Options) -> None:
         self.schemas: SchemaStore = options.schemas
@@ -248,20 +310,18 @@ class ParquetReader:
             yield Message(source=source, error=error.at(source))
             return
         text = metadata.get(SCHEMA_KEY)
-        schema = self.schemas.from_header_text(text) if text is not None else None
-        mapping = None
-        if schema is not None:
-            mapping = self.mappings.get(schema) or self.mappings.setdefault(schema,
-                                                                            _Mapping(schema))
+        if text is None:  # written by another tool: the schema its columns imply
+            text = orjson.dumps(avro_schema_of(parquet.schema_arrow))
+        schema = self.schemas.from_header_text(text)
+        mapping = self.mappings.get(schema) or self.mappings.setdefault(schema, _Mapping(schema))
         reader = self.schemas.reader
         number = 0
         try:
             for batch in parquet.iter_batches(batch_size=BATCH_ROWS):
                 for row in batch.to_pylist():
                     number += 1
-                    datum = row if mapping is None or mapping.from_arrow is None \
-                        else mapping.from_arrow(row)
-                    if reader is not None and schema is not None and reader is not schema:
+                    datum = row if mapping.from_arrow is None else mapping.from_arrow(row)
+                    if reader is not None and reader is not schema:
                         datum = read_body(write_body(datum, schema), schema, reader)
                     yield Message(datum=datum, schema=reader or schema, decoded=True,
                                   source=source, position=f"row {number}")
