@@ -187,7 +187,7 @@ def test_a_parquet_file_of_another_tool_gets_an_avro_schema_from_its_columns(tmp
         "history": [[{"mag": 18.5}], []],
         "scores": pa.array([[("snn", 0.9)], []], pa.map_(pa.string(), pa.float32())),
         "count": pa.array([1, None], pa.uint32()),
-        "seen": pa.array([dt.datetime(2026, 3, 6, 1, 2, 3, tzinfo=dt.timezone.utc), None],
+        "seen": pa.array([dt.datetime(2026, 3, 6, 1, 2, 3, tzinfo=dt.UTC), None],
                          pa.timestamp("us", tz="UTC")),
         "stamp": [b"\x1f\x8b", None],
     })
