@@ -24,6 +24,7 @@ import fastavro
 
 from kcp.codec import AvroToJson, SchemaStore, decode_payload
 from kcp.codec.framing import iter_ocf_blocks, parse_ocf_header
+from kcp.codec.limits import Limits
 from kcp.synth import iter_alerts, load_ztf_like_schema
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ztf"
@@ -69,7 +70,7 @@ def measure(payloads: list[bytes], repeat: int) -> dict[str, float]:
     bodies = []
     for payload in payloads:  # the ceiling gets bodies and parsed schemas for free
         schema, codec, sync, pos = parse_ocf_header(payload, store)
-        for _, block in iter_ocf_blocks(payload, codec, sync, pos):
+        for _, block in iter_ocf_blocks(payload, codec, sync, pos, Limits()):
             bodies.append((block, schema.parsed))
 
     def ceiling() -> None:

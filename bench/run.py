@@ -15,6 +15,7 @@ on --bootstrap or KCP_BENCH_BOOTSTRAP; loads N synthetic ZTF-like alerts (kcp.sy
   B6 peak RSS consuming 5 x N alerts    kcp consume, RSS sampled every 0.2 s
   B7 produce -> stdout latency          kcp tail                   vs kcat -C -o end -u
   B8 bytes per alert on the broker      framing x compression      vs ZTF's OCF, uncompressed
+  B9 copy between two clusters          kcp cp -g --exactly-once   vs kcp cp -g (at least once)
 
 and prints one table (also written to bench/results.json with the machine and the versions).
 Each figure is the best of a few runs; the count is in the table ("n").
@@ -58,7 +59,7 @@ CORES = os.cpu_count() or 1
 LOAD_AT_START = [round(x, 2) for x in os.getloadavg()]  # others busy on the box?
 
 # Best of how many runs, per figure: small, the whole bench must fit in 10 minutes on 2 cores.
-REPEAT = {"B1": 5, "B2": 2, "B3": 2, "B4": 2, "B5": 2, "B6": 1, "B7": 1, "B8": 1}
+REPEAT = {"B1": 5, "B2": 2, "B3": 2, "B4": 2, "B5": 2, "B6": 1, "B7": 1, "B8": 1, "B9": 2}
 RSS_COPIES = 5          # B6 consumes the night this many times over
 LATENCY_MESSAGES = 1000  # B7
 LATENCY_RATE = 200       # B7, messages per second
@@ -548,6 +549,44 @@ class Bench:
                      note, {"kcp_s": kcp.wall, "kcp_runs": walls, "kcp_cpu_s": kcp.cpu,
                             "kcp_per_s": rate}))
 
+    # B9 -------------------------------------------------------------------------------------
+    def b9(self) -> None:
+        """The night copied to a second broker (a cluster of its own), in transactions with the
+        source positions kept in the destination, against the same copy at least once."""
+        times = REPEAT["B9"]
+        other = start_broker()
+        try:
+            destination = Kafka(other.bootstrap, None)
+            source = f"{self.kafka.bootstrap}:{self.topic}"
+
+            def copier(exactly_once: bool) -> Callable[[int], Run]:
+                def copy(i: int) -> Run:
+                    name = f"{'eos' if exactly_once else 'alo'}-{i}"
+                    target = destination.topic(name)
+                    done = run([self.kcp, "cp", "-g", f"bench-{uuid.uuid4().hex[:6]}", source,
+                                f"{other.bootstrap}:{target}",
+                                *(["--exactly-once"] if exactly_once else [])], self.env)
+                    copied = destination.count(target)
+                    # Transactions add one commit marker per transaction to the offsets.
+                    if not self.records <= copied <= self.records * 1.01:
+                        raise RuntimeError(f"{name}: {copied} offsets for {self.records} alerts")
+                    return done
+                return copy
+
+            results = alternate(times, {"eos": copier(True), "alo": copier(False)})
+            destination.admin = None  # gone before its broker, or librdkafka logs the loss
+        finally:
+            other.stop()
+        (eos, eos_walls), (alo, alo_walls) = results["eos"], results["alo"]
+        self.add(Row("B9", "copy between clusters: --exactly-once vs at least once (rate)",
+                     f"{self.records / eos.wall:,.0f}/s ({seconds(eos.wall)})",
+                     f"{self.records / alo.wall:,.0f}/s ({seconds(alo.wall)})",
+                     alo.wall / eos.wall, ">= 0.7", None, times,
+                     f"two single-node brokers; runs eos {runs_text(eos_walls)}, "
+                     f"at least once {runs_text(alo_walls)}",
+                     {"eos_s": eos.wall, "eos_runs": eos_walls, "alo_s": alo.wall,
+                      "alo_runs": alo_walls}))
+
     # B4 -------------------------------------------------------------------------------------
     def b4(self) -> None:
         times = REPEAT["B4"]
@@ -880,7 +919,7 @@ def main() -> int:
                       has_jobs(kcp_executable()))
         for name, figure in (("B1", bench.b1), ("B2", bench.b2_b5), ("B3", bench.b3),
                              ("B4", bench.b4), ("B6", bench.b6), ("B7", bench.b7),
-                             ("B8", bench.b8)):
+                             ("B8", bench.b8), ("B9", bench.b9)):
             if only and name not in only and not (name == "B2" and "B5" in only):
                 continue
             try:

@@ -23,7 +23,10 @@ from typing import Any
 import fastavro
 
 from ..errors import BadInput, UsageError
+from .guard import guard_for
+from .limits import Limits
 from .schemas import FilledSchema, Schema, SchemaStore, resolution_error
+from .varint import Truncated, read_long, write_long
 
 OCF_MAGIC = b"Obj\x01"
 CONFLUENT_MAGIC = b"\x00"
@@ -33,50 +36,89 @@ _CONFLUENT_HEADER = struct.Struct(">bI")
 _FINGERPRINT = struct.Struct("<Q")
 
 
-def read_long(buf: bytes, pos: int) -> tuple[int, int]:
-    """Decode the zig-zag varint at ``pos``; return (value, next position)."""
-    result = shift = 0
-    while True:
-        try:
-            byte = buf[pos]
-        except IndexError:
-            raise BadInput("truncated: a varint runs past the end of the payload") from None
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return (result >> 1) ^ -(result & 1), pos
-        shift += 7
-        if shift > 63:
-            raise BadInput("malformed varint (longer than 10 bytes)")
+def _too_big(codec: str, limit: int) -> BadInput:
+    return BadInput(f"{codec} OCF block inflates past --max-block-size {limit >> 20} MB "
+                    "(a decompression bomb?)")
 
 
-def write_long(value: int) -> bytes:
-    value = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while value & ~0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
+_CHUNK = 16 << 20  # inflated in pieces: a bomb costs the limit, not twice it
 
 
-def _decompress_snappy(data: bytes) -> bytes:
+def _inflate_deflate(data: bytes, limit: int) -> bytes:
+    inflater = zlib.decompressobj(-15)
+    pieces, size = [], 0
+    while data and not inflater.eof:
+        piece = inflater.decompress(data, _CHUNK)
+        data = inflater.unconsumed_tail
+        size += len(piece)
+        if size > limit:
+            raise _too_big("deflate", limit)
+        pieces.append(piece)
+        if not piece:
+            break
+    return b"".join(pieces)
+
+
+def _inflate_stdlib(codec: str, decompressor: Callable[[], Any]) -> Callable[[bytes, int], bytes]:
+    def inflate(data: bytes, limit: int) -> bytes:
+        inflater = decompressor()
+        pieces, size = [], 0
+        while not inflater.eof:
+            piece = inflater.decompress(data, max_length=_CHUNK)
+            data = b""
+            size += len(piece)
+            if size > limit:
+                raise _too_big(codec, limit)
+            pieces.append(piece)
+            if not piece and inflater.needs_input:
+                break
+        return b"".join(pieces)
+
+    return inflate
+
+
+def _inflate_snappy(data: bytes, limit: int) -> bytes:
     import cramjam
 
-    # Avro appends a 4-byte CRC32 of the uncompressed data to each snappy block.
+    # Raw snappy starts with the uncompressed length (a plain varint); Avro appends a 4-byte
+    # CRC32 of the uncompressed data to each block.
+    size = shift = 0
+    for byte in data[:5]:
+        size |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            break
+    if size > limit:
+        raise _too_big("snappy", limit)
     return bytes(cramjam.snappy.decompress_raw(data[:-4]))
+
+
+def _inflate_zstd(data: bytes, limit: int) -> bytes:
+    import cramjam
+
+    # A zstandard frame need not declare its size (Java's streaming writer does not), and
+    # cramjam has no bounded one-shot call: decompress into growing buffers, at most limit + 1.
+    size = min(max(len(data) * 8, 1 << 16), limit + 1)
+    out = bytearray()
+    while True:
+        del out  # the smaller buffer goes before the larger one comes
+        out = bytearray(size)
+        try:
+            written = cramjam.zstd.decompress_into(data, out)
+        except cramjam.DecompressionError as exc:
+            if "whole buffer" not in str(exc) and "too small" not in str(exc):
+                raise
+            if size > limit:
+                raise _too_big("zstandard", limit) from None
+            size = min(size * 4, limit + 1)
+            continue
+        return bytes(memoryview(out)[:written])
 
 
 def _compress_snappy(data: bytes) -> bytes:
     import cramjam
 
     return bytes(cramjam.snappy.compress_raw(data)) + struct.pack(">I", zlib.crc32(data))
-
-
-def _decompress_zstd(data: bytes) -> bytes:
-    import cramjam
-
-    return bytes(cramjam.zstd.decompress(data))
 
 
 def compress_zstd(data: bytes) -> bytes:
@@ -90,13 +132,14 @@ def _compress_deflate(data: bytes) -> bytes:
     return compressor.compress(data) + compressor.flush()
 
 
-BLOCK_DECOMPRESSORS: dict[bytes, Callable[[bytes], bytes]] = {
-    b"null": bytes,
-    b"deflate": lambda data: zlib.decompress(data, -15),
-    b"snappy": _decompress_snappy,
-    b"zstandard": _decompress_zstd,
-    b"bzip2": bz2.decompress,
-    b"xz": lzma.decompress,
+# Each codec inflates a block into at most ``limit`` bytes, or raises BadInput.
+BLOCK_DECOMPRESSORS: dict[bytes, Callable[[bytes, int], bytes]] = {
+    b"null": lambda data, limit: data,
+    b"deflate": _inflate_deflate,
+    b"snappy": _inflate_snappy,
+    b"zstandard": _inflate_zstd,
+    b"bzip2": _inflate_stdlib("bzip2", bz2.BZ2Decompressor),
+    b"xz": _inflate_stdlib("xz", lzma.LZMADecompressor),
 }
 BLOCK_COMPRESSORS: dict[bytes, Callable[[bytes], bytes]] = {
     b"null": bytes,
@@ -121,27 +164,51 @@ def parse_ocf_header(payload: bytes, store: SchemaStore) -> tuple[Schema, bytes,
         if count < 0:  # a negative count is followed by the block's size in bytes
             count = -count
             _, pos = read_long(payload, pos)
+        # Each entry takes at least two bytes, so a huge count soon runs past the end.
         for _ in range(count):
-            klen, pos = read_long(payload, pos)
-            key = payload[pos:pos + klen]
-            pos += klen
-            vlen, pos = read_long(payload, pos)
-            meta[key] = payload[pos:pos + vlen]
-            pos += vlen
+            key, pos = _read_bytes(payload, pos)
+            meta[key], pos = _read_bytes(payload, pos)
     sync = payload[pos:pos + 16]
     if len(sync) != 16:
-        raise BadInput("truncated OCF header")
+        raise Truncated("truncated OCF header")
     text = meta.get(b"avro.schema")
     if text is None:
         raise BadInput("OCF header has no avro.schema")
     return store.from_header_text(text), meta.get(b"avro.codec", b"null"), sync, pos + 16
 
 
-def iter_ocf_blocks(payload: bytes, codec: bytes, sync: bytes, pos: int):
-    """Yield (record count, block bytes) of each block, checking every sync marker."""
-    decompress = BLOCK_DECOMPRESSORS.get(codec)
-    if decompress is None:
+def _read_bytes(payload: bytes, pos: int) -> tuple[bytes, int]:
+    """The length-prefixed bytes at ``pos`` of an OCF header, and the position after them."""
+    length, pos = read_long(payload, pos)
+    if length < 0:
+        raise BadInput(f"corrupt OCF header (a negative length, {length})")
+    if pos + length > len(payload):
+        raise Truncated("truncated OCF header")
+    return payload[pos:pos + length], pos + length
+
+
+def block_inflater(codec: bytes, limits: Limits) -> Callable[[bytes], bytes]:
+    """The function turning a block of ``codec`` into its bytes, within ``limits``."""
+    inflate = BLOCK_DECOMPRESSORS.get(codec)
+    if inflate is None:
         raise BadInput(f"unsupported OCF codec {codec.decode(errors='replace')!r}")
+    name = codec.decode()
+
+    def inflated(block: bytes) -> bytes:
+        try:
+            return inflate(block, limits.max_block_bytes)
+        except BadInput:
+            raise
+        except Exception as exc:  # zlib.error, lzma.LZMAError, cramjam's errors, ...
+            raise BadInput(f"cannot decompress {name} OCF block: {exc}") from None
+
+    return inflated
+
+
+def iter_ocf_blocks(payload: bytes, codec: bytes, sync: bytes, pos: int, limits: Limits
+                    ) -> Iterator[tuple[int, bytes]]:
+    """Yield (record count, block bytes) of each block, checking every sync marker."""
+    inflated = block_inflater(codec, limits)
     end = len(payload)
     while pos < end:
         count, pos = read_long(payload, pos)
@@ -153,16 +220,28 @@ def iter_ocf_blocks(payload: bytes, codec: bytes, sync: bytes, pos: int):
         if payload[pos:pos + 16] != sync:
             raise BadInput(f"OCF sync marker not found at byte {pos}")
         pos += 16
-        try:
-            data = decompress(block) if codec != b"null" else block
-        except Exception as exc:
-            raise BadInput(f"cannot decompress {codec.decode()} OCF block: {exc}") from None
-        yield count, data
+        yield count, inflated(block)
 
 
-def read_body(body: io.BytesIO | bytes, writer: Schema, reader: Schema | None) -> Any:
+def read_block(count: int, data: bytes, writer: Schema, reader: Schema | None, limits: Limits
+               ) -> Iterator[Any]:
+    """The ``count`` datums of one inflated OCF block, each checked first if its schema needs."""
+    guard_for(writer).check_count(count, len(data), limits)
+    fo = io.BytesIO(data)
+    for _ in range(count):
+        yield read_body(fo, writer, reader, limits)
+    if fo.tell() != len(data):
+        raise BadInput("OCF block holds bytes past its declared records")
+
+
+def read_body(body: io.BytesIO | bytes, writer: Schema, reader: Schema | None, limits: Limits
+              ) -> Any:
     """Decode one schemaless datum, resolved into ``reader`` when given."""
     fo = body if isinstance(body, io.BytesIO) else io.BytesIO(body)
+    guard = guard_for(writer)
+    if guard.needed:
+        with fo.getbuffer() as view:
+            guard.skip(view, fo.tell(), limits)
     try:
         if reader is None or reader is writer:
             return fastavro.schemaless_reader(fo, writer.parsed, None)
@@ -176,14 +255,19 @@ def read_body(body: io.BytesIO | bytes, writer: Schema, reader: Schema | None) -
         raise BadInput(f"invalid UTF-8 in an Avro string: {exc.reason}") from None
     except fastavro.read.SchemaResolutionError:
         raise resolution_error(writer, reader) from None
-    except (IndexError, ValueError, KeyError, TypeError, OverflowError, MemoryError) as exc:
+    except MemoryError:
+        raise BadInput("corrupt Avro datum (it declares more than memory holds)") from None
+    except RecursionError:
+        raise BadInput("Avro datum nested too deeply to read") from None
+    except (IndexError, ValueError, KeyError, TypeError, OverflowError) as exc:
         raise BadInput(f"corrupt Avro datum ({type(exc).__name__}: {exc})") from None
 
 
-def read_body_exactly(body: bytes, writer: Schema, reader: Schema | None) -> Any:
+def read_body_exactly(body: bytes, writer: Schema, reader: Schema | None, limits: Limits
+                      ) -> Any:
     """Decode a body that must hold one datum and nothing after it."""
     fo = io.BytesIO(body)
-    datum = read_body(fo, writer, reader)
+    datum = read_body(fo, writer, reader, limits)
     if fo.tell() != len(body):
         raise BadInput(f"{len(body) - fo.tell()} bytes left over after the datum "
                        f"(wrong schema {writer.name}, or not this framing)")
@@ -193,14 +277,9 @@ def read_body_exactly(body: bytes, writer: Schema, reader: Schema | None) -> Any
 def decode_ocf(payload: bytes, store: SchemaStore) -> list[tuple[Any, Schema]]:
     writer, codec, sync, pos = parse_ocf_header(payload, store)
     reader = store.reader
-    records = []
-    for count, data in iter_ocf_blocks(payload, codec, sync, pos):
-        fo = io.BytesIO(data)
-        for _ in range(count):
-            records.append((read_body(fo, writer, reader), reader or writer))
-        if fo.tell() != len(data):
-            raise BadInput("OCF block holds bytes past its declared records")
-    return records
+    return [(datum, reader or writer)
+            for count, data in iter_ocf_blocks(payload, codec, sync, pos, store.limits)
+            for datum in read_block(count, data, writer, reader, store.limits)]
 
 
 def decode_confluent(payload: bytes, store: SchemaStore) -> list[tuple[Any, Schema]]:
@@ -211,7 +290,8 @@ def decode_confluent(payload: bytes, store: SchemaStore) -> list[tuple[Any, Sche
     if writer is None:
         raise BadInput(f"unknown schema id {schema_id} in a Confluent frame: no schema source "
                        "knows it (give --registry URL, --schema FILE or --schema-dir DIR)")
-    return [(read_body_exactly(payload[5:], writer, store.reader), store.reader or writer)]
+    datum = read_body_exactly(payload[5:], writer, store.reader, store.limits)
+    return [(datum, store.reader or writer)]
 
 
 def decode_single_object(payload: bytes, store: SchemaStore) -> list[tuple[Any, Schema]]:
@@ -222,14 +302,16 @@ def decode_single_object(payload: bytes, store: SchemaStore) -> list[tuple[Any, 
     if writer is None:
         raise BadInput(f"single-object frame has fingerprint {value:016x}, which matches no "
                        "known schema (give --schema FILE)")
-    return [(read_body_exactly(payload[10:], writer, store.reader), store.reader or writer)]
+    datum = read_body_exactly(payload[10:], writer, store.reader, store.limits)
+    return [(datum, store.reader or writer)]
 
 
 def decode_schemaless(payload: bytes, store: SchemaStore) -> list[tuple[Any, Schema]]:
     writer = store.default
     if writer is None:
         raise UsageError("schemaless Avro needs its schema: give --schema FILE")
-    return [(read_body_exactly(payload, writer, store.reader), store.reader or writer)]
+    datum = read_body_exactly(payload, writer, store.reader, store.limits)
+    return [(datum, store.reader or writer)]
 
 
 DECODERS = {
@@ -286,6 +368,8 @@ def write_body(datum: Any, schema: Schema) -> bytes:
         fastavro.schemaless_writer(fo, schema.parsed, datum)
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
         raise BadInput(f"record does not match schema {schema.name}: {exc}") from None
+    except RecursionError:
+        raise BadInput(f"record nested too deeply to write as {schema.name}") from None
     return fo.getvalue()
 
 
@@ -355,6 +439,7 @@ class OcfStream:
 
     def __init__(self, stream: Any, store: SchemaStore) -> None:
         self.stream = stream
+        self.limits = store.limits
         self._pending = b""
         want = 1 << 16
         while True:
@@ -362,9 +447,12 @@ class OcfStream:
             try:
                 self.schema, self.codec, self.sync, end = parse_ocf_header(self._pending, store)
                 break
-            except BadInput:
+            except Truncated:
                 if len(self._pending) < want:  # the stream ended inside the header
-                    raise
+                    raise BadInput("truncated OCF header") from None
+                if want > self.limits.max_block_bytes:
+                    raise BadInput("OCF header larger than --max-block-size "
+                                   f"{self.limits.max_block_bytes >> 20} MB") from None
                 want *= 4
         self.header = self._pending[:end]
         self._pending = self._pending[end:]
@@ -400,10 +488,27 @@ class OcfStream:
             size = self._read_long()
             if size is None or count < 0 or size < 0:
                 raise BadInput("corrupt OCF block header")
+            if size > self.limits.max_block_bytes:
+                raise BadInput(f"OCF block of {size} bytes, larger than --max-block-size "
+                               f"{self.limits.max_block_bytes >> 20} MB")
             data = self._read(size)
-            if len(data) != size or self._read(16) != self.sync:
-                raise BadInput("truncated OCF block, or its sync marker is missing")
+            if len(data) != size:
+                raise BadInput("truncated OCF block")
+            marker = self._read(16)
+            # Like fastavro, the records of a complete block count even when the marker after
+            # them is damaged or cut: the error is reported where the next block would start.
             yield count, data
+            if len(marker) != 16:
+                raise BadInput("truncated OCF file (the sync marker after a block is cut)")
+            if marker != self.sync:
+                raise BadInput("OCF sync marker not found after a block (corrupt, or garbage "
+                               "after the last block)")
+
+    def records(self, reader: Schema | None) -> Iterator[Any]:
+        """Every datum of the stream, block by block, resolved into ``reader`` when given."""
+        inflated = block_inflater(self.codec, self.limits)
+        for count, data in self.blocks():
+            yield from read_block(count, inflated(data), self.schema, reader, self.limits)
 
     def payload(self, data: bytes) -> bytes:
         """A one-record block as a complete OCF of its own."""

@@ -20,19 +20,10 @@ from ..codec.framing import (
     read_long,
     write_long,
 )
-from ..codec.schemas import FilledSchema, resolution_error
 from ..errors import BadInput, UsageError
 from ..message import Message
 from ..options import Options
 from .lines import read_whole
-
-
-def _read_zstandard_block(fo: Any) -> io.BytesIO:
-    import cramjam
-
-    # fastavro's compiled reader passes the file, its pure-Python fallback a decoder.
-    data = fo.read_bytes() if hasattr(fo, "read_bytes") else fastavro.schemaless_reader(fo, "bytes")
-    return io.BytesIO(bytes(cramjam.zstd.decompress(data)))
 
 
 def _write_zstandard_block(out: Any, data: bytes, level: int | None) -> None:
@@ -46,9 +37,8 @@ def _write_zstandard_block(out: Any, data: bytes, level: int | None) -> None:
         out.write(compressed)
 
 
-# fastavro reads and writes zstandard blocks only when backports.zstd is installed; cramjam,
-# which kcp needs anyway (kcp.codec.framing handles zstandard payloads with it), does the job.
-fastavro.read.BLOCK_READERS["zstandard"] = _read_zstandard_block
+# fastavro writes zstandard blocks only when backports.zstd is installed; cramjam, which kcp
+# needs anyway (kcp.codec.framing handles zstandard payloads with it), does the job.
 fastavro._write.BLOCK_WRITERS["zstandard"] = _write_zstandard_block
 fastavro._write_py.BLOCK_WRITERS["zstandard"] = _write_zstandard_block
 
@@ -79,7 +69,7 @@ class AvroReader:
             yield from self._read_ocf_file(stream, source)
             return
         # Not an OCF: the whole file is one payload (a schemaless datum or a framed message).
-        yield from read_whole(self.decode, stream, source)
+        yield from read_whole(self.decode, stream, source, self.schemas.limits.max_line_bytes)
 
     def _read_ocf_payloads(self, stream: BinaryIO, source: str) -> Iterator[Message]:
         """Records as one-OCF payloads, cut from single-record blocks without decoding them."""
@@ -96,51 +86,28 @@ class AvroReader:
                 else:
                     yield from self.decode(message)
         except BadInput as exc:
-            yield Message(source=source, position=f"record {number + 1}",
-                          error=exc.at(f"{source}:record {number + 1}"))
+            yield _bad_record(source, number, exc)
 
     def _read_ocf_file(self, stream: BinaryIO, source: str) -> Iterator[Message]:
-        reader_schema = self.schemas.reader
-        try:
-            records = fastavro.reader(stream, reader_schema.parsed if reader_schema else None)
-            schema = self.schemas.from_header_text(records.metadata["avro.schema"].encode())
-        except (ValueError, EOFError, StopIteration, KeyError, UnicodeDecodeError) as exc:
-            error = BadInput(f"not a readable Avro container file ({exc or type(exc).__name__})")
-            yield Message(source=source, error=error.at(source))
-            return
-        writer, schema = schema, reader_schema or schema
-        filled = reader_schema if isinstance(reader_schema, FilledSchema) else None
+        # Read block by block here, not by fastavro.reader: each block's inflated size, record
+        # count and (for schemas that need it) nesting are checked first (kcp.codec.limits).
         number = 0
-        while True:
-            number += 1
-            try:
-                datum = next(records)
-            except StopIteration:
-                return
-            except fastavro.read.SchemaResolutionError:
-                # Every record of this file has the same writer schema: none can be read.
-                error = resolution_error(writer, schema)
-                yield Message(source=source, error=error.at(source))
-                return
-            except Exception as exc:  # fastavro reports corruption with many exception types
-                # Nothing after a corrupt block can be trusted: report it, end this file.
-                error = exc if isinstance(exc, BadInput) else BadInput(_describe(exc))
-                yield Message(source=source, position=f"record {number}",
-                              error=error.at(f"{source}:record {number}"))
-                return
-            if filled is not None:
-                filled.count(writer)
-            yield Message(datum=datum, schema=schema, decoded=True, source=source,
-                          position=f"record {number}")
+        try:
+            ocf = OcfStream(stream, self.schemas)
+            schema = self.schemas.reader or ocf.schema
+            for datum in ocf.records(self.schemas.reader):
+                number += 1
+                yield Message(datum=datum, schema=schema, decoded=True, source=source,
+                              position=f"record {number}")
+        except BadInput as exc:
+            # Nothing after a corrupt block can be trusted: report it, end this file.
+            yield _bad_record(source, number, exc)
 
 
-def _describe(exc: Exception) -> str:
-    text = str(exc)
-    if isinstance(exc, EOFError) or not text:
-        return "truncated or trailing garbage after the last complete record"
-    if "sync marker" in text:
-        return "corrupt OCF block (sync marker not found)"
-    return f"corrupt Avro data ({type(exc).__name__}: {text})"
+def _bad_record(source: str, good: int, error: BadInput) -> Message:
+    """The message reporting ``error`` after ``good`` records of an OCF read well."""
+    position = f"record {good + 1}"
+    return Message(source=source, position=position, error=error.at(f"{source}:{position}"))
 
 
 def _record_of(message: Message, datum: Any, schema: Schema) -> Message:
@@ -168,7 +135,7 @@ class AvroWriter:
             return default  # the same schema, with the registry id --schema-id gave it
         schema = self.schemas.reader or message.schema or default
         if schema is None:
-            raise UsageError("writing Avro needs a schema for records read as plain JSON: "
+            raise BadInput("writing Avro needs a schema for records read as plain JSON: "
                              "give --schema FILE")
         return schema
 
@@ -249,8 +216,10 @@ class OcfStreamWriter:
                            "give --reader-schema to write them all in one shape")
         try:
             self.writer.write(self.owner.datum_of(message, schema))
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
             raise BadInput(f"record does not match schema {schema.name}: {exc}") from None
+        except RecursionError:
+            raise BadInput(f"record nested too deeply to write as {schema.name}") from None
 
     def flush(self) -> None:
         if self.writer is not None:

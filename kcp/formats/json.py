@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from itertools import chain
 from typing import BinaryIO
 
 import orjson
@@ -24,6 +23,7 @@ from .lines import LineStreamWriter, cut_after_last_line, decoded, read_lines
 class JsonReader:
     def __init__(self, options: Options) -> None:
         self.schemas = options.schemas
+        self.limits = options.limits
         self.to_avro = JsonToAvro(options.bytes_mode, options.json_style)
 
     def decode(self, message: Message) -> list[Message]:
@@ -44,43 +44,70 @@ class JsonReader:
     def read_stream(self, stream: BinaryIO, source: str) -> Iterator[Message]:
         # The first non-blank line tells the layout: a whole document on it means JSON Lines
         # (read line by line, the fast path); else documents span lines, or it opens an array.
-        skipped: list[bytes] = []
-        for line in stream:
+        limit = self.limits.max_line_bytes
+        head = b""
+        while line := stream.readline(limit + 1):
+            head += line
             if line.strip():
                 break
-            skipped.append(line)
         else:
             return
-        first = line.lstrip()
-        if not first.startswith(b"["):
+        whole = Prepended(head, stream)
+        if not line.lstrip().startswith(b"["):
             try:
                 orjson.loads(line)
             except orjson.JSONDecodeError:
                 pass
             else:
-                yield from read_lines(self.decode, chain(skipped, [line], stream), source)
+                yield from read_lines(self.decode, whole, source, limit)
                 return
+        chunks = iter(lambda: whole.read(1 << 20), b"")
         try:
-            for number, value in json_values(chain(skipped, [line], stream)):
+            for number, value in json_values(chunks, limit):
                 message = Message(value=value, source=source, position=f"line {number}")
                 yield from decoded(self.decode, message, message.where())
         except BadInput as exc:
             yield Message(source=source, error=exc.at(source))
 
 
+class Prepended:
+    """A stream some of whose first bytes were read already: they are read again first."""
+
+    def __init__(self, head: bytes, stream: BinaryIO) -> None:
+        self.head = head
+        self.stream = stream
+
+    def readline(self, size: int = -1) -> bytes:
+        if not self.head:
+            return self.stream.readline(size)
+        end = self.head.find(b"\n") + 1 or len(self.head)
+        if 0 <= size < end:
+            end = size
+        line, self.head = self.head[:end], self.head[end:]
+        if line.endswith(b"\n") or len(line) == size:
+            return line
+        return line + self.stream.readline(-1 if size < 0 else size - len(line))
+
+    def read(self, size: int = -1) -> bytes:
+        if not self.head:
+            return self.stream.read(size)
+        end = len(self.head) if size < 0 else min(size, len(self.head))
+        data, self.head = self.head[:end], self.head[end:]
+        return data
+
+
 _STRUCTURE = re.compile(rb'["{}\[\],]|[^\s"{}\[\],]+')
 _STRING_REST = re.compile(rb'(?:[^"\\]|\\.)*"', re.S)
 _OPENERS = {ord("{"): ord("}"), ord("["): ord("]")}
-# A document is held whole to be parsed: unbalanced brackets must not read a whole file in.
-MAX_DOCUMENT_BYTES = 256 << 20
 
 
-def json_values(chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
+def json_values(chunks: Iterable[bytes], limit: int) -> Iterator[tuple[int, bytes]]:
     """The top-level JSON values of ``chunks`` (or the items of one top-level array), each with
     the line it starts on, found by their brackets without parsing them.
 
     A value with unbalanced brackets comes out as it is, for the parser to report; the values
-    are held one at a time, whatever the size of the input.
+    are held one at a time, whatever the size of the input, and one over ``limit`` bytes (a
+    document is parsed whole: --max-line-size) is bad input.
     """
     buffer = bytearray()
     line = 1  # of buffer[0]
@@ -98,9 +125,9 @@ def json_values(chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
         if chunk is None:
             return False
         buffer.extend(chunk)
-        if len(buffer) > MAX_DOCUMENT_BYTES:
-            raise BadInput(f"a JSON document from line {line} is over "
-                           f"{MAX_DOCUMENT_BYTES >> 20} MB (unbalanced brackets?)")
+        if len(buffer) > limit + len(chunk):
+            raise BadInput(f"a JSON document from line {line} is longer than --max-line-size "
+                           f"{limit >> 20} MB")
         return True
 
     while True:

@@ -23,6 +23,7 @@ import orjson
 
 from ..codec import Schema, SchemaStore, write_body
 from ..codec.framing import read_body
+from ..codec.limits import Limits
 from ..codec.schemas import named_types
 from ..errors import BadInput, UsageError
 from ..message import Message
@@ -124,7 +125,7 @@ class _Mapping:
             return write_body(value, union)
 
         def decode(value: bytes) -> Any:
-            return read_body(value, union, None)
+            return read_body(value, union, None, Limits())  # bytes kcp wrote itself
 
         return _nullable(encode), _nullable(decode)
 
@@ -273,6 +274,7 @@ _PLAIN_FROM_ARROW: list[tuple[Callable[[Any], Callable[[Any], bool]], Any]] = [
 class ParquetReader:
     def __init__(self, options: Options) -> None:
         self.schemas: SchemaStore = options.schemas
+        self.limits = options.limits
         self.mappings: dict[Schema, _Mapping] = {}
 
     def decode(self, message: Message) -> list[Message]:
@@ -322,7 +324,8 @@ class ParquetReader:
                     number += 1
                     datum = row if mapping.from_arrow is None else mapping.from_arrow(row)
                     if reader is not None and reader is not schema:
-                        datum = read_body(write_body(datum, schema), schema, reader)
+                        datum = read_body(write_body(datum, schema), schema, reader,
+                                          self.limits)
                     yield Message(datum=datum, schema=reader or schema, decoded=True,
                                   source=source, position=f"row {number}")
         except (pa.ArrowException, OSError) as exc:
