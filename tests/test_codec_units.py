@@ -343,7 +343,7 @@ def test_an_incompatible_reader_names_the_field(reader_fields: list, mag: float 
     store = SchemaStore()
     store.reader = _evolve(reader_fields)
     payload = encoder_for("ocf")({"id": 42, "mag": mag}, Schema(RECORD))
-    with pytest.raises(BadInput, match=rf"cannot be read as test\.alert \(field {field}\)"):
+    with pytest.raises(BadInput, match=rf"cannot be read as schema test\.alert: field {field} "):
         decode_payload(payload, store)
 
 
@@ -355,7 +355,7 @@ def test_incompatible_nested_fields_are_named_by_their_path() -> None:
     store = SchemaStore()
     store.default, store.reader = nested("double"), nested("int")
     payload = write_body({"prv": [{"flux": 1.5}]}, store.default)
-    with pytest.raises(BadInput, match=r"\(field prv\[\]\.flux\)"):
+    with pytest.raises(BadInput, match=r": field prv\[\]\.flux has a type"):
         decode_payload(payload, store, "schemaless")
 
 
