@@ -149,6 +149,15 @@ JOBS = [
                       "broker runs on the same machine (docs/performance.md)."),
 ]
 
+HEARTBEAT = [
+    click.option("--heartbeat", metavar="TOPIC",
+                 help="Exit 4 when this topic of the source's broker (GCN: gcn.heartbeat) "
+                      "is silent for --heartbeat-timeout seconds."),
+    click.option("--heartbeat-timeout", type=click.FloatRange(min=0.5), default=30.0,
+                 show_default=True, metavar="SECONDS",
+                 help="How long the --heartbeat topic may be silent."),
+]
+
 
 def _read_format_options() -> list[Callable[..., Any]]:
     from .codec.limits import Limits
@@ -169,6 +178,13 @@ def _read_format_options() -> list[Callable[..., Any]]:
                      help="A Confluent-compatible Schema Registry resolving schema ids."),
         click.option("--reader-schema", "reader_schema_path", metavar="FILE|DIR",
                      help="Decode every record into this schema (Avro schema evolution)."),
+        click.option("--fill-missing", is_flag=True,
+                     help="Give the --reader-schema fields a record lacks and that have no "
+                          "default their type's zero (null, 0, \"\", []), and say how many."),
+        click.option("--save-schema", metavar="FILE",
+                     help="Save the writer schema of the records read to FILE (a further "
+                          "distinct schema to FILE.2, FILE.3 before the extension, said on "
+                          "stderr)."),
         click.option("--max-xml-bytes", type=click.IntRange(min=1), default=Options.max_xml_bytes,
                      show_default=True, metavar="N", help="VOEvent: refuse larger packets."),
         click.option("--max-member-size", "max_member_bytes", type=click.IntRange(min=1),
@@ -196,7 +212,7 @@ def _read_format_options() -> list[Callable[..., Any]]:
 
 
 def _write_format_options() -> list[Callable[..., Any]]:
-    from .codec import BYTES_MODES, JSON_STYLES
+    from .codec import BYTES_MODES, CODECS, JSON_STYLES
     from .formats import FORMATS
     from .formats.voevent import CUTOUT_POLICIES
     from .options import Options
@@ -212,9 +228,13 @@ def _write_format_options() -> list[Callable[..., Any]]:
                           "%S/%K sizes, e.g. -F '%p %o %k %s'."),
         click.option("--schema-id", type=int, metavar="N",
                      help="Registry id of --schema (for --to confluent; Rubin: major*100+minor)."),
-        click.option("--bytes", "bytes_mode", type=click.Choice(BYTES_MODES),
-                     help="How bytes fields (cutouts) appear in JSON [default: size on a "
-                          "terminal, else base64]."),
+        click.option("--bytes", "bytes_mode", metavar="|".join(BYTES_MODES) + "|file:DIR",
+                     help="How bytes fields (cutouts) appear in JSON; file:DIR writes each to "
+                          "DIR/<candid or diaSourceId>.<field>.fits, gunzipped "
+                          "[default: size on a terminal, else base64]."),
+        click.option("--codec", type=click.Choice(CODECS),
+                     help="Compress the Avro container files written (.avro files, tar "
+                          "members) [default: null; tar members read as OCF pass unchanged]."),
         click.option("--json-style", type=click.Choice(JSON_STYLES), default="kcp",
                      show_default=True,
                      help="kcp: readable JSON for jq; avro: the Avro spec's JSON encoding."),
@@ -305,8 +325,21 @@ DEBUG = [
     click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=_debug,
                  help="Show tracebacks and the Kafka client's log."),
 ]
+FILE_WRITE = [
+    click.option("--partition-by", metavar="FIELD",
+                 help="Write a folder of files, one subfolder FIELD=VALUE per value of a "
+                      "record field (Hive layout), e.g. night.parquet --partition-by "
+                      "candidate.fid."),
+]
+PACE = [
+    click.option("--pace", metavar="original|Nx|N/s",
+                 help="Replay at the records' own cadence (ZTF candidate.jd, Rubin "
+                      "diaSource.midpointMjdTai, else the Kafka timestamp), N times "
+                      "faster, or N records a second."),
+]
 # What every command reading records into records takes, around its own options
-READING = (CONNECTION, GROUP, POSITION, COUNT, JOBS, READ_FORMAT, WRITE_FORMAT, FILTER, FORCE)
+READING = (CONNECTION, GROUP, POSITION, COUNT, HEARTBEAT, JOBS, READ_FORMAT, WRITE_FORMAT, FILTER,
+           FORCE, PACE)
 RUNNING = (OUTCOME, MONITOR, DEBUG)
 
 
@@ -489,7 +522,7 @@ def main(ctx: click.Context) -> None:
               callback=_headers, help="A header added to every message sent (repeatable).")
 @click.option("-p", "--partition", "to_partition", type=click.IntRange(min=0), metavar="N",
               help="Send every message to partition N [default: by key, else spread].")
-@options(CONNECTION, COUNT, READ_FORMAT, WRITE_FORMAT, *RUNNING)
+@options(CONNECTION, COUNT, READ_FORMAT, WRITE_FORMAT, PACE, *RUNNING)
 def produce(topic: str, files: tuple[str, ...], **kw: Any) -> None:
     """Send records to TOPIC from FILES (or stdin), one message per record.
 
@@ -574,7 +607,7 @@ def tail(topic: str, last: int, exit_at_end: bool, **kw: Any) -> None:
               help="Archives per topic (DST 'DIR/{topic}.tar.gz'): finalise a topic's archive "
                    "once the topic has had no record for DURATION, e.g. 30m, 90s [default: at "
                    "the end of the run].")
-@options(*READING, TAR_WRITE, *RUNNING)
+@options(*READING, TAR_WRITE, FILE_WRITE, *RUNNING)
 def cp(addresses: tuple[str, ...], follow: bool, **kw: Any) -> None:
     """Copy records from every SRC to DST: topics, files, globs, stdin/stdout (-).
 

@@ -34,6 +34,7 @@ from confluent_kafka import (
 )
 
 from ...address import Address, parse_offset
+from ...codec import RegistryClient
 from ...config import Config
 from ...contracts import SinkTraits, Source
 from ...errors import TransportError, UsageError
@@ -47,7 +48,7 @@ from .client import (
     ACCESS_DENIED,
     NO_SUCH_TOPIC,
     absent_topic,
-    broker_properties,
+    broker_profile,
     explain,
     fatal_errors,
     is_fenced,
@@ -55,6 +56,7 @@ from .client import (
     topic_metadata,
     transaction_failure,
 )
+from .heartbeat import Heartbeat
 from .offsets import OFFSETS_TOPIC, PositionStore, position_record, transactional_id
 
 __all__ = ["KafkaSink", "KafkaSource", "describe_topics", "exactly_once", "group_lag",
@@ -74,8 +76,12 @@ class KafkaSource:
             raise UsageError(f"{address}: name a topic to read (NAME:topic)")
         self.address = address
         self.options = options
-        self.name, properties = broker_properties(address, options, config)
-        self.group = options.group or address.group
+        profile = broker_profile(address, options, config)
+        self.name, properties = profile.name, profile.properties
+        given = options.group or address.group
+        self.group = profile.group_id(given) if given else None
+        if profile.registry:
+            options.schemas.add_id_resolver(RegistryClient(profile.registry))
         # --since starts reading where the window starts instead of filtering from the beginning
         self.offset = options.offset or (f"@{parse_time(options.since)}" if options.since
                                          else options.default_offset)
@@ -85,7 +91,7 @@ class KafkaSource:
         callbacks, self._errors = fatal_errors(self.name, group=bool(self.group)
                                                 or self.watches_patterns)
         settings = {
-            "group.id": self.group or f"kcp-{uuid.uuid4().hex}",
+            "group.id": self.group or profile.group_id(f"kcp-{uuid.uuid4().hex}"),
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             "auto.offset.reset": "earliest" if self.offset == "beginning" else "latest",
@@ -119,6 +125,8 @@ class KafkaSource:
         self._lag = 0
         self._lag_due = 0.0
         self._subscribe()
+        self.heartbeat = (Heartbeat(profile, options.heartbeat, options.heartbeat_timeout,
+                                    options.timeout) if options.heartbeat else None)
 
     # -- assignment ---------------------------------------------------------------------------
     def _topics(self) -> list[str]:
@@ -277,6 +285,8 @@ class KafkaSource:
                 raise TransportError(explain(self.name, exc.args[0], None, self.group)) from None
             raise_fatal(self.name, self._errors, topics, self.group)
             self._refresh_lag()
+            if self.heartbeat is not None:
+                self.heartbeat.check()
             if not batch:
                 yield None
             for record in batch:
@@ -381,6 +391,8 @@ class KafkaSource:
                                      f"{error.str()}") from None
 
     def close(self) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.close()
         with contextlib.suppress(KafkaException, RuntimeError):
             self.consumer.close()
 
@@ -409,7 +421,8 @@ class KafkaSink:
         # kcp produce -k KEY -H NAME=VALUE -p N: the same for every message sent
         self.key, self.headers = options.message_key, list(options.message_headers)
         self.partition = options.to_partition
-        self.name, properties = broker_properties(address, options, config)
+        profile = broker_profile(address, options, config)
+        self.name, properties = profile.name, profile.properties
         self._properties = dict(properties)
         callbacks, self._errors = fatal_errors(self.name)
         settings = {
