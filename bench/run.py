@@ -801,7 +801,7 @@ def versions(kcat: str | None, broker_version: str) -> dict[str, str]:
     with contextlib.suppress(Exception):
         text = subprocess.run([kcp_executable(), "--version"], capture_output=True, text=True,
                               timeout=30).stdout
-        found["kcp"] = text.strip().split()[-1]
+        found["kcp"] = text.strip().removeprefix("kcp ")
     with contextlib.suppress(Exception):  # the tree measured: others may be editing it
         found["kcp commit"] = subprocess.run(
             ["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True,

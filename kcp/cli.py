@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from . import __version__
+from .codec.native import codec_name
 from .errors import EXIT_STATUS_HELP, ExitStatus, KcpError, Terminated, UsageError
 
 EXIT_STATUS_TEXT = "\b\nExit status:\n" + "\n".join(
@@ -348,6 +349,7 @@ def _move(sources: list[str], destination: str, kw: dict[str, Any], default_offs
           exactly_once: bool = False, rename: str | None = None, idle: str | None = None) -> None:
     from . import Config, open_sink, open_source, reader_for
     from .address import parse_address, parse_duration
+    from .formats.json import documents_suffice
     from .pipeline import Sources
 
     options = build_options(kw, destination)
@@ -381,6 +383,7 @@ def _move(sources: list[str], destination: str, kw: dict[str, Any], default_offs
         if len(opened) != 1 or not hasattr(source, "consumer"):
             raise UsageError("--exactly-once copies from one Kafka source address")
         transport("kafka").exactly_once(source, sink)
+    options.json_documents = documents_suffice(options, sink)
     decoder = None
     if options.read_format != "raw" and (stages or not (getattr(sink, "payloads", False)
                                                          and options.write_format is None
@@ -479,7 +482,8 @@ class KcpGroup(click.Group):
 @click.group(cls=KcpGroup,
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
              epilog=ADDRESS_TEXT + "\n\n" + EXIT_STATUS_TEXT)
-@click.version_option(__version__, prog_name="kcp")
+@click.version_option(__version__, prog_name="kcp",
+                      message=f"%(prog)s %(version)s ({codec_name()})")
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """kcp: netcat for Kafka/Avro. Move astronomical alert streams (ZTF, Rubin, GCN) between

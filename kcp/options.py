@@ -34,6 +34,10 @@ class Options:
     # Sources may hand over records as payloads without decoding them (set when nothing
     # downstream needs the decoded record, e.g. files produced to Kafka as they are).
     keep_payloads: bool = False
+    # Set when every record only becomes a JSON Lines document in the kcp style, with no stage
+    # reading its values: Avro readers may then hand over finished JSON documents, transcoded
+    # natively (kcp.codec.native; kcp.formats.json.documents_suffice decides).
+    json_documents: bool = False
     # Kafka
     kafka_properties: dict[str, str] = field(default_factory=dict)
     group: str | None = None

@@ -106,11 +106,26 @@ def parse_ocf_header(payload: bytes, store: SchemaStore) -> tuple[Schema, bytes,
     return store.from_header_text(text), meta.get(b"avro.codec", b"null"), sync, pos + 16
 
 
-def iter_ocf_blocks(payload: bytes, codec: bytes, sync: bytes, pos: int):
-    """Yield (record count, block bytes) of each block, checking every sync marker."""
+def block_decompressor(codec: bytes) -> Callable[[bytes], bytes]:
+    """The function turning an OCF block of ``codec`` into its records' bytes."""
     decompress = BLOCK_DECOMPRESSORS.get(codec)
     if decompress is None:
         raise BadInput(f"unsupported OCF codec {codec.decode(errors='replace')!r}")
+    if codec == b"null":
+        return bytes
+
+    def checked(block: bytes) -> bytes:
+        try:
+            return decompress(block)
+        except Exception as exc:
+            raise BadInput(f"cannot decompress {codec.decode()} OCF block: {exc}") from None
+
+    return checked
+
+
+def iter_ocf_blocks(payload: bytes, codec: bytes, sync: bytes, pos: int):
+    """Yield (record count, block bytes) of each block, checking every sync marker."""
+    decompress = block_decompressor(codec)
     end = len(payload)
     while pos < end:
         count, pos = read_long(payload, pos)
@@ -122,11 +137,7 @@ def iter_ocf_blocks(payload: bytes, codec: bytes, sync: bytes, pos: int):
         if payload[pos:pos + 16] != sync:
             raise BadInput(f"OCF sync marker not found at byte {pos}")
         pos += 16
-        try:
-            data = decompress(block) if codec != b"null" else block
-        except Exception as exc:
-            raise BadInput(f"cannot decompress {codec.decode()} OCF block: {exc}") from None
-        yield count, data
+        yield count, decompress(block)
 
 
 def read_body(body: io.BytesIO | bytes, writer: Schema, reader: Schema | None) -> Any:
@@ -150,30 +161,38 @@ def read_body(body: io.BytesIO | bytes, writer: Schema, reader: Schema | None) -
         raise BadInput(f"corrupt Avro datum ({type(exc).__name__}: {exc})") from None
 
 
-def read_body_exactly(body: bytes, writer: Schema, reader: Schema | None) -> Any:
-    """Decode a body that must hold one datum and nothing after it."""
-    fo = io.BytesIO(body)
-    datum = read_body(fo, writer, reader)
-    if fo.tell() != len(body):
-        raise BadInput(f"{len(body) - fo.tell()} bytes left over after the datum "
-                       f"(wrong schema {writer.name}, or not this framing)")
-    return datum
+# Reads ``count`` records that fill ``body`` exactly, written with ``writer``: fastavro's
+# datums (:func:`datum_reader`) or finished JSON documents (:class:`kcp.codec.native.NativeJson`).
+BodyReader = Callable[[bytes, int, Schema], list[Any]]
 
 
-def decode_ocf(payload: bytes, store: SchemaStore) -> list[tuple[Any, Schema]]:
+def left_over(size: int, writer: Schema) -> str:
+    return (f"{size} bytes left over after the datum (wrong schema {writer.name}, or not this "
+            "framing)")
+
+
+def datum_reader(store: SchemaStore) -> BodyReader:
+    """fastavro's datums, resolved into the store's reader schema when it has one."""
+
+    def read(body: bytes, count: int, writer: Schema) -> list[Any]:
+        fo = io.BytesIO(body)
+        datums = [read_body(fo, writer, store.reader) for _ in range(count)]
+        if fo.tell() != len(body):
+            raise BadInput(left_over(len(body) - fo.tell(), writer))
+        return datums
+
+    return read
+
+
+def decode_ocf(payload: bytes, store: SchemaStore, read: BodyReader) -> list[tuple[Any, Schema]]:
     writer, codec, sync, pos = parse_ocf_header(payload, store)
-    reader = store.reader
-    records = []
-    for count, data in iter_ocf_blocks(payload, codec, sync, pos):
-        fo = io.BytesIO(data)
-        for _ in range(count):
-            records.append((read_body(fo, writer, reader), reader or writer))
-        if fo.tell() != len(data):
-            raise BadInput("OCF block holds bytes past its declared records")
-    return records
+    schema = store.reader or writer
+    return [(value, schema) for count, data in iter_ocf_blocks(payload, codec, sync, pos)
+            for value in read(data, count, writer)]
 
 
-def decode_confluent(payload: bytes, store: SchemaStore) -> list[tuple[Any, Schema]]:
+def decode_confluent(payload: bytes, store: SchemaStore, read: BodyReader
+                     ) -> list[tuple[Any, Schema]]:
     if len(payload) < 5:
         raise BadInput("truncated Confluent frame (shorter than its 5-byte header)")
     _, schema_id = _CONFLUENT_HEADER.unpack_from(payload)
@@ -181,10 +200,11 @@ def decode_confluent(payload: bytes, store: SchemaStore) -> list[tuple[Any, Sche
     if writer is None:
         raise BadInput(f"unknown schema id {schema_id} in a Confluent frame: no schema source "
                        "knows it (give --registry URL, --schema FILE or --schema-dir DIR)")
-    return [(read_body_exactly(payload[5:], writer, store.reader), store.reader or writer)]
+    return [(value, store.reader or writer) for value in read(payload[5:], 1, writer)]
 
 
-def decode_single_object(payload: bytes, store: SchemaStore) -> list[tuple[Any, Schema]]:
+def decode_single_object(payload: bytes, store: SchemaStore, read: BodyReader
+                         ) -> list[tuple[Any, Schema]]:
     if len(payload) < 10:
         raise BadInput("truncated single-object frame (shorter than its 10-byte header)")
     (value,) = _FINGERPRINT.unpack_from(payload, 2)
@@ -192,14 +212,15 @@ def decode_single_object(payload: bytes, store: SchemaStore) -> list[tuple[Any, 
     if writer is None:
         raise BadInput(f"single-object frame has fingerprint {value:016x}, which matches no "
                        "known schema (give --schema FILE)")
-    return [(read_body_exactly(payload[10:], writer, store.reader), store.reader or writer)]
+    return [(datum, store.reader or writer) for datum in read(payload[10:], 1, writer)]
 
 
-def decode_schemaless(payload: bytes, store: SchemaStore) -> list[tuple[Any, Schema]]:
+def decode_schemaless(payload: bytes, store: SchemaStore, read: BodyReader
+                      ) -> list[tuple[Any, Schema]]:
     writer = store.default
     if writer is None:
         raise UsageError("schemaless Avro needs its schema: give --schema FILE")
-    return [(read_body_exactly(payload, writer, store.reader), store.reader or writer)]
+    return [(value, store.reader or writer) for value in read(payload, 1, writer)]
 
 
 DECODERS = {
@@ -232,22 +253,24 @@ def detect_framing(payload: bytes, store: SchemaStore) -> str:
                    f"{', '.join(FRAMINGS)}); give --from FORMAT, or --schema for schemaless Avro")
 
 
-def decode_payload(payload: bytes, store: SchemaStore, framing: str | None = None
-                   ) -> list[tuple[Any, Schema]]:
-    """Every (datum, schema) a payload holds, in the given framing or the detected one."""
+def decode_payload(payload: bytes, store: SchemaStore, framing: str | None = None,
+                   read: BodyReader | None = None) -> list[tuple[Any, Schema]]:
+    """Every (datum, schema) a payload holds, in the given framing or the detected one;
+    ``read`` reads the bodies (fastavro's datums by default)."""
+    read = read or datum_reader(store)
     if framing is None:
         framing = detect_framing(payload, store)
         if framing == "schemaless" and payload[:1] == CONFLUENT_MAGIC and len(payload) >= 5:
             # 0x00 starts many bare bodies and every Confluent frame, also one whose id no source
             # knows but whose schema the user gave (Rubin with --schema): the exact reading wins.
             try:
-                return decode_schemaless(payload, store)
+                return decode_schemaless(payload, store, read)
             except BadInput as exc:
                 try:
-                    return decode_confluent(payload, store)
+                    return decode_confluent(payload, store, read)
                 except BadInput:
                     raise exc from None
-    return DECODERS[framing](payload, store)
+    return DECODERS[framing](payload, store, read)
 
 
 def write_body(datum: Any, schema: Schema) -> bytes:
@@ -353,7 +376,8 @@ class OcfStream:
                 raise BadInput("malformed varint in an OCF block header")
 
     def blocks(self) -> Iterator[tuple[int, bytes]]:
-        """(record count, raw block bytes as stored) of each block, sync markers checked."""
+        """(record count, raw block bytes as stored) of each block, sync markers checked after
+        the block is taken (as fastavro does: a block's records come before that error)."""
         while True:
             count = self._read_long()
             if count is None:
@@ -362,9 +386,11 @@ class OcfStream:
             if size is None or count < 0 or size < 0:
                 raise BadInput("corrupt OCF block header")
             data = self._read(size)
-            if len(data) != size or self._read(16) != self.sync:
-                raise BadInput("truncated OCF block, or its sync marker is missing")
+            if len(data) != size:
+                raise BadInput("truncated OCF block")
             yield count, data
+            if self._read(16) != self.sync:
+                raise BadInput("OCF sync marker not found after a block")
 
     def payload(self, data: bytes) -> bytes:
         """A one-record block as a complete OCF of its own."""

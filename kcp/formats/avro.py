@@ -10,7 +10,16 @@ import fastavro
 import fastavro.read
 
 from ..codec import Schema, SchemaStore, decode_payload, encoder_for
-from ..codec.framing import OCF_MAGIC, OcfStream, parse_ocf_header, read_long, write_long
+from ..codec.framing import (
+    OCF_MAGIC,
+    OcfStream,
+    block_decompressor,
+    datum_reader,
+    parse_ocf_header,
+    read_long,
+    write_long,
+)
+from ..codec.native import json_transcoder
 from ..errors import BadInput, UsageError
 from ..message import Message
 from ..options import Options
@@ -36,11 +45,14 @@ class AvroReader:
     def __init__(self, options: Options) -> None:
         self.schemas = options.schemas
         self.keep_payloads = options.keep_payloads
+        # Finished JSON documents when that is all the run needs (kcp.codec.native), else datums.
+        self.documents = json_transcoder(options)
+        self.read_bodies = self.documents or datum_reader(self.schemas)
 
     def decode(self, message: Message) -> list[Message]:
         if message.value is None:
             raise BadInput("empty payload (a tombstone?) where an Avro record was expected")
-        records = decode_payload(message.value, self.schemas, self.framing)
+        records = decode_payload(message.value, self.schemas, self.framing, self.read_bodies)
         if len(records) == 1:
             message.datum, message.schema = records[0]
             message.decoded = True
@@ -51,6 +63,9 @@ class AvroReader:
         head = stream.peek(4)[:4] if hasattr(stream, "peek") else b""
         if head == OCF_MAGIC and self.keep_payloads:
             yield from self._read_ocf_payloads(stream, source)
+            return
+        if head == OCF_MAGIC and self.documents is not None:
+            yield from self._read_ocf_documents(stream, source)
             return
         if head == OCF_MAGIC or (not head and self.framing in (None, "ocf")):
             yield from self._read_ocf_file(stream, source)
@@ -72,6 +87,26 @@ class AvroReader:
                     yield message
                 else:
                     yield from self.decode(message)
+        except BadInput as exc:
+            yield Message(source=source, position=f"record {number + 1}",
+                          error=exc.at(f"{source}:record {number + 1}"))
+
+    def _read_ocf_documents(self, stream: BinaryIO, source: str) -> Iterator[Message]:
+        """An OCF file's records as JSON documents, a block at a time; as with fastavro, the
+        records before a corrupt one are kept and nothing after it is read."""
+        assert self.documents is not None
+        number = 0
+        try:
+            ocf = OcfStream(stream, self.schemas)
+            decompress = block_decompressor(ocf.codec)
+            for count, data in ocf.blocks():
+                documents, _, error = self.documents.block(decompress(data), count, ocf.schema)
+                for document in documents:
+                    number += 1
+                    yield Message(datum=document, schema=ocf.schema, decoded=True, source=source,
+                                  position=f"record {number}")
+                if error is not None:
+                    raise error
         except BadInput as exc:
             yield Message(source=source, position=f"record {number + 1}",
                           error=exc.at(f"{source}:record {number + 1}"))

@@ -9,6 +9,7 @@ from typing import BinaryIO
 import orjson
 
 from ..codec import AvroToJson, JsonToAvro
+from ..codec.native import JsonDocument
 from ..errors import BadInput
 from ..message import Message
 from ..options import Options
@@ -61,7 +62,13 @@ class JsonWriter:
         self.colour = options.colour
 
     def encode(self, message: Message) -> bytes:
-        document = self.to_json(message.datum, message.schema, self.option)
+        datum = message.datum
+        if type(datum) is JsonDocument:  # transcoded natively, already what to_json would write
+            document = datum.text
+            if self.option:
+                document = orjson.dumps(orjson.loads(document), option=self.option)
+        else:
+            document = self.to_json(datum, message.schema, self.option)
         return colourize(document) if self.colour else document
 
     def recover(self, stream: BinaryIO) -> None:
@@ -69,3 +76,14 @@ class JsonWriter:
 
     def open_stream(self, stream: BinaryIO) -> LineStreamWriter:
         return LineStreamWriter(stream, self.encode)
+
+
+def documents_suffice(options: Options, sink: object) -> bool:
+    """Whether records may reach ``sink`` as finished JSON documents (kcp.codec.native): it
+    writes JSON Lines in the kcp style, and no stage reads record values (--where, --map,
+    --pipe-through, --fields) or reshapes them (--reader-schema).  --since/--until read only
+    Kafka timestamps."""
+    encode = getattr(sink, "encode", None)
+    return (isinstance(getattr(encode, "__self__", None), JsonWriter)
+            and options.json_style == "kcp" and not options.steps and not options.fields
+            and options.schemas.reader is None)
