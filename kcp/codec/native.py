@@ -119,6 +119,10 @@ def compile_ops(parsed: Any) -> list[Op]:
     return ops
 
 
+class TruncatedBody(BadInput):
+    """A body that ends before its values do: in a file, what follows its last record."""
+
+
 class JsonDocument:
     """A record already written as its JSON document (by :class:`NativeJson`)."""
 
@@ -137,7 +141,7 @@ class NativeJson:
         self.to_json = AvroToJson(bytes_mode, "kcp")
         self._programs: dict[Schema, Any] = {}
 
-    def _program(self, schema: Schema) -> Any:
+    def program(self, schema: Schema) -> Any:
         if schema not in self._programs:
             try:
                 program = _native.Program(compile_ops(schema.parsed), self.bytes_mode, MAX_DEPTH)
@@ -154,7 +158,7 @@ class NativeJson:
               ) -> tuple[list[JsonDocument], int, BadInput | None]:
         """The documents of up to ``count`` records of ``body``, where reading ended, and the
         error that stopped it early, if any (the records before it are kept)."""
-        program = self._program(writer)
+        program = self.program(writer)
         if program is None:
             return self._python(body, count, writer), len(body), None
         texts, end, problem = program.transcode(body, count)
@@ -162,8 +166,10 @@ class NativeJson:
             kind, text, at = problem
             if kind == "unsupported":
                 return self._python(body, count, writer), len(body), None
-            return ([JsonDocument(t) for t in texts], end,
-                    BadInput(f"corrupt Avro datum at byte {at} of the body: {text}"))
+            error = (TruncatedBody(f"truncated Avro datum: at byte {at} of the body, {text}")
+                     if kind == "truncated" else
+                     BadInput(f"corrupt Avro datum at byte {at} of the body: {text}"))
+            return [JsonDocument(t) for t in texts], end, error
         return [JsonDocument(t) for t in texts], end, None
 
     def __call__(self, body: bytes, count: int, writer: Schema) -> list[JsonDocument]:

@@ -19,7 +19,7 @@ from ..codec.framing import (
     read_long,
     write_long,
 )
-from ..codec.native import json_transcoder
+from ..codec.native import TruncatedBody, json_transcoder
 from ..errors import BadInput, UsageError
 from ..message import Message
 from ..options import Options
@@ -108,8 +108,10 @@ class AvroReader:
                 if error is not None:
                     raise error
         except BadInput as exc:
+            # A block that ends before its records do is worded as the fastavro path words it.
+            error = BadInput(_describe(EOFError())) if isinstance(exc, TruncatedBody) else exc
             yield Message(source=source, position=f"record {number + 1}",
-                          error=exc.at(f"{source}:record {number + 1}"))
+                          error=error.at(f"{source}:record {number + 1}"))
 
     def _read_ocf_file(self, stream: BinaryIO, source: str) -> Iterator[Message]:
         reader_schema = self.schemas.reader

@@ -63,6 +63,8 @@ enum BytesMode {
 enum Stop {
     /// The body is malformed: what, and at which byte.
     Bad(String, usize),
+    /// The body ends before its values do (or declares more of them than its bytes can hold).
+    Truncated(String, usize),
     /// Valid, but only the Python path writes it exactly as Python does.
     Unsupported(&'static str, usize),
 }
@@ -85,7 +87,7 @@ impl<'a> Cursor<'a> {
         let mut shift = 0;
         loop {
             let Some(&byte) = self.buf.get(self.pos) else {
-                return Err(Stop::Bad("truncated: a varint runs past the end".into(), start));
+                return Err(Stop::Truncated("a varint runs past the end".into(), start));
             };
             self.pos += 1;
             value |= u64::from(byte & 0x7F) << shift;
@@ -101,8 +103,8 @@ impl<'a> Cursor<'a> {
 
     fn take(&mut self, size: usize, what: &str) -> Result<&'a [u8], Stop> {
         if size > self.remaining() {
-            return Err(Stop::Bad(
-                format!("truncated: {what} of {size} bytes, {} left", self.remaining()),
+            return Err(Stop::Truncated(
+                format!("{what} of {size} bytes, {} left", self.remaining()),
                 self.pos,
             ));
         }
@@ -567,7 +569,7 @@ impl Program {
                 ));
             }
         } else if count > cur.remaining() as u64 / min_size {
-            return Err(Stop::Bad(
+            return Err(Stop::Truncated(
                 format!("block declares {count} items but only {} bytes remain", cur.remaining()),
                 at,
             ));
@@ -720,7 +722,8 @@ impl Program {
 
     /// (documents, end, problem): the JSON of each datum read from `body` (at most `count`),
     /// the byte where reading stopped, and None or (kind, message, byte) when it stopped early:
-    /// kind "bad" for a malformed body, "unsupported" for a body the Python path must write.
+    /// kind "bad" for a malformed body, "truncated" for one that ends before its values do,
+    /// "unsupported" for a body the Python path must write.
     #[allow(clippy::type_complexity)]
     fn transcode<'py>(
         &self,
@@ -748,6 +751,7 @@ impl Program {
         }
         let problem = stop.map(|s| match s {
             Stop::Bad(message, at) => ("bad", message, at),
+            Stop::Truncated(message, at) => ("truncated", message, at),
             Stop::Unsupported(why, at) => ("unsupported", why.to_string(), at),
         });
         (documents, end, problem)
