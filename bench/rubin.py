@@ -19,7 +19,7 @@ from kcp.codec import RubinSchemaTree, Schema, write_body
 from kcp.codec.schemas import named_types
 
 SCHEMA_ID = 1000  # lsst.v10_0: Rubin's registry id is major * 100 + minor
-SHARED_TREE = Path(__file__).resolve().parents[2] / "shared" / "data" / "lsst" / "alert_packet" / "schema"
+SHARED_TREE = Path(__file__).resolve().parents[2] / "shared/data/lsst/alert_packet/schema"
 MAX_HISTORY = 1000
 TIMESTAMPS = {"timestamp-millis": 1, "timestamp-micros": 1000}  # per millisecond
 POOL = 64  # distinct history records drawn from (random values are slow to make in Python)
