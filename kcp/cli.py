@@ -145,13 +145,15 @@ def format_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--registry", metavar="URL",
                      help="A Confluent-compatible Schema Registry resolving schema ids."),
         click.option("--reader-schema", metavar="FILE|DIR",
-                     help="Decode every record into this schema (Avro schema evolution)."),
+                     help="Decode every record into this schema (Avro schema evolution; "
+                          "decoded by the Python codec, not the native one)."),
         click.option("--bytes", "bytes_mode", type=click.Choice(BYTES_MODES),
                      help="How bytes fields (cutouts) appear in JSON [default: size on a "
                           "terminal, else base64]."),
         click.option("--json-style", type=click.Choice(JSON_STYLES), default="kcp",
                      show_default=True,
-                     help="kcp: readable JSON for jq; avro: the Avro spec's JSON encoding."),
+                     help="kcp: readable JSON for jq; avro: the Avro spec's JSON encoding "
+                          "(written by the Python codec)."),
         click.option("--raw", is_flag=True,
                      help="Pass payloads through undecoded, one per line (like kcat)."),
         click.option("--envelope", is_flag=True,
@@ -187,7 +189,9 @@ def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed([
         click.option("--where", "where", multiple=True, metavar="EXPR",
                      help="Keep records for which EXPR is true, e.g. "
-                          "'candidate.rb > 0.5 and candidate.magpsf < 19' (docs/filtering.md)."),
+                          "'candidate.rb > 0.5 and candidate.magpsf < 19' (docs/filtering.md). "
+                          "Records are then decoded by the Python codec, as with --map, "
+                          "--pipe-through and --fields (docs/performance.md)."),
         click.option("--map", "map_", multiple=True, metavar="TARGET",
                      help="Run each record through a function: MODULE:FUNCTION, "
                           "FILE.py:FUNCTION or an installed plugin (kcp plugins). It returns "
