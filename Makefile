@@ -69,7 +69,7 @@ lint: venv
 	$(VENV)/bin/ruff check kcp tests scripts
 
 clean:
-	rm -rf $(VENV) $(CACHE) build dist *.egg-info demo native/target kcp/_native*.so
+	rm -rf $(VENV) $(CACHE) build dist *.egg-info demo native/target kcp/codec/compiled*.so
 
 bench-codec: venv
 	$(PY) bench/codec.py

@@ -104,7 +104,7 @@ def measure(payloads: list[bytes], repeat: int) -> dict[str, float]:
 
     functions = [("ceiling", ceiling), ("naive_json", naive_json), ("kcp_dicts", kcp_dicts),
                  ("kcp_json", kcp_json)]
-    if native._native is not None:
+    if native.BUILT:
         functions.append(("native_json", native_json))
     return {name: len(payloads) / timed(function, repeat) for name, function in functions}
 
@@ -158,7 +158,7 @@ def main() -> int:
               f"{rates.get('native_json', 0):>8.0f} "
               f"{rates.get('native_json', 0) / rates['ceiling']:>6.2f}x")
     print("targets: kcp dict >= 0.90x ceiling; kcp json >= 2x naive", file=sys.stderr)
-    if native._native is None:
+    if not native.BUILT:
         print("the native transcoder is not built (no cargo): no native figures")
         return 0
     from rubin import rubin_payloads, rubin_schema  # bench/rubin.py

@@ -14,13 +14,11 @@ import os
 import re
 from collections.abc import Container
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from .errors import UsageError
+from .times import parse_time
 
-FILE_EXTENSIONS = (".avro", ".json", ".jsonl", ".ndjson", ".xml", ".fits", ".tar", ".tgz",
-                   ".gz", ".bz2", ".xz")
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]+$")
 # A file address with one of these extensions is a tar archive (kcp.transports.tar).
 TAR_EXTENSIONS = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
@@ -41,15 +39,17 @@ class Address:
         return self.text
 
 
-def parse_address(text: str, aliases: Container[str] = ()) -> Address:
-    """Parse ``text``; ``aliases`` are the broker names the config file defines."""
+def parse_address(text: str, aliases: Container[str] = (), extensions: tuple[str, ...] = ()
+                  ) -> Address:
+    """Parse ``text``; ``aliases`` are the broker names the config file defines, ``extensions``
+    the file name endings that make a name a path (kcp.formats.file_extensions)."""
     if not text:
         raise UsageError("empty address")
     if text == "-":
         return Address("stdio", text)
     if text.startswith("kafka://"):
         return _parse_url(text)
-    if _looks_like_path(text):
+    if _looks_like_path(text, extensions):
         return Address("file", text, path=text)
     name, sep, topic = text.rpartition(":")
     if sep and name:
@@ -65,13 +65,13 @@ def is_tar_path(path: str) -> bool:
     return path.lower().endswith(TAR_EXTENSIONS)
 
 
-def _looks_like_path(text: str) -> bool:
+def _looks_like_path(text: str, extensions: tuple[str, ...]) -> bool:
     if text.startswith(("/", "./", "../", "~")) or os.path.exists(text):
         return True
     if any(c in text for c in "*?[") and ":" not in text and not text.startswith("^"):
         return True
     lowered = text.lower()
-    return "/" in text.split(":", 1)[-1] or lowered.endswith(FILE_EXTENSIONS)
+    return "/" in text.split(":", 1)[-1] or lowered.endswith(extensions)
 
 
 def _is_host_list(text: str) -> bool:
@@ -108,38 +108,17 @@ def _parse_url(text: str) -> Address:
 
 
 def parse_offset(text: str) -> tuple[str, Any]:
-    """``-o beginning|end|N|-N|@MS|@ISO-8601`` as (kind, value): ("named", "beginning"),
+    """``-o beginning|end|N|-N|@TIME`` (kcp.times) as (kind, value): ("named", "beginning"),
     ("absolute", N), ("from_end", N) or ("time", milliseconds)."""
     if text in ("beginning", "end"):
         return "named", text
     if text.startswith("@"):
-        stamp = text[1:]
-        if stamp.isdigit():
-            return "time", int(stamp)
         try:
-            moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-        except ValueError:
-            raise UsageError(f"-o {text}: not a time (@MILLISECONDS or @ISO-8601)") from None
-        if moment.tzinfo is None:
-            raise UsageError(f"-o {text}: give a time zone (e.g. {stamp}Z)")
-        return "time", int(moment.timestamp() * 1000)
+            return "time", parse_time(text[1:])
+        except UsageError as error:
+            raise error.at(f"-o {text}") from None
     try:
         value = int(text)
     except ValueError:
         raise UsageError(f"-o {text}: expected beginning, end, N, -N, @MS or @ISO-8601") from None
     return ("from_end", -value) if value < 0 else ("absolute", value)
-
-
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?")
-_DURATION_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-
-
-def parse_duration(text: str) -> float:
-    """A duration in seconds from ``90s``, ``30m``, ``2h``, ``1d``, ``500ms`` or plain seconds."""
-    found = _DURATION.fullmatch(text.strip())
-    if found is None:
-        raise UsageError(f"not a duration: {text!r} (expected e.g. 90s, 30m, 2h, or seconds)")
-    seconds = float(found[1]) * _DURATION_SECONDS[found[2]]
-    if seconds <= 0:
-        raise UsageError(f"not a duration: {text!r} (it must be longer than zero)")
-    return seconds

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 from collections.abc import Callable
@@ -26,57 +25,62 @@ Addresses:
   kafka://[GROUP@]HOST[:PORT][,HOST...]/TOPIC[,TOPIC...]"""
 
 
-def _debug_logging(debug: bool) -> None:
+def _debug(ctx: click.Context, param: click.Parameter, debug: bool) -> bool:
+    """``--debug``: tracebacks and librdkafka's log on stderr (read by the error boundary)."""
     if debug:
         import logging
 
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,
                             format="kcp %(name)s: %(message)s")
+        ctx.find_root().meta["kcp.debug"] = True
+    return debug
 
 
-def _fail(error: KcpError, debug: bool) -> None:
-    if debug:
-        import traceback
-
-        traceback.print_exc()
-    click.echo(f"kcp: {error}", err=True)
-    sys.exit(int(error.status))
-
-
-def _quiet_broken_pipe() -> None:
-    # Whoever read our output has gone (`| head`): that is success, and Python must not
-    # complain again while flushing stdout at exit.
+def _quiet_stdout() -> None:
+    # Whoever read our output has gone (`| head`), or stdout cannot take more: Python must not
+    # try again, and complain, while flushing stdout at exit.
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, 1)
     except OSError:
         pass
-    sys.exit(int(ExitStatus.OK))
 
 
-def handles_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Map every outcome of a command onto the documented exit statuses."""
+def _exit_status(error: BaseException, ctx: click.Context) -> int:
+    """The one mapping of every outcome onto the documented exit statuses (errors.py); what
+    went wrong is one line on stderr, a traceback only with --debug."""
+    if isinstance(error, KeyboardInterrupt):
+        click.echo("kcp: interrupted", err=True)
+        return int(ExitStatus.INTERRUPTED)
+    if isinstance(error, Terminated):
+        return int(ExitStatus.OK)
+    if isinstance(error, BrokenPipeError):
+        _quiet_stdout()
+        return int(ExitStatus.OK)
+    if ctx.meta.get("kcp.debug"):
+        import traceback
 
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        debug = kwargs.get("debug", False)
-        _debug_logging(debug)
-        try:
-            return command(*args, **kwargs)
-        except KcpError as error:
-            _fail(error, debug)
-        except BrokenPipeError:
-            _quiet_broken_pipe()
-        except KeyboardInterrupt:
-            click.echo("kcp: interrupted", err=True)
-            sys.exit(int(ExitStatus.INTERRUPTED))
-        except Terminated:
-            sys.exit(int(ExitStatus.OK))
-
-    return wrapper
+        traceback.print_exception(error)
+    if isinstance(error, KcpError):
+        click.echo(f"kcp: {error}", err=True)
+        return int(error.status)
+    if isinstance(error, OSError):
+        where = error.filename or ctx.meta.get("kcp.destination") or "kcp"
+        click.echo(f"kcp: {where}: {error.strerror or error}", err=True)
+        _quiet_stdout()
+        return int(ExitStatus.RUNTIME_ERROR)
+    click.echo(f"kcp: internal error: {type(error).__name__}: {error} (run again with --debug "
+               "for the traceback, and please report it)", err=True)
+    return int(ExitStatus.RUNTIME_ERROR)
 
 
 # -- options shared by commands -----------------------------------------------------------------
+def _duration(ctx: click.Context, param: click.Parameter, text: str | None) -> float | None:
+    from .times import parse_duration
+
+    return None if text is None else parse_duration(text)
+
+
 def _kafka_properties(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
                       ) -> dict[str, str]:
     properties = {}
@@ -90,7 +94,7 @@ def _kafka_properties(ctx: click.Context, param: click.Parameter, values: tuple[
 
 def kafka_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed([
-        click.option("-X", "properties", multiple=True, metavar="KEY=VALUE",
+        click.option("-X", "kafka_properties", multiple=True, metavar="KEY=VALUE",
                      callback=_kafka_properties,
                      help="Any librdkafka property, e.g. -X security.protocol=SASL_SSL."),
         click.option("-g", "--group", metavar="GROUP",
@@ -102,6 +106,10 @@ def kafka_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
+count_option = click.option("-c", "--count", type=click.IntRange(min=0), metavar="N",
+                            help="Stop after N records.")
+
+
 def read_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed([
         click.option("-o", "--offset", metavar="OFFSET",
@@ -109,8 +117,7 @@ def read_options(command: Callable[..., Any]) -> Callable[..., Any]:
                           "@TIMESTAMP_MS or @ISO-8601 time."),
         click.option("-p", "--partition", "partitions", type=int, multiple=True,
                      help="Read only this partition (repeatable)."),
-        click.option("-c", "--count", type=click.IntRange(min=0), metavar="N",
-                     help="Stop after N records."),
+        count_option,
         click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, metavar="N",
                      help="Decode, filter and encode in N processes (output order kept). "
                           "Pays off with cores to spare: at most cores - 1, fewer when the "
@@ -135,7 +142,7 @@ def format_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--to", "write_format", type=click.Choice(names), metavar="FORMAT",
                      help="Write FORMAT (default: from the file extension; JSON on stdout; "
                           "Kafka: payloads as read, or one Avro OCF per record)."),
-        click.option("--schema", metavar="FILE|DIR",
+        click.option("--schema", "schema_path", metavar="FILE|DIR",
                      help="Writer schema (.avsc, or a folder of .avsc files) for JSON input "
                           "and schemaless or unknown-id payloads."),
         click.option("--schema-id", type=int, metavar="N",
@@ -144,7 +151,7 @@ def format_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="A tree DIR/MAJOR/MINOR/*.avsc resolving Rubin schema ids offline."),
         click.option("--registry", metavar="URL",
                      help="A Confluent-compatible Schema Registry resolving schema ids."),
-        click.option("--reader-schema", metavar="FILE|DIR",
+        click.option("--reader-schema", "reader_schema_path", metavar="FILE|DIR",
                      help="Decode every record into this schema (Avro schema evolution; "
                           "decoded by the Python codec, not the native one)."),
         click.option("--bytes", "bytes_mode", type=click.Choice(BYTES_MODES),
@@ -160,7 +167,9 @@ def format_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="Files and pipes hold whole Kafka messages as JSON Lines (topic, "
                           "partition, offset, timestamp, key, headers, value, payload)."),
         click.option("--pretty/--compact", default=None,
-                     help="Indented JSON (default on a terminal) or one line per record."),
+                     help="Indented JSON or one line per record on stdout [default: indented "
+                          "and coloured on a terminal; files, pipes and Kafka always get one "
+                          "line per record]."),
         click.option("--authority", default=Options.authority, show_default=True,
                      metavar="IVO://AUTHORITY",
                      help="VOEvent: the IVORN of an alert written as VOEvent is AUTHORITY#ID."),
@@ -199,7 +208,7 @@ def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--pipe-through", multiple=True, metavar="'CMD ARGS'",
                      help="Stream records as JSON Lines through a program that answers one "
                           "line (the record, or null) per line."),
-        click.option("--out-schema", metavar="FILE",
+        click.option("--out-schema", "out_schema_path", metavar="FILE",
                      help="The Avro schema of what --map/--pipe-through return (by default "
                           "the input schema, extended with the module's OUTPUT_FIELDS)."),
         click.option("--pipe-timeout", type=float, default=30.0, show_default=True,
@@ -231,7 +240,8 @@ def run_options(command: Callable[..., Any]) -> Callable[..., Any]:
                           "last message, open archives) on this port."),
         click.option("--stats-interval", type=float, metavar="SECONDS",
                      help="Write a one-line JSON summary to stderr every SECONDS."),
-        click.option("--debug", is_flag=True, help="Show tracebacks."),
+        click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=_debug,
+                     help="Show tracebacks and the Kafka client's log."),
     ]):
         command = option(command)
     return command
@@ -261,205 +271,54 @@ def _steps(kw: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple((STEP_OPTIONS[name], values[name].pop(0)) for name in order)
 
 
-def build_options(kw: dict[str, Any], destination: str | None = None) -> Any:
-    """The library's Options from the command's keyword arguments and the destination."""
-    from .codec import RegistryClient, RubinSchemaTree, load_schema_path
+def _options(kw: dict[str, Any], **settings: Any) -> Any:
+    """The library's Options from a command's keyword arguments: click's names are the
+    Options fields; what is not given keeps the library's default."""
+    import dataclasses
+
     from .options import Options
 
-    options = Options(
-        read_format=kw.get("read_format"), write_format=kw.get("write_format"),
-        bytes_mode=kw.get("bytes_mode"), json_style=kw.get("json_style", "kcp"),
-        kafka_properties=kw.get("properties") or {}, group=kw.get("group"),
-        offset=kw.get("offset"), partitions=tuple(kw.get("partitions") or ()),
-        count=kw.get("count"), timeout=kw.get("timeout") or 30.0,
-        on_error=kw.get("on_error", "fail"), progress=kw.get("progress"),
-        quiet=kw.get("quiet", False), steps=_steps(kw),
-        fields=kw.get("fields"), since=kw.get("since"), until=kw.get("until"),
-        pipe_timeout=kw.get("pipe_timeout") or 30.0,
-    )
-    for name in ("authority", "cutouts", "max_xml_bytes",  # VOEvent (format_options)
-                 "member_format", "member_name", "max_member_bytes"):  # tar
-        if kw.get(name) is not None:
-            setattr(options, name, kw[name])
-    if (options.steps or options.fields) and kw.get("raw"):
-        raise UsageError("--where, --map, --pipe-through and --fields need decoded records: "
-                         "drop --raw")
-    if kw.get("out_schema"):
-        options.out_schema = load_schema_path(kw["out_schema"])
-    if options.offset:
-        from .address import parse_offset
-
-        parse_offset(options.offset)  # a typo fails now, not after reaching the broker
-    if options.since and not options.offset:
-        from .stages import parse_time
-
-        # Start reading where the window starts instead of filtering from the beginning.
-        options.offset = f"@{parse_time(options.since)}"
-    if kw.get("raw"):
-        options.read_format = options.write_format = "raw"
-    pretty = kw.get("pretty")
-    options.pretty = sys.stdout.isatty() if pretty is None else pretty
-    options.colour = options.pretty and sys.stdout.isatty() and "NO_COLOR" not in os.environ
-    _fit_terminal(options, destination, kw)
-    store = options.schemas
-    if kw.get("schema"):
-        store.default = store.add(load_schema_path(kw["schema"], registry_id=kw.get("schema_id")))
-    elif kw.get("schema_id") is not None:
-        raise UsageError("--schema-id needs --schema")
-    if kw.get("reader_schema"):
-        store.reader = load_schema_path(kw["reader_schema"])
-    if kw.get("schema_dir"):
-        store.add_id_resolver(RubinSchemaTree(kw["schema_dir"]))
-    if kw.get("registry"):
-        store.add_id_resolver(RegistryClient(kw["registry"]))
-    packaged = RubinSchemaTree.from_package()
-    if packaged is not None:
-        store.add_id_resolver(packaged)
-    return options
+    names = {f.name for f in dataclasses.fields(Options)}
+    given = {name: value for name, value in kw.items()
+             if name in names and value is not None and value != ()}
+    return Options(steps=_steps(kw), **given, **settings)
 
 
-def _wants_progress(options: Any) -> bool:
-    # By default only when someone watches stderr and the data goes elsewhere: a live line
-    # redrawn amid records on the same terminal would garble them.
-    watched = sys.stderr.isatty() and not sys.stdout.isatty()
-    wanted = options.progress if options.progress is not None else watched
-    return bool(wanted) and not options.quiet
+def _move(sources: list[str], destination: str, kw: dict[str, Any], **settings: Any) -> None:
+    """Copy every record of ``sources`` to ``destination``: the plan does the whole job."""
+    from .plan import plan
 
-
-def _run_reporting(source: Any, sink: Any, options: Any, decoder: Any, stages: list,
-                   workers: Any = None, kw: dict[str, Any] | None = None) -> None:
-    """Run the pipeline with what watches it: a live count and final summary on stderr,
-    periodic JSON stats, Prometheus metrics."""
-    from .metrics import Observers, PrometheusMetrics, StatsLines
-    from .pipeline import Progress, run
-
-    kw = kw or {}
-    live = Progress(sys.stderr) if _wants_progress(options) else None
-    observers = Observers(
-        live,
-        StatsLines(kw["stats_interval"], source) if kw.get("stats_interval") else None,
-        PrometheusMetrics(kw["metrics_port"], source, sink) if kw.get("metrics_port") else None)
-    try:
-        summary = run(source, sink, options, decoder=decoder, stages=stages,
-                      progress=observers if observers.observers else None, workers=workers)
-    finally:
-        observers.done()
-    if live is not None:
-        click.echo(f"kcp: {summary.line()}", err=True)
-
-
-def _move(sources: list[str], destination: str, kw: dict[str, Any], default_offset: str,
-          follow: bool, tail_count: int | None = None, keep_partition: bool = False,
-          exactly_once: bool = False, rename: str | None = None, idle: str | None = None) -> None:
-    from . import Config, open_sink, open_source, reader_for
-    from .address import parse_address, parse_duration
-    from .formats.json import documents_suffice
-    from .pipeline import Sources
-
-    options = build_options(kw, destination)
-    idle_seconds = None if idle is None else parse_duration(idle)
-    options.follow = follow
-    options.tail_count = tail_count
-    config = Config.load()
-    if kw.get("envelope"):
-        _envelope_side(options, [parse_address(s, config.brokers) for s in sources],
-                       parse_address(destination, config.brokers))
-    from .pipeline import close_stages, stages_for
-
-    stages = stages_for(options)  # compiled first: a bad --where fails before any I/O
-    opened = []
-    try:
-        for text in sources:
-            opened.append(open_source(text, options, config, default_offset=default_offset))
-        sink = open_sink(destination, options, config, keep_partition=keep_partition,
-                         transactional=exactly_once, rename=rename, idle=idle_seconds)
-    except BaseException:
-        for source in opened:
-            source.close()
-        close_stages(stages)
-        raise
-    source = opened[0] if len(opened) == 1 else Sources(opened)
-    if hasattr(sink, "partitions_of") and hasattr(source, "partition_count"):
-        sink.partitions_of = source.partition_count  # a mirror copies partition counts
-    if exactly_once:
-        from .transports import transport
-
-        if len(opened) != 1 or not hasattr(source, "consumer"):
-            raise UsageError("--exactly-once copies from one Kafka source address")
-        transport("kafka").exactly_once(source, sink)
-    options.json_documents = documents_suffice(options, sink)
-    decoder = None
-    if options.read_format != "raw" and (stages or not (getattr(sink, "payloads", False)
-                                                         and options.write_format is None
-                                                         and options.schemas.reader is None)):
-        decoder = reader_for(options.read_format, options)
-    options.keep_payloads = decoder is None
-    workers = None
-    jobs = kw.get("jobs") or 1
-    if jobs > 1:
-        from .parallel import Workers
-
-        if decoder is None or not all(hasattr(s, "consumer") for s in opened):
-            raise UsageError("-j decodes records read from Kafka: give a topic source and an "
-                             "output that needs decoding")
-        workers = Workers(jobs, decoder, stages, getattr(sink, "encode", None))
-    _run_reporting(source, sink, options, decoder, stages, workers, kw)
-
-
-BINARY_FORMATS = {"raw", "avro", "ocf", "confluent", "single-object", "schemaless"}
-
-
-def _fit_terminal(options: Any, destination: str | None, kw: dict[str, Any]) -> None:
-    """Output meant for eyes: readable cutouts, and no binary without --force."""
-    to_terminal = destination == "-" and sys.stdout.isatty()
-    if options.bytes_mode is None:
-        options.bytes_mode = "size" if to_terminal else "base64"
-    if to_terminal and options.write_format in BINARY_FORMATS and not kw.get("force"):
-        raise UsageError(f"refusing to write {options.write_format} data to a terminal; "
-                         "pipe or redirect it, or give --force")
-
-
-def _envelope_side(options: Any, sources: list[Any], destination: Any) -> None:
-    """``--envelope`` names the format of the side that is not Kafka."""
-    if destination.kind != "kafka":
-        options.write_format = "envelope"
-        if options.read_format == "raw":  # --raw --envelope: payloads only, nothing decoded
-            return
-        options.read_format = None
-    elif all(s.kind != "kafka" for s in sources):
-        options.read_format = "envelope"
-        if options.write_format == "raw":
-            options.write_format = None
-    else:
-        raise UsageError("--envelope is for copies between Kafka and files or pipes")
+    click.get_current_context().find_root().meta["kcp.destination"] = (
+        "<stdout>" if destination == "-" else destination)
+    plan(sources, destination, _options(kw, **settings)).execute()
 
 
 def _complete_addresses(ctx: click.Context, param: click.Parameter, incomplete: str) -> list:
     """Topic names from the broker (one second at most), then files."""
     from click.shell_completion import CompletionItem
 
-    items = [CompletionItem(incomplete, type="file")]
-    if incomplete.startswith((".", "/", "~")):
-        return items
-    try:
-        from .address import Address
-        from .config import Config
-        from .options import Options
-        from .transports import transport
+    from .plan import complete_topics
 
-        config = Config.load()
-        broker, sep, prefix = incomplete.rpartition(":")
-        options = Options(timeout=1.0)
-        address = Address("kafka", incomplete, broker=broker or None)
-        names = transport("kafka").topic_names(address, options, config)
-    except Exception:  # completion must never fail loudly: offer files only
-        return items
-    lead = f"{broker}{sep}" if sep else ""
-    return [CompletionItem(lead + name) for name in names if name.startswith(prefix)] + items
+    return [CompletionItem(name) for name in complete_topics(incomplete)] + [
+        CompletionItem(incomplete, type="file")]
+
+
+def _to_terminal() -> bool:
+    from .environment import Environment
+
+    return Environment.from_process().stdout_isatty
 
 
 class KcpGroup(click.Group):
-    """click, with its usage errors reported in kcp's way: one line, exit status 2."""
+    """click, with every outcome reported in kcp's way: one line, a documented exit status."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except (Exception, KeyboardInterrupt, Terminated) as error:  # the one error boundary
+            sys.exit(_exit_status(error, ctx))
 
     def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:
         extra.pop("standalone_mode", None)
@@ -502,10 +361,7 @@ def main(ctx: click.Context) -> None:
     """
     from .config import Config
 
-    try:
-        defaults = Config.load().defaults
-    except KcpError as error:
-        _fail(error, debug=False)
+    defaults = Config.load().defaults
     # The config file's [defaults] become every command's option defaults: the command line
     # still wins over them.
     names = {"bytes": "bytes_mode", "json_style": "json_style", "timeout": "timeout",
@@ -520,7 +376,6 @@ def main(ctx: click.Context) -> None:
 @kafka_options
 @format_options
 @run_options
-@handles_errors
 def produce(topic: str, files: tuple[str, ...], **kw: Any) -> None:
     """Send records to TOPIC from FILES (or stdin), one message per record.
 
@@ -534,14 +389,14 @@ def produce(topic: str, files: tuple[str, ...], **kw: Any) -> None:
       kcp consume T | kcp produce T2 --schema alert.avsc
       kcp produce rubin:alerts --to confluent --schema v7_4/ --schema-id 704 < a.jsonl
     """
-    _move(list(files) or ["-"], _as_topic(topic), kw, "beginning", follow=False)
+    _move(list(files) or ["-"], _as_topic(topic), kw)
 
 
 def _as_topic(text: str) -> str:
-    from .address import parse_address
     from .config import Config
+    from .plan import address_of
 
-    if parse_address(text, Config.load().brokers).kind != "kafka":
+    if address_of(text, Config.load()).kind != "kafka":
         raise UsageError(f"{text}: not a topic (a TOPIC, NAME:TOPIC or kafka:// address)")
     return text
 
@@ -555,7 +410,6 @@ def _as_topic(text: str) -> str:
 @filter_options
 @click.option("--force", is_flag=True, help="Write raw payloads even to a terminal.")
 @run_options
-@handles_errors
 def consume(topic: str, follow: bool, **kw: Any) -> None:
     """Read TOPIC from the beginning to its current end as JSON Lines on stdout.
 
@@ -566,7 +420,7 @@ def consume(topic: str, follow: bool, **kw: Any) -> None:
       kcp consume -g mygroup ztf_20180725_programid1 -f
       kcp consume rubin:alerts --schema-dir lsst/schema
     """
-    _move([_as_topic(topic)], "-", kw, "beginning", follow=follow)
+    _move([_as_topic(topic)], "-", kw, follow=follow)
 
 
 @main.command(cls=KcpCommand, epilog=ADDRESS_TEXT + "\n\n" + EXIT_STATUS_TEXT)
@@ -580,7 +434,6 @@ def consume(topic: str, follow: bool, **kw: Any) -> None:
 @filter_options
 @click.option("--force", is_flag=True, help="Write raw payloads even to a terminal.")
 @run_options
-@handles_errors
 def tail(topic: str, last: int, exit_at_end: bool, **kw: Any) -> None:
     """Follow TOPIC like tail -f: new records as JSON Lines until Ctrl-C.
 
@@ -589,7 +442,7 @@ def tail(topic: str, last: int, exit_at_end: bool, **kw: Any) -> None:
       kcp tail ztf_20180725_programid1 | jq .candidate.magpsf
       kcp tail -n 5 -e ztf_20180725_programid1
     """
-    _move([_as_topic(topic)], "-", kw, "end", follow=not exit_at_end,
+    _move([_as_topic(topic)], "-", kw, default_offset="end", follow=not exit_at_end,
           tail_count=None if kw.get("offset") else last)
 
 
@@ -605,7 +458,7 @@ def tail(topic: str, last: int, exit_at_end: bool, **kw: Any) -> None:
 @click.option("--exactly-once", is_flag=True,
               help="Topic to topic in Kafka transactions with the offsets (needs -g): "
                    "read_committed readers see each record once, even across crashes.")
-@click.option("--idle", metavar="DURATION",
+@click.option("--idle", "idle_seconds", metavar="DURATION", callback=_duration,
               help="Archives per topic (DST 'DIR/{topic}.tar.gz'): finalise a topic's archive "
                    "once the topic has had no record for DURATION, e.g. 30m, 90s [default: at "
                    "the end of the run].")
@@ -615,9 +468,7 @@ def tail(topic: str, last: int, exit_at_end: bool, **kw: Any) -> None:
 @filter_options
 @click.option("--force", is_flag=True, help="Write raw payloads even to a terminal.")
 @run_options
-@handles_errors
-def cp(addresses: tuple[str, ...], follow: bool, keep_partition: bool, rename: str | None,
-       exactly_once: bool, idle: str | None, **kw: Any) -> None:
+def cp(addresses: tuple[str, ...], follow: bool, **kw: Any) -> None:
     """Copy records from every SRC to DST: topics, files, globs, stdin/stdout (-).
 
     Formats follow the extensions (or --from/--to). Topic to topic copies payloads, keys,
@@ -635,15 +486,14 @@ def cp(addresses: tuple[str, ...], follow: bool, keep_partition: bool, rename: s
     if len(addresses) < 2:
         raise UsageError("cp needs a source and a destination: kcp cp SRC... DST")
     *sources, destination = addresses
-    _move(sources, destination, kw, "beginning", follow=follow, keep_partition=keep_partition,
-          exactly_once=exactly_once, rename=rename, idle=idle)
+    _move(sources, destination, kw, follow=follow)
 
 
 @main.command(cls=KcpCommand, epilog=EXIT_STATUS_TEXT)
+@count_option
 @format_options
 @filter_options
 @run_options
-@handles_errors
 def convert(**kw: Any) -> None:
     """Convert records from stdin to stdout: the format-changing stage of a Unix pipe.
 
@@ -656,7 +506,7 @@ def convert(**kw: Any) -> None:
       kcp consume T --raw | kcp convert --from ocf
       kcp convert --to avro --schema alert.avsc < alerts.jsonl > alerts.avro
     """
-    _move(["-"], "-", kw, "beginning", follow=False)
+    _move(["-"], "-", kw)
 
 
 @main.command(cls=KcpCommand, epilog=ADDRESS_TEXT + "\n\n" + EXIT_STATUS_TEXT)
@@ -668,7 +518,6 @@ def convert(**kw: Any) -> None:
 @read_options
 @format_options
 @run_options
-@handles_errors
 def schema(source: str, every: bool, **kw: Any) -> None:
     """Print the Avro writer schema of SOURCE (a topic, file or stdin): of its first record,
     or with --all every distinct one.
@@ -681,32 +530,17 @@ def schema(source: str, every: bool, **kw: Any) -> None:
     """
     import orjson
 
-    from . import Config, open_source, reader_for, run
-    from .pipeline import CallbackSink
+    from .plan import schema_census
 
-    options = build_options(kw)
-    if not every:
-        options.count = 1
-    census: dict[int, list] = {}
-
-    def record(message: Any) -> None:
-        found = message.schema
-        if found is None:
-            raise UsageError(f"{message.where()}: this record carries no Avro schema")
-        census.setdefault(found.fingerprint, [found, 0])[1] += 1
-
-    run(open_source(source, options, Config.load()), CallbackSink(record), options,
-        decoder=reader_for(options.read_format, options))
-    if not census:
-        raise UsageError(f"{source}: no records, so no schema")
+    census = schema_census(source, _options(kw, count=None if every else 1))
     out = sys.stdout.buffer
     if every:
-        for found, count in census.values():
+        for found, count in census:
             out.write(orjson.dumps({"name": found.name, "fingerprint": f"{found.fingerprint:016x}",
                                     "id": found.registry_id, "count": count,
                                     "schema": found.definition}) + b"\n")
     else:
-        found = next(iter(census.values()))[0]
+        found = census[0][0]
         out.write(orjson.dumps(found.definition, option=orjson.OPT_INDENT_2) + b"\n")
     out.flush()
 
@@ -716,7 +550,6 @@ def schema(source: str, every: bool, **kw: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines instead of a table.")
 @kafka_options
 @run_options
-@handles_errors
 def list_topics(broker_pattern: str | None, as_json: bool, **kw: Any) -> None:
     """List the topics of a broker: partitions, messages, first and last timestamps.
 
@@ -728,20 +561,11 @@ def list_topics(broker_pattern: str | None, as_json: bool, **kw: Any) -> None:
     """
     import orjson
 
-    from .address import Address, parse_address
-    from .config import Config
-    from .transports import transport
+    from .plan import describe_topics
 
-    config = Config.load()
-    if broker_pattern is None or broker_pattern in config.brokers:
-        address = Address("kafka", broker_pattern or "", broker=broker_pattern)
-    else:
-        address = parse_address(broker_pattern, config.brokers)
-        if address.kind != "kafka":
-            raise UsageError(f"{broker_pattern}: not a broker (BROKER, BROKER: or BROKER:PATTERN)")
-    rows = transport("kafka").describe_topics(address, build_options(kw), config)
+    rows = describe_topics(broker_pattern, _options(kw))
     out = sys.stdout.buffer
-    if as_json or not sys.stdout.isatty():
+    if as_json or not _to_terminal():
         for row in rows:
             out.write(orjson.dumps(row) + b"\n")
         out.flush()
@@ -775,7 +599,6 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines instead of a table.")
 @kafka_options
 @run_options
-@handles_errors
 def lag(group_address: str, as_json: bool, **kw: Any) -> None:
     """How far a consumer group is behind: per topic and partition the committed offset, the
     end offset, the lag in messages and in time (the age of the oldest unread message).
@@ -787,17 +610,10 @@ def lag(group_address: str, as_json: bool, **kw: Any) -> None:
     """
     import orjson
 
-    from .address import Address
-    from .config import Config
-    from .transports import transport
+    from .plan import group_lag
 
-    config = Config.load()
-    broker, _, group = group_address.rpartition(":")
-    if not group:
-        raise UsageError(f"{group_address}: name a consumer group ([BROKER:]GROUP)")
-    rows = transport("kafka").group_lag(Address("kafka", group_address, broker=broker or None),
-                                        group, build_options(kw), config)
-    if as_json or not sys.stdout.isatty():
+    rows = group_lag(group_address, _options(kw))
+    if as_json or not _to_terminal():
         for row in rows:
             sys.stdout.buffer.write(orjson.dumps(row) + b"\n")
         return
@@ -819,7 +635,6 @@ def config_group() -> None:
 
 
 @config_group.command("path")
-@handles_errors
 def config_path_command(**kw: Any) -> None:
     """Print the path of the configuration file (it may not exist yet)."""
     from .config import config_path
@@ -828,7 +643,6 @@ def config_path_command(**kw: Any) -> None:
 
 
 @config_group.command("show")
-@handles_errors
 def config_show(**kw: Any) -> None:
     """Print the effective configuration as JSON, passwords and tokens masked.
 
@@ -863,10 +677,9 @@ def completion(shell: str) -> None:
 
 @main.command(cls=KcpCommand)
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines instead of a table.")
-@handles_errors
 def plugins(as_json: bool, **kw: Any) -> None:
-    """List the stages (for --map NAME) and formats that installed packages offer through the
-    entry point groups kcp.stages.v1 and kcp.formats.v1.
+    """List the stages (for --map NAME) that installed packages offer through the entry point
+    group kcp.stages.v1.
 
     \b
     Examples:
@@ -875,18 +688,17 @@ def plugins(as_json: bool, **kw: Any) -> None:
     """
     import orjson
 
-    from .plugins import FORMAT_GROUP, STAGE_GROUP, installed
+    from .plugins import STAGE_GROUP, installed
 
-    rows = [{"kind": kind, "name": name, "target": entry.value,
+    rows = [{"kind": "stage", "name": name, "target": entry.value,
              "package": entry.dist.name if entry.dist else None}
-            for kind, group in (("stage", STAGE_GROUP), ("format", FORMAT_GROUP))
-            for name, entry in sorted(installed(group).items())]
-    if as_json or not sys.stdout.isatty():
+            for name, entry in sorted(installed(STAGE_GROUP).items())]
+    if as_json or not _to_terminal():
         for row in rows:
             sys.stdout.buffer.write(orjson.dumps(row) + b"\n")
         return
     if not rows:
-        click.echo("no plugins installed (entry point groups kcp.stages.v1, kcp.formats.v1)")
+        click.echo("no plugins installed (entry point group kcp.stages.v1)")
         return
     click.echo(_table(["kind", "name", "target", "package"],
                       [[r["kind"], r["name"], r["target"], r["package"] or "-"] for r in rows]))

@@ -1,4 +1,9 @@
-"""Everything a run is asked to do, gathered from the command line, environment and config."""
+"""Everything a run is asked to do, gathered from the command line, environment and config.
+
+The CLI fills an :class:`Options` from its flags; library users fill one themselves.  Nothing here
+is decided yet: :func:`kcp.plan.plan` resolves what is left open (``None``) from the addresses and
+the :class:`kcp.environment.Environment`.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +11,36 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .codec import SchemaStore
+from .environment import Environment
 
 
 @dataclass
 class Options:
-    """The settings every stage reads; the CLI fills it, library users may too."""
+    """The settings every stage reads."""
 
+    # The streams stdin/stdout/stderr of the run ("-" addresses, diagnostics)
+    environment: Environment = field(default_factory=Environment.from_process)
+    # Schemas: the store every stage shares; the paths and URLs below are loaded into it by the
+    # plan (library users may fill the store directly instead).
     schemas: SchemaStore = field(default_factory=SchemaStore)
+    schema_path: str | None = None
+    schema_id: int | None = None
+    schema_dir: str | None = None
+    registry: str | None = None
+    reader_schema_path: str | None = None
+    out_schema_path: str | None = None
+    out_schema: Any = None
     # Formats: what payloads are read as and written as (None: detect, or the sink's default).
     read_format: str | None = None
     write_format: str | None = None
-    bytes_mode: str | None = "base64"
+    raw: bool = False  # payloads pass undecoded, one per line
+    envelope: bool = False  # the side that is not Kafka holds whole Kafka messages
+    # How JSON looks: None means "decided from the destination" (pretty and sizes on a terminal)
+    bytes_mode: str | None = None
     json_style: str = "kcp"
-    pretty: bool = False
-    colour: bool = False
+    pretty: bool | None = None
+    colour: bool = False  # set by the plan: only ever for a terminal
+    force: bool = False  # binary data even to a terminal
     delimiter: bytes = b"\n"
     # VOEvent (kcp.formats.voevent): the IVORN authority and cutout policy of alerts written as
     # VOEvent, and the size limit of a packet read (they come from the internet)
@@ -31,8 +52,8 @@ class Options:
     member_format: str | None = None
     member_name: str | None = None
     max_member_bytes: int = 256 << 20
-    # Sources may hand over records as payloads without decoding them (set when nothing
-    # downstream needs the decoded record, e.g. files produced to Kafka as they are).
+    # Set by the plan when nothing downstream needs decoded records (a topic copied to a topic,
+    # files produced to Kafka as they are): sources then hand over payloads untouched.
     keep_payloads: bool = False
     # Set when every record only becomes a JSON Lines document in the kcp style, with no stage
     # reading its values: Avro readers may then hand over finished JSON documents, transcoded
@@ -42,21 +63,28 @@ class Options:
     kafka_properties: dict[str, str] = field(default_factory=dict)
     group: str | None = None
     offset: str | None = None
+    default_offset: str = "beginning"  # where to start when -o is not given (tail: "end")
     partitions: tuple[int, ...] = ()
     follow: bool = False
-    exit_at_end: bool = True
     tail_count: int | None = None
     timeout: float = 30.0
+    keep_partition: bool = False
+    exactly_once: bool = False
+    rename: str | None = None
+    # Archives per topic ('DIR/{topic}.tar.gz'): finalise one after this many idle seconds
+    idle_seconds: float | None = None
     # Stages: --since/--until, then --where/--map/--pipe-through steps in the order given
     # (("where", EXPR), ("map", TARGET), ("pipe", COMMAND)), then --fields.
     since: str | None = None
     until: str | None = None
     steps: tuple[tuple[str, str], ...] = ()
     fields: str | None = None
-    out_schema: Any = None
     pipe_timeout: float = 30.0
+    jobs: int = 1
     # The run
     count: int | None = None
     on_error: str = "fail"
-    progress: bool | None = None
+    progress: bool | None = None  # None: live progress when someone watches and it cannot garble
     quiet: bool = False
+    stats_interval: float | None = None
+    metrics_port: str | None = None

@@ -1,32 +1,37 @@
 """``-j N``: decode, filter and encode records in N worker processes, output order kept.
 
 The main process reads the source, sends batches of raw messages to the workers, and writes
-their encoded results in the order the batches were sent, acknowledging each message after its
-output is written, so delivery guarantees and ``--count`` are exactly those of one process.
-Workers are forked from the main process and inherit the reader, stages and encoder; they run
-only Python decoding and never call into the Kafka client whose threads the fork leaves behind.
-They ignore Ctrl-C, which the main process handles.
+their results in the order the batches were sent, acknowledging each message after its output is
+written, so delivery guarantees and ``--count`` are exactly those of one process.  A worker
+returns each record's bytes when the sink's records are encoded alone (JSON Lines, VOEvent,
+Kafka payloads); otherwise (an Avro container file, a tar archive) it returns the decoded
+records, which the main process writes.  Workers are forked from the main process and inherit
+the reader, stages and encoder; they run only Python decoding and never call into the Kafka
+client whose threads the fork leaves behind.  They ignore Ctrl-C, which the main process handles.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-import os
 import signal
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from .codec import SchemaStore
+from .contracts import Encode, Reader, Sink
 from .errors import BadInput, UsageError
 from .message import Message
+from .plugins import PipeStage
 from .stages import apply
 
 BATCH = 32
-_work: tuple[Any, list[Callable[[Message], Message | None]], Callable[[Message], bytes]] | None
-_work = None
+_work: tuple[Reader, list[Callable[[Message], Any]], Encode | None] | None = None
 
 Fields = tuple[Any, ...]
-Outcome = tuple[list[bytes] | None, str | None]
+# A decoded record as a worker hands it back: its datum and its schema's text (or None).
+Decoded = tuple[Any, str | None]
+Outcome = tuple[list[bytes] | list[Decoded] | None, str | None]
 
 
 def _fields(message: Message) -> Fields:
@@ -39,32 +44,36 @@ def _ignore_interrupts() -> None:
 
 
 def _process(batch: list[Fields]) -> list[Outcome]:
-    """In a worker: each message's encoded records, or the reason it is bad."""
+    """In a worker: each message's encoded (or decoded) records, or the reason it is bad."""
     assert _work is not None
     reader, stages, encode = _work
     outcomes: list[Outcome] = []
     for fields in batch:
         try:
-            encoded = [encode(record) for decoded in reader.decode(Message(*fields))
+            records = [record for decoded in reader.decode(Message(*fields))
                        for record in apply(stages, decoded)]
-            outcomes.append((encoded, None))
+            if encode is not None:
+                outcomes.append(([encode(record) for record in records], None))
+            else:
+                outcomes.append(([(r.datum, r.schema.text if r.schema else None)
+                                  for r in records], None))
         except BadInput as error:
             outcomes.append((None, error.message))
     return outcomes
 
 
 class Workers:
-    """A pool of forked workers running ``reader -> stages -> encode`` on batches."""
+    """A pool of forked workers running ``reader -> stages [-> encode]`` on batches."""
 
-    def __init__(self, jobs: int, reader: Any, stages: list, encode: Callable | None) -> None:
-        if any(hasattr(stage, "process") for stage in stages):
+    def __init__(self, jobs: int, reader: Reader, stages: list, sink: Sink,
+                 schemas: SchemaStore) -> None:
+        if any(isinstance(stage, PipeStage) for stage in stages):
             raise UsageError("--pipe-through runs one program: drop -j (let the program "
                              "use several cores)")
-        if encode is None:
-            raise UsageError("-j needs a destination written record by record (JSON Lines, "
-                             "envelopes, raw payloads, Kafka), not an Avro container file")
+        self.encodes = sink.traits.encodes_alone
+        self.schemas = schemas
         global _work
-        _work = (reader, stages, encode)
+        _work = (reader, stages, sink.encode if self.encodes else None)
         self.jobs = jobs
         self.pool = multiprocessing.get_context("fork").Pool(jobs, _ignore_interrupts)
         self.in_flight: deque[tuple[list[Message], Any]] = deque()
@@ -80,10 +89,16 @@ class Workers:
             batch, pending = self.in_flight.popleft()
             yield from zip(batch, pending.get(), strict=True)
 
+    def write(self, sink: Sink, message: Message, output: bytes | Decoded) -> None:
+        """Write one of a message's results to the sink."""
+        if self.encodes:
+            sink.write_encoded(message, output)  # type: ignore[arg-type]
+            return
+        datum, schema_text = output  # type: ignore[misc]
+        schema = None if schema_text is None else self.schemas.from_header_text(
+            schema_text.encode())
+        sink.write(Message(*_fields(message), datum=datum, schema=schema, decoded=True))
+
     def close(self) -> None:
         self.pool.terminate()
         self.pool.join()
-
-
-def default_jobs() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -14,18 +14,30 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
+from .contracts import Reader, Sink, SinkTraits, Source
 from .errors import BadInput, Terminated, UsageError
 from .message import Message
 from .options import Options
+from .parallel import Workers
 from .stages import apply
 
 CHECKPOINT_SECONDS = 1.0
 # A stage returns None (drop the record), a Message, or several Messages.
 Stage = Callable[[Message], Any]
+
+
+@runtime_checkable
+class ClosingStage(Protocol):
+    """A stage holding something to release at the end (a --map module, a --pipe-through
+    program)."""
+
+    def __call__(self, message: Message) -> Any: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -146,9 +158,9 @@ class SignalGuard:
 class Sources:
     """Several sources read one after the other, each message acknowledged to its own."""
 
-    def __init__(self, sources: list[Any]) -> None:
+    def __init__(self, sources: list[Source]) -> None:
         self.sources = sources
-        self._current: Any = None
+        self._current: Source | None = None
 
     def __iter__(self) -> Iterator[Message | None]:
         for source in self.sources:
@@ -156,15 +168,28 @@ class Sources:
             yield from source
 
     def ack(self, message: Message) -> None:
+        assert self._current is not None
         self._current.ack(message)
 
     @property
     def commits(self) -> bool:
-        return any(getattr(source, "commits", False) for source in self.sources)
+        return any(source.commits for source in self.sources)
+
+    @property
+    def bytes_read(self) -> int:
+        return sum(source.bytes_read for source in self.sources)
 
     def checkpoint(self) -> None:
         for source in self.sources:
             source.checkpoint()
+
+    def flush_before_commit(self, flush: Callable[[], None] | None) -> None:
+        for source in self.sources:
+            source.flush_before_commit(flush)
+
+    def partition_count(self, topic: str) -> int | None:
+        return next((count for source in self.sources
+                     if (count := source.partition_count(topic)) is not None), None)
 
     def close(self) -> None:
         for source in self.sources:
@@ -174,10 +199,13 @@ class Sources:
 class CallbackSink:
     """A sink that hands each record to a function (``kcp schema`` and library users)."""
 
-    payloads = False
+    traits = SinkTraits()
 
     def __init__(self, callback: Callable[[Message], None]) -> None:
         self.write = callback
+
+    def copies_from(self, source: Source) -> None:
+        pass
 
     def idle(self) -> None:
         pass
@@ -185,7 +213,7 @@ class CallbackSink:
     def flush(self) -> None:
         pass
 
-    def close(self) -> None:
+    def close(self, complete: bool = True) -> None:
         pass
 
 
@@ -217,13 +245,13 @@ def stages_for(options: Options) -> list[Stage]:
 
 def close_stages(stages: Iterable[Stage]) -> None:
     for stage in stages:
-        close = getattr(stage, "close", None)
-        if close is not None:
-            close()
+        if isinstance(stage, ClosingStage):
+            stage.close()
 
 
-def run(source: Any, sink: Any, options: Options, decoder: Any = None,
-        stages: Iterable[Stage] = (), progress: Any = None, workers: Any = None) -> Summary:
+def run(source: Source, sink: Sink, options: Options, decoder: Reader | None = None,
+        stages: Iterable[Stage] = (), progress: Callable[[Summary], None] | None = None,
+        workers: Workers | None = None) -> Summary:
     """Move every record of ``source`` to ``sink``; ``decoder`` decodes raw payloads if given.
 
     A source may yield ``None`` to say it is idle: buffered output is pushed out then.
@@ -236,9 +264,7 @@ def run(source: Any, sink: Any, options: Options, decoder: Any = None,
     started = time.monotonic()
     completed = False
     guard = SignalGuard()
-    for each in getattr(source, "sources", [source]):
-        if hasattr(each, "flush_sink"):
-            each.flush_sink = sink.flush
+    source.flush_before_commit(sink.flush)
     try:
         with guard:
             if workers is not None:
@@ -249,18 +275,22 @@ def run(source: Any, sink: Any, options: Options, decoder: Any = None,
                                   progress, guard)
     finally:
         summary.seconds = time.monotonic() - started
-        summary.bytes_in = summary.bytes_in or getattr(source, "bytes_read", 0)
+        summary.bytes_in = summary.bytes_in or source.bytes_read
         policy.close()
         close_stages(stages)
-        broken_pipe = isinstance(sys.exc_info()[1], BrokenPipeError)
-        _finish(source, sink, commit=completed or not broken_pipe)
+        stopped_by = sys.exc_info()[1]
+        # A copy that ends at bad input under --on-error fail is the input up to its damage:
+        # finished.  One stopped by a signal or a failure is not, and its file keeps ".part".
+        _finish(source, sink, completed=completed or isinstance(stopped_by, BadInput),
+                commit=completed or not isinstance(stopped_by, BrokenPipeError))
     return summary
 
 
 class _Rhythm:
     """Pushes output out when the source idles, and checkpoints about once a second."""
 
-    def __init__(self, source: Any, sink: Any, progress: Any, summary: Summary) -> None:
+    def __init__(self, source: Source, sink: Sink, progress: Callable[[Summary], None] | None,
+                 summary: Summary) -> None:
         self.source, self.sink, self.progress, self.summary = source, sink, progress, summary
         self.last_checkpoint = time.monotonic()
 
@@ -276,8 +306,9 @@ class _Rhythm:
             self.last_checkpoint = time.monotonic()
 
 
-def _loop(source: Any, sink: Any, decoder: Any, stages: list[Stage], policy: ErrorPolicy,
-          summary: Summary, limit: int | None, progress: Any, guard: SignalGuard) -> bool:
+def _loop(source: Source, sink: Sink, decoder: Reader | None, stages: list[Stage],
+          policy: ErrorPolicy, summary: Summary, limit: int | None,
+          progress: Callable[[Summary], None] | None, guard: SignalGuard) -> bool:
     rhythm = _Rhythm(source, sink, progress, summary)
     for message in source:
         if message is None:
@@ -307,13 +338,13 @@ def _loop(source: Any, sink: Any, decoder: Any, stages: list[Stage], policy: Err
             progress(summary)
         if limit is not None and summary.records >= limit:
             break
-        if summary.records % 256 == 0:
-            rhythm.checkpoint_if_due()
+        rhythm.checkpoint_if_due()
     return True
 
 
-def _parallel_loop(source: Any, sink: Any, workers: Any, policy: ErrorPolicy, summary: Summary,
-                   limit: int | None, progress: Any, guard: SignalGuard) -> bool:
+def _parallel_loop(source: Source, sink: Sink, workers: Workers, policy: ErrorPolicy,
+                   summary: Summary, limit: int | None,
+                   progress: Callable[[Summary], None] | None, guard: SignalGuard) -> bool:
     """The loop of ``_loop`` with decoding, stages and encoding done by ``workers``."""
     from .parallel import BATCH
 
@@ -322,14 +353,19 @@ def _parallel_loop(source: Any, sink: Any, workers: Any, policy: ErrorPolicy, su
 
     def write_finished(wait_all: bool) -> bool:
         """Write what the workers finished; True once --count is reached."""
-        for message, (encoded, problem) in workers.results(wait_all):
+        for message, (outputs, problem) in workers.results(wait_all):
             guard.in_hand = True
             if problem is not None:
                 policy.handle(message, BadInput(problem).at(message.where()))
                 summary.skipped += 1
             else:
-                for data in encoded:
-                    sink.write_encoded(message, data)
+                for output in outputs:
+                    try:
+                        workers.write(sink, message, output)
+                    except BadInput as error:  # the sink refused a record (a schema mismatch)
+                        policy.handle(message, error.at(message.where()))
+                        summary.skipped += 1
+                        break
                     summary.records += 1
                     if limit is not None and summary.records >= limit:
                         break
@@ -369,26 +405,24 @@ def _parallel_loop(source: Any, sink: Any, workers: Any, policy: ErrorPolicy, su
         workers.close()
 
 
-def _checkpoint(sink: Any, source: Any) -> None:
+def _checkpoint(sink: Sink, source: Source) -> None:
     # Making the sink durable matters only when a position is committed after it: a source
     # that commits nothing (no group, files) restarts from its beginning anyway, and a
     # producer flush every second would throttle the copy for nothing.
-    if getattr(source, "commits", False):
+    if source.commits:
         sink.flush()
         source.checkpoint()
     else:
         sink.idle()
 
 
-def _finish(source: Any, sink: Any, commit: bool) -> None:
+def _finish(source: Source, sink: Sink, completed: bool, commit: bool) -> None:
     """Keep everything already written (even after an error), then commit, then close."""
     try:
         try:
-            sink.close()
+            sink.close(complete=completed)
             # Closing the consumer below may rebalance: nothing is left to flush by then.
-            for each in getattr(source, "sources", [source]):
-                if hasattr(each, "flush_sink"):
-                    each.flush_sink = None
+            source.flush_before_commit(None)
             if commit:
                 source.checkpoint()
         finally:

@@ -33,7 +33,6 @@ from .errors import BadInput, KcpError, UsageError
 from .message import Message
 
 STAGE_GROUP = "kcp.stages.v1"
-FORMAT_GROUP = "kcp.formats.v1"
 
 
 def installed(group: str) -> dict[str, importlib.metadata.EntryPoint]:

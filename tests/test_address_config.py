@@ -9,6 +9,7 @@ import pytest
 from kcp.address import parse_address
 from kcp.config import Config, masked
 from kcp.errors import UsageError
+from kcp.formats import file_extensions
 
 
 @pytest.mark.parametrize("text, kind, broker, topics", [
@@ -25,7 +26,7 @@ from kcp.errors import UsageError
     ("kafka://h1:9092,h2/t1,t2", "kafka", "h1:9092,h2", ("t1", "t2")),
 ])
 def test_addresses(text, kind, broker, topics):
-    address = parse_address(text, aliases={"ztf", "local"})
+    address = parse_address(text, {"ztf", "local"}, file_extensions())
     assert (address.kind, address.broker, address.topics) == (kind, broker, topics)
 
 
@@ -41,7 +42,7 @@ def test_group_in_a_kafka_url():
 ])
 def test_bad_addresses_say_why(text, message):
     with pytest.raises(UsageError, match=message.replace("(", r"\(")):
-        parse_address(text)
+        parse_address(text, (), file_extensions())
 
 
 def write_config(tmp_path: Path, text: str) -> Path:

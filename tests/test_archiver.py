@@ -25,11 +25,13 @@ import fastavro
 import pytest
 from kcptest import KCP, avro_bytes, kcp_env, run_kcp
 
-from kcp import open_sink
+from kcp import Config, plan
 from kcp.errors import UsageError
 from kcp.message import Message
 from kcp.options import Options
+from kcp.plan import address_of
 from kcp.synth import iter_alerts, load_ztf_like_schema
+from kcp.transports import transport_for
 from kcp.transports.archive import ArchiveSink, _signals_held
 from kcp.transports.tar import TarSink, complete_members
 
@@ -259,12 +261,18 @@ def test_what_an_archive_template_refuses(tmp_path, monkeypatch):
     with pytest.raises(UsageError, match=r"\{number\} restarts with each run"):
         open_sink("archive/{topic}.tar.gz", Options(member_name="{topic}_{number}"))
     with pytest.raises(UsageError, match="--idle finalises archives per topic"):
-        open_sink("archive/night.tar.gz", Options(), idle=60)
-    sink = open_sink("archive/{topic}.tar", Options(), idle=60)
+        plan(["-"], "archive/night.tar.gz", Options(idle_seconds=60))
+    sink = open_sink("archive/{topic}.tar", Options(idle_seconds=60))
     with pytest.raises(UsageError, match="comes from no topic"):
         sink.write(Message(value=b"x", datum={"candid": 1}, source="night.avro", position=1))
     sink.close()
     assert list(Path("archive").iterdir()) == []
+
+
+def open_sink(text, options):
+    config = Config.load()
+    address = address_of(text, config)
+    return transport_for(address).open_sink(address, options, config)
 
 
 # -- end to end, with the broker -----------------------------------------------------------------

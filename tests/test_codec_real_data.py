@@ -36,7 +36,7 @@ from kcp.codec.framing import iter_ocf_blocks, parse_ocf_header
 from kcp.errors import BadInput
 from kcp.formats import FORMATS
 from kcp.options import Options
-from kcp.transports.stream import read_messages
+from kcp.transports.file import read_messages
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"no real data at {DATA}")

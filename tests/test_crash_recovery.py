@@ -142,7 +142,7 @@ def test_file_copy_resumes_after_sigkill_and_is_never_torn(kafka_bootstrap, make
 def test_a_torn_avro_part_is_cut_and_continued(tmp_path):
     import fastavro
 
-    from kcp import Options, open_sink, open_source, run
+    from kcp import Options, plan
     from kcp.synth import write_night
 
     night = tmp_path / "night.avro"
@@ -158,8 +158,7 @@ def test_a_torn_avro_part_is_cut_and_continued(tmp_path):
         except Exception:
             pass  # the torn tail
     options = Options(group="archiver")  # a resumable copy continues its file
-    run(open_source(str(night), options), open_sink(str(tmp_path / "archive.avro"), options),
-        options)
+    plan([str(night)], str(tmp_path / "archive.avro"), options).execute()
     with open(tmp_path / "archive.avro", "rb") as stream:
         records = list(fastavro.reader(stream))
     original = [r["candid"] for r in fastavro.reader(open(night, "rb"))]

@@ -48,8 +48,8 @@ from kcp.formats import FORMATS
 from kcp.options import Options
 from kcp.synth import iter_alerts, load_ztf_like_schema
 
-pytestmark = pytest.mark.skipif(native._native is None,
-                                reason="kcp._native is not built (no Rust toolchain)")
+pytestmark = pytest.mark.skipif(not native.BUILT,
+                                reason="kcp.codec.compiled is not built (no Rust toolchain)")
 BYTES_MODES = ("base64", "hex", "size", "omit")
 
 
@@ -88,7 +88,7 @@ def assert_same_in_every_framing(datum: Any, schema: Schema, bytes_mode: str = "
 
 def file_documents(path: Path, documents: bool) -> tuple[list[bytes], str | None]:
     """What `kcp consume FILE` writes for ``path`` on one path, and the error that ended it."""
-    options = Options(json_documents=documents)
+    options = Options(json_documents=documents, bytes_mode="base64")
     writer = FORMATS["json"].writer(options)
     lines = []
     with path.open("rb") as stream:

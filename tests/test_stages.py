@@ -15,15 +15,10 @@ from hypothesis import strategies as st
 
 from kcp.errors import BadInput, UsageError
 from kcp.message import Message
-from kcp.stages import (
-    MAX_DEPTH,
-    compile_where,
-    parse_time,
-    project_stage,
-    time_window_stage,
-    where_stage,
-)
+from kcp.stages import project_stage, time_window_stage, where_stage
 from kcp.synth import iter_alerts
+from kcp.times import parse_time
+from kcp.where import MAX_DEPTH, compile_where
 
 DATUM = {
     "objectId": "ZTF18abcdefg",

@@ -287,7 +287,7 @@ def test_external_entities_read_nothing(tmp_path):
 def test_a_dtd_is_refused_even_if_the_prolog_scan_missed_it(tmp_path, monkeypatch):
     secret = tmp_path / "secret.txt"
     secret.write_text("TOPSECRET")
-    monkeypatch.setattr(vo, "_dtd_in_prolog", lambda data: False)
+    monkeypatch.setattr(vo.packet, "_dtd_in_prolog", lambda data: False)
     data = (f'<!DOCTYPE VOEvent [<!ENTITY x SYSTEM "file://{secret}">]>'
             '<VOEvent ivorn="i" version="2.0"><Description>&x;</Description></VOEvent>').encode()
     with pytest.raises(BadInput, match="refused: the document has a DTD"):
@@ -360,7 +360,7 @@ def test_streams_split_into_documents_whatever_the_chunks(packets, parser, monke
               b"]]></Description><?pi \n<?xml ?></VOEvent>\n")
     stream = b"".join(documents) + tricky + documents[0]
     for chunk in (7, 64, 1 << 16):
-        monkeypatch.setattr(vo, "_CHUNK", chunk)
+        monkeypatch.setattr(vo.documents, "CHUNK", chunk)
         messages = stream_messages(stream)
         assert [m.value for m in messages] == [*documents, tricky, documents[0]]
         assert all(m.error is None and m.decoded is False for m in messages)
@@ -377,7 +377,7 @@ def test_one_packet_per_file_is_named_by_the_file_alone():
 
 @pytest.mark.parametrize("chunk", [100, 1 << 16])
 def test_an_oversized_packet_in_a_stream_is_one_bad_record(chunk, monkeypatch):
-    monkeypatch.setattr(vo, "_CHUNK", chunk)
+    monkeypatch.setattr(vo.documents, "CHUNK", chunk)
     small = b'<?xml version="1.0"?><VOEvent ivorn="i" version="2.0"/>\n'
     big = b'<?xml version="1.0"?><VOEvent><Description>' + b"x" * 5000 + b"</Description>" \
           b"</VOEvent>\n"

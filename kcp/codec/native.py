@@ -1,4 +1,4 @@
-"""The compiled Avro -> JSON transcoder (``kcp._native``, Rust, in native/), when it is there.
+"""The compiled Avro -> JSON transcoder (``kcp.codec.compiled``, Rust, in native/), if built.
 
 It writes the JSON documents of :class:`kcp.codec.jsonmap.AvroToJson` in the ``kcp`` style,
 byte for byte, straight from the Avro bytes: no Python object is built per value.  Each writer
@@ -22,11 +22,12 @@ from .jsonmap import AvroToJson
 from .schemas import Schema, named_types
 
 try:
-    from .. import _native  # type: ignore[attr-defined]
+    from . import compiled  # type: ignore[attr-defined]
 except ImportError:  # built without cargo: the Python path does everything
-    _native = None
+    compiled = None
 
-ENABLED = _native is not None and os.environ.get("KCP_NATIVE", "1") != "0"
+BUILT = compiled is not None
+ENABLED = BUILT and os.environ.get("KCP_NATIVE", "1") != "0"
 # Records, arrays and maps nested deeper than this in one body are refused as hostile.
 MAX_DEPTH = 100
 
@@ -144,7 +145,7 @@ class NativeJson:
     def program(self, schema: Schema) -> Any:
         if schema not in self._programs:
             try:
-                program = _native.Program(compile_ops(schema.parsed), self.bytes_mode, MAX_DEPTH)
+                program = compiled.Program(compile_ops(schema.parsed), self.bytes_mode, MAX_DEPTH)
             except (_Unsupported, ValueError, KeyError, TypeError):
                 program = None
             self._programs[schema] = program

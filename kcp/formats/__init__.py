@@ -7,46 +7,49 @@ stream writer for files (``open_stream``).  Adding a format is one module and on
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import PurePath
-from typing import Any
+from typing import BinaryIO
 
+from ..contracts import Encode, Reader, Writer
 from ..errors import UsageError
+from ..message import Message
+from ..options import Options
 from . import avro, envelope, fits, json, raw, voevent
 
 
 @dataclass(frozen=True)
 class Format:
     name: str
-    reader: Any
-    writer: Any
-    extensions: tuple[str, ...]
-    summary: str
+    reader: Callable[[Options], Reader]
+    writer: Callable[[Options], Writer]
+    extensions: tuple[str, ...]  # of the files holding it: what an address's path is read as
 
 
 FORMATS: dict[str, Format] = {f.name: f for f in (
-    Format("avro", avro.AvroReader, avro.AvroWriter, (".avro",),
-           "Avro: OCF files; payloads in any framing (detected), written as one OCF each"),
-    Format("ocf", *avro.framed("ocf"), (),
-           "Avro, one Object Container File per payload (as ZTF sends alerts)"),
-    Format("confluent", *avro.framed("confluent"), (),
-           "Avro in the Confluent wire format: 0x00, 4-byte schema id, body (as Rubin sends)"),
-    Format("single-object", *avro.framed("single-object"), (),
-           "Avro single-object encoding: C3 01, 8-byte fingerprint, body"),
-    Format("schemaless", *avro.framed("schemaless"), (),
-           "a bare Avro body; the schema comes from --schema"),
-    Format("json", json.JsonReader, json.JsonWriter, (".json", ".jsonl", ".ndjson"),
-           "JSON Lines, one document per record (see docs for the Avro mapping)"),
-    Format("envelope", envelope.EnvelopeReader, envelope.EnvelopeWriter, (),
-           "JSON Lines of whole Kafka messages: topic, partition, offset, timestamp, key, "
-           "headers, the decoded value and the exact payload"),
-    Format("fits", fits.FitsReader, fits.FitsWriter, (".fits",),
-           "one alert per FITS file: header, tables, cutout images; read back losslessly"),
-    Format("voevent", voevent.VoeventReader, voevent.VoeventWriter, (".xml",),
-           "VOEvent XML packets, read into a typed record and written back as they were; "
-           "other alerts are mapped onto VOEvent 2.0 (docs/voevent.md)"),
-    Format("raw", raw.RawReader, raw.RawWriter, (),
-           "payloads as they are, one per line (--delimiter); no decoding"),
+    # Avro: OCF files; payloads in any framing (detected), written as one OCF each
+    Format("avro", avro.AvroReader, avro.AvroWriter, (".avro",)),
+    # Avro, one Object Container File per payload (as ZTF sends alerts)
+    Format("ocf", *avro.framed("ocf"), ()),
+    # Avro in the Confluent wire format: 0x00, 4-byte schema id, body (as Rubin sends)
+    Format("confluent", *avro.framed("confluent"), ()),
+    # Avro single-object encoding: C3 01, 8-byte fingerprint, body
+    Format("single-object", *avro.framed("single-object"), ()),
+    # a bare Avro body; the schema comes from --schema
+    Format("schemaless", *avro.framed("schemaless"), ()),
+    # JSON Lines, one document per record (docs/json-mapping.md for the Avro mapping)
+    Format("json", json.JsonReader, json.JsonWriter, (".json", ".jsonl", ".ndjson")),
+    # JSON Lines of whole Kafka messages: topic, partition, offset, timestamp, key, headers,
+    # the decoded value and the exact payload
+    Format("envelope", envelope.EnvelopeReader, envelope.EnvelopeWriter, ()),
+    # one alert per FITS file: header, tables, cutout images; read back losslessly
+    Format("fits", fits.FitsReader, fits.FitsWriter, (".fits",)),
+    # VOEvent XML packets, read into a typed record and written back as they were; other
+    # alerts are mapped onto VOEvent 2.0 (docs/voevent.md)
+    Format("voevent", voevent.VoeventReader, voevent.VoeventWriter, (".xml",)),
+    # payloads as they are, one per line (--delimiter); no decoding
+    Format("raw", raw.RawReader, raw.RawWriter, ()),
 )}
 
 
@@ -83,24 +86,49 @@ def sniff_format(head: bytes) -> Format:
 class AutoReader:
     """Reads payloads whose format is not given: JSON if they look like it, else Avro."""
 
-    def __init__(self, options: Any) -> None:
+    def __init__(self, options: Options) -> None:
         self.options = options
-        self.readers: dict[str, Any] = {}
+        self.readers: dict[str, Reader] = {}
 
-    def _reader(self, fmt: Format) -> Any:
+    def _reader(self, fmt: Format) -> Reader:
         reader = self.readers.get(fmt.name)
         if reader is None:
             reader = self.readers[fmt.name] = fmt.reader(self.options)
         return reader
 
-    def decode(self, message: Any) -> list:
+    def decode(self, message: Message) -> list[Message]:
         return self._reader(sniff_format((message.value or b"")[:16])).decode(message)
 
-    def read_stream(self, stream: Any, source: str) -> Any:
-        head = stream.peek(64)[:64] if hasattr(stream, "peek") else b""
+    def read_stream(self, stream: BinaryIO, source: str) -> Iterator[Message]:
+        head = stream.peek(64)[:64]  # type: ignore[attr-defined]  (sources hand peekable ones)
         return self._reader(sniff_format(head)).read_stream(stream, source)
 
 
-def reader_for(name: str | None, options: Any) -> Any:
+def reader_for(name: str | None, options: Options) -> Reader:
     """The payload reader for ``--from NAME``, or one that detects the format."""
     return format_named(name).reader(options) if name else AutoReader(options)
+
+
+def payload_encoder(options: Options) -> Encode:
+    """Message -> Kafka payload: ``--to`` if given; else the payload as read when the record is
+    unchanged, and one Avro OCF per record otherwise (what ZTF sends)."""
+    if options.write_format:
+        return format_named(options.write_format).writer(options).encode
+    avro_writer = FORMATS["avro"].writer(options)
+    reshaped = options.schemas.reader is not None or options.fields is not None
+
+    def encode(message: Message) -> bytes:
+        # A payload read from Kafka, an envelope or raw input passes as it was; records read
+        # from files (JSON lines, OCF records) are encoded.
+        if message.value is not None and not reshaped and (
+                not message.decoded or message.topic is not None):
+            return message.value
+        return avro_writer.encode(message)
+
+    return encode
+
+
+def file_extensions() -> tuple[str, ...]:
+    """Every extension that makes an address a path: the formats', compressed or archived."""
+    return (*(e for fmt in FORMATS.values() for e in fmt.extensions),
+            ".gz", ".bz2", ".xz", ".tar", ".tgz")

@@ -161,6 +161,8 @@ class AvroWriter:
 
     def __init__(self, options: Options) -> None:
         self.schemas = options.schemas
+        # The schema of the file a resumed copy continues (set by ``recover``)
+        self.continued: Schema | None = None
         self._encode: Callable[[Any, Schema], bytes] = encoder_for(self.framing)
 
     def _schema_of(self, message: Message) -> Schema:
@@ -187,6 +189,11 @@ class AvroWriter:
 
     def recover(self, stream: BinaryIO) -> None:
         cut_torn_ocf_tail(stream)
+        if stream.tell():
+            stream.seek(0)
+            text = fastavro.reader(stream).metadata["avro.schema"]
+            self.continued = self.schemas.from_header_text(text.encode())
+            stream.seek(0, 2)
 
     def open_stream(self, stream: BinaryIO) -> OcfStreamWriter:
         if self.framing != "ocf":
@@ -195,21 +202,49 @@ class AvroWriter:
         return OcfStreamWriter(stream, self)
 
 
+class _WriteOnly(io.RawIOBase):
+    """A stream as fastavro sees it when kcp starts a new file: not seekable, so fastavro never
+    looks for a header to append to (and a pipe is never asked where it is)."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        super().__init__()
+        self.stream = stream
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.stream.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 class OcfStreamWriter:
-    """An OCF file with one header and many records; all records share the first one's schema."""
+    """An OCF file with one header and many records; all records share the first one's schema.
+
+    Its blocks hold many records under one header, so records cannot be encoded on their own.
+    """
+
+    encodes_alone = False
 
     def __init__(self, stream: BinaryIO, owner: AvroWriter) -> None:
         self.stream = stream
         self.owner = owner
-        self.schema: Schema | None = None
+        self.schema: Schema | None = owner.continued
         self.writer: fastavro.write.Writer | None = None
 
     def write(self, message: Message) -> None:
         schema = self.owner._schema_of(message)
         if self.writer is None:
-            self.schema = self._existing_schema() or schema
-            # On a stream positioned past an existing header, fastavro appends to that file.
-            self.writer = fastavro.write.Writer(self.stream, schema.parsed, codec="null")
+            if self.schema is None:
+                self.schema = schema
+                target: Any = _WriteOnly(self.stream)
+            else:  # a recovered file, positioned at its end: fastavro appends to it
+                target = self.stream
+            self.writer = fastavro.write.Writer(target, self.schema.parsed, codec="null")
+        assert self.schema is not None
         if schema is not self.schema and schema.fingerprint != self.schema.fingerprint:
             raise BadInput(f"record has schema {schema.name} ({schema.fingerprint:016x}) but this "
                            f"file holds {self.schema.name} ({self.schema.fingerprint:016x}); "
@@ -218,16 +253,6 @@ class OcfStreamWriter:
             self.writer.write(self.owner._datum_of(message, schema))
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise BadInput(f"record does not match schema {schema.name}: {exc}") from None
-
-    def _existing_schema(self) -> Schema | None:
-        """The schema of the file being continued (a resumed copy), if there is one."""
-        end = self.stream.tell()
-        if end == 0:
-            return None
-        self.stream.seek(0)
-        text = fastavro.reader(self.stream).metadata["avro.schema"]
-        self.stream.seek(end)
-        return self.owner.schemas.from_header_text(text.encode())
 
     def flush(self) -> None:
         if self.writer is not None:

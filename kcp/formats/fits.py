@@ -767,16 +767,21 @@ class FitsWriter:
 class FitsStreamWriter:
     """A .fits file: exactly one alert."""
 
+    encodes_alone = True
+
     def __init__(self, stream: BinaryIO, owner: FitsWriter) -> None:
         self.stream = stream
         self.owner = owner
         self.written = False
 
     def write(self, message: Message) -> None:
+        self.write_encoded(self.owner.encode(message))
+
+    def write_encoded(self, data: bytes) -> None:
         if self.written:
             raise UsageError("a .fits file holds one alert: write many to a tar "
                              "(night.tar.gz --member-format fits), or stop after one (-c 1)")
-        self.stream.write(self.owner.encode(message))
+        self.stream.write(data)
         self.written = True
 
     def flush(self) -> None:

@@ -80,10 +80,9 @@ class JsonWriter:
 
 def documents_suffice(options: Options, sink: object) -> bool:
     """Whether records may reach ``sink`` as finished JSON documents (kcp.codec.native): it
-    writes JSON Lines in the kcp style, and no stage reads record values (--where, --map,
-    --pipe-through, --fields) or reshapes them (--reader-schema).  --since/--until read only
-    Kafka timestamps."""
-    encode = getattr(sink, "encode", None)
-    return (isinstance(getattr(encode, "__self__", None), JsonWriter)
+    writes JSON Lines to a stream (stdout, a file) in the kcp style, and no stage reads record
+    values (--where, --map, --pipe-through, --fields) or reshapes them (--reader-schema).
+    --since/--until read only Kafka timestamps."""
+    return (isinstance(getattr(sink, "format_writer", None), JsonWriter)
             and options.json_style == "kcp" and not options.steps and not options.fields
             and options.schemas.reader is None)

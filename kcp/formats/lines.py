@@ -30,6 +30,8 @@ def cut_after_last_line(stream: BinaryIO, delimiter: bytes = b"\n") -> None:
 class LineStreamWriter:
     """Records one after the other, each encoded by its format and followed by a separator."""
 
+    encodes_alone = True
+
     def __init__(self, stream: BinaryIO, encode: Callable[[Message], bytes],
                  separator: bytes = b"\n") -> None:
         self.stream = stream

@@ -34,8 +34,6 @@ class RawReader:
 
 
 class RawWriter:
-    raw = True
-
     def __init__(self, options: Options) -> None:
         self.delimiter = options.delimiter
 

@@ -1,14 +1,9 @@
 """Where records come from and go to: one module per transport, listed in TRANSPORTS.
 
 Each module offers ``open_source(address, options, config) -> Source`` and
-``open_sink(address, options, config) -> Sink``.  Modules load lazily: Kafka's client loads only
-when an address names Kafka, which keeps ``kcp --help`` fast.
-
-A Source iterates :class:`kcp.message.Message` objects; ``ack(message)`` marks one as handled
-(written, skipped or dead-lettered) and ``checkpoint()`` makes those marks durable (Kafka: commits
-offsets); ``close()`` ends it.  A Sink has ``write(message)``, ``flush()`` (everything written so
-far is durable when it returns) and ``close()``.  ``Sink.payloads`` tells whether it takes
-payloads (Kafka) rather than a stream (files, stdout).
+``open_sink(address, options, config) -> Sink`` (the contracts are in kcp.contracts).  Modules
+load lazily: Kafka's client loads only when an address names Kafka, which keeps ``kcp --help``
+fast.  :func:`transport_for` is the one place that routes an address to its transport.
 """
 
 from __future__ import annotations
@@ -16,13 +11,31 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from ..address import Address, is_tar_path
+
 TRANSPORTS: dict[str, str] = {
     "kafka": "kcp.transports.kafka",
     "file": "kcp.transports.file",
     "stdio": "kcp.transports.stdio",
     "tar": "kcp.transports.tar",
+    "archive": "kcp.transports.archive",
 }
 
 
 def transport(kind: str) -> ModuleType:
     return importlib.import_module(TRANSPORTS[kind])
+
+
+def kind_of(address: Address) -> str:
+    """The transport serving ``address``: a path holding ``{topic}`` is one archive per topic,
+    a path whose extension names a tar is an archive of members, other paths are files."""
+    if address.kind != "file":
+        return address.kind
+    path = address.path or address.text
+    if "{topic}" in path:
+        return "archive"
+    return "tar" if is_tar_path(path) else "file"
+
+
+def transport_for(address: Address) -> ModuleType:
+    return transport(kind_of(address))

@@ -29,10 +29,11 @@ from pathlib import Path
 
 from ..address import Address
 from ..config import Config
+from ..contracts import SinkTraits
 from ..errors import BadInput, UsageError
 from ..message import Message
 from ..options import Options
-from .tar import MemberNames, TarSink, _member_format, compression_of
+from .tar import MemberNames, TarSink, compression_of, member_format
 
 FIELD = "topic"
 # The characters of a Kafka topic name: what {topic} matches when a crash's NAME.part is found.
@@ -71,9 +72,8 @@ def _signals_held() -> Iterator[None]:
 class ArchiveSink:
     """A tar archive per topic, named by a path template holding ``{topic}``."""
 
-    payloads = False
-    # Members are named from their records (TarSink): -j workers cannot encode them.
-    encode = None
+    # Members are named from their records (TarSink): -j workers hand decoded records.
+    traits = SinkTraits()
 
     def __init__(self, template: str, options: Options, idle_seconds: float | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -168,9 +168,14 @@ class ArchiveSink:
             for archive in self.archives.values():
                 archive.flush()
 
-    def close(self) -> None:
-        """Finalise every open archive; the first failure is raised once all were tried (an
-        archive that failed keeps its NAME.part for the next run to continue)."""
+    def copies_from(self, source: object) -> None:
+        pass
+
+    def close(self, complete: bool = True) -> None:
+        """Finalise every open archive, also after an interruption (each is whole at a
+        checkpoint; the rest of a night comes with the next run, merged by member name). The
+        first failure is raised once all were tried (an archive that failed keeps its NAME.part
+        for the next run to continue)."""
         failure: BaseException | None = None
         with _signals_held():
             for topic in list(self.archives):
@@ -188,7 +193,7 @@ class ArchiveSink:
 def _check_template(template: str, options: Options) -> str:
     """Refuse now what the first record of each topic would refuse later; return the folder
     the template starts in."""
-    _member_format(options)
+    member_format(options)
     if MemberNames(options.member_name).numbered:
         raise UsageError(f"--name {options.member_name!r}: {{number}} restarts with each run, "
                          "so it cannot tell records already archived; name members by a field "
@@ -237,7 +242,11 @@ def _lock_folder(folder: str, template: str) -> int | None:
     return handle
 
 
-def open_sink(address: Address, options: Options, config: Config,
-              idle_seconds: float | None = None) -> ArchiveSink:
+def open_source(address: Address, options: Options, config: Config) -> None:
+    raise UsageError(f"{address}: {{topic}} names archives to write; read them by name or glob, "
+                     "e.g. 'archive/*.tar.gz'")
+
+
+def open_sink(address: Address, options: Options, config: Config) -> ArchiveSink:
     path = os.path.expanduser(address.path or address.text)
-    return ArchiveSink(path, options, idle_seconds)
+    return ArchiveSink(path, options, options.idle_seconds)

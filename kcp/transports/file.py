@@ -1,9 +1,10 @@
-"""Files and globs of files.
+"""Files and globs of files, and reading any byte stream in its format.
 
-A file being written goes to ``NAME.part`` beside its final name and is renamed into place when
-the run ends (also after an error or Ctrl-C, keeping what was written): a crash never leaves a
-torn file under the final name.  Data is flushed and fsynced at every checkpoint, before the
-source commits.
+A file being written goes to ``NAME.part`` beside its final name and takes the final name only
+when the run completes: after an error, Ctrl-C or SIGTERM it stays ``NAME.part`` (what was written
+is kept, and a rerun with the same consumer group continues it), so a torn or partial copy never
+sits under the final name.  Data is flushed and fsynced at every checkpoint, before the source
+commits.
 
 When the source resumes (a consumer group), so does the file: a rerun continues ``NAME.part``
 (or the finished ``NAME``), first cutting the torn tail a crash may have left, so the records
@@ -12,7 +13,8 @@ whose offsets were committed are kept and the file stays readable.
 
 from __future__ import annotations
 
-import glob
+import gzip
+import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,47 +23,38 @@ from typing import BinaryIO
 from ..address import Address
 from ..config import Config
 from ..errors import UsageError
-from ..formats import format_for_path, format_named
+from ..formats import Format, format_for_path, format_named, sniff_format
 from ..message import Message
 from ..options import Options
-from .stream import QuietSource, StreamSink, read_messages
+from .stream import PathSource, StreamSink
+from .tar import looks_like_tar, read_archive
+
+GZIP_MAGIC = b"\x1f\x8b"
 
 
-def expand(pattern: str) -> list[str]:
-    path = os.path.expanduser(pattern)
-    if any(c in path for c in "*?["):
-        matches = sorted(glob.glob(path, recursive=True))
-        if not matches:
-            raise UsageError(f"{pattern}: no file matches")
-        return matches
-    if not os.path.exists(path):
-        raise UsageError(f"{pattern}: no such file")
-    if os.path.isdir(path):
-        raise UsageError(f"{pattern}: is a folder; give a glob such as '{pattern}/*.avro'")
-    return [path]
+def peekable(stream: BinaryIO) -> BinaryIO:
+    """``stream`` able to show its first bytes without consuming them (formats are sniffed)."""
+    return stream if hasattr(stream, "peek") else io.BufferedReader(stream)  # type: ignore
 
 
-class PathSource(QuietSource):
-    """Files named by a path or a glob, read one after the other by ``read_file``."""
+def peek(stream: BinaryIO, size: int) -> bytes:
+    return stream.peek(size)[:size]  # type: ignore[attr-defined]
 
-    def __init__(self, address: Address, options: Options) -> None:
-        self.paths = expand(address.path or address.text)
-        self.name = address.text
-        self.options = options
-        self.bytes_read = 0
 
-    def __iter__(self) -> Iterator[Message]:
-        for path in self.paths:
-            try:
-                stream = open(path, "rb")
-            except OSError as exc:
-                raise UsageError(f"{path}: cannot open: {exc.strerror}") from None
-            self.bytes_read += os.fstat(stream.fileno()).st_size
-            with stream:
-                yield from self.read_file(stream, path)
-
-    def read_file(self, stream: BinaryIO, path: str) -> Iterator[Message]:
-        raise NotImplementedError
+def read_messages(stream: BinaryIO, name: str, fmt: Format | None, options: Options
+                  ) -> Iterator[Message]:
+    """Messages of one stream, gunzipping it transparently and sniffing its format if unknown;
+    a tar archive (ZTF's nightly ones: ``kcp convert < night.tar.gz``) is read member by member."""
+    stream = peekable(stream)
+    if looks_like_tar(stream):
+        yield from read_archive(stream, name, options)
+        return
+    if peek(stream, 2) == GZIP_MAGIC:
+        stream = peekable(gzip.GzipFile(fileobj=stream))  # type: ignore[arg-type]
+    if options.read_format:
+        fmt = format_named(options.read_format)
+    fmt = fmt or sniff_format(peek(stream, 64))
+    yield from fmt.reader(options).read_stream(stream, name)
 
 
 class FileSource(PathSource):
@@ -76,6 +69,10 @@ class FileSink(StreamSink):
             raise UsageError(f"{path}: cannot tell the format from the extension; give --to FORMAT")
         self.final = Path(path)
         self.partial = self.final.with_name(self.final.name + ".part")
+        if self.final.exists() and not self.final.is_file():
+            # A device, a FIFO, /dev/stdout: written in place (a rename would replace it)
+            self.partial = self.final
+            resume = False
         if resume and not self.partial.exists() and self.final.exists():
             os.replace(self.final, self.partial)
         resuming = resume and self.partial.exists()
@@ -83,26 +80,38 @@ class FileSink(StreamSink):
             stream = open(self.partial, "r+b" if resuming else "wb")
         except OSError as exc:
             raise UsageError(f"{path}: cannot write: {exc.strerror}") from None
+        self.stderr = options.environment.stderr
+        self.resumable = resume
+        writer = fmt.writer(options)
         if resuming:
-            fmt.writer(options).recover(stream)
-        super().__init__(stream, fmt, options, path)
+            writer.recover(stream)
+        super().__init__(stream, writer, path)
 
     def flush(self) -> None:
         super().flush()
-        os.fsync(self.stream.fileno())
+        if self.partial is not self.final:
+            os.fsync(self.stream.fileno())
 
-    def close(self) -> None:
+    def close(self, complete: bool = True) -> None:
         try:
             self.flush()
         finally:
             self.stream.close()
-            os.replace(self.partial, self.final)
+            if self.partial is self.final:
+                pass
+            elif complete:
+                os.replace(self.partial, self.final)
+            else:
+                how = ("a rerun with the same -g group continues it" if self.resumable
+                       else f"{self.final} was not written")
+                print(f"kcp: {self.partial}: the copy did not finish; what was written is kept "
+                      f"there ({how})", file=self.stderr)
 
 
 def open_source(address: Address, options: Options, config: Config) -> FileSource:
     return FileSource(address, options)
 
 
-def open_sink(address: Address, options: Options, config: Config, resume: bool = False
-              ) -> FileSink:
-    return FileSink(address.path or address.text, options, resume)
+def open_sink(address: Address, options: Options, config: Config) -> FileSink:
+    # A copy that resumes (a consumer group) continues its file rather than replace it.
+    return FileSink(address.path or address.text, options, resume=options.group is not None)

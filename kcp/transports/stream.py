@@ -1,48 +1,25 @@
-"""What the file and stdio transports share: reading a stream in its format, writing one."""
+"""What the file, stdio and tar transports share: sources with nothing to commit, files named by
+a path or glob, and a sink writing one format into a byte stream."""
 
 from __future__ import annotations
 
-import gzip
-import io
-from collections.abc import Iterator
-from typing import BinaryIO
+import glob
+import os
+from collections.abc import Callable, Iterator
+from typing import BinaryIO, cast
 
-from ..formats import Format, format_named, sniff_format
+from ..address import Address
+from ..contracts import RecordStreamWriter, SinkTraits, Writer
+from ..errors import UsageError
 from ..message import Message
 from ..options import Options
-
-GZIP_MAGIC = b"\x1f\x8b"
-
-
-def peekable(stream: BinaryIO) -> BinaryIO:
-    """``stream`` able to show its first bytes without consuming them (formats are sniffed)."""
-    return stream if hasattr(stream, "peek") else io.BufferedReader(stream)  # type: ignore
-
-
-def peek(stream: BinaryIO, size: int) -> bytes:
-    return stream.peek(size)[:size]
-
-
-def read_messages(stream: BinaryIO, name: str, fmt: Format | None, options: Options
-                  ) -> Iterator[Message]:
-    """Messages of one stream, gunzipping it transparently and sniffing its format if unknown;
-    a tar archive (ZTF's nightly ones: ``kcp convert < night.tar.gz``) is read member by member."""
-    from .tar import looks_like_tar, read_archive  # not above: tar imports file, which imports us
-
-    stream = peekable(stream)
-    if looks_like_tar(stream):
-        yield from read_archive(stream, name, options)
-        return
-    if peek(stream, 2) == GZIP_MAGIC:
-        stream = peekable(gzip.GzipFile(fileobj=stream))  # type: ignore[arg-type]
-    if options.read_format:
-        fmt = format_named(options.read_format)
-    fmt = fmt or sniff_format(peek(stream, 64))
-    yield from fmt.reader(options).read_stream(stream, name)
 
 
 class QuietSource:
     """A source with nothing to commit (files, pipes): acknowledging is a no-op."""
+
+    commits = False
+    bytes_read = 0
 
     def ack(self, message: Message) -> None:
         pass
@@ -50,27 +27,77 @@ class QuietSource:
     def checkpoint(self) -> None:
         pass
 
+    def flush_before_commit(self, flush: Callable[[], None] | None) -> None:
+        pass
+
+    def partition_count(self, topic: str) -> int | None:
+        return None
+
     def close(self) -> None:
         pass
+
+
+def expand(pattern: str) -> list[str]:
+    path = os.path.expanduser(pattern)
+    if any(c in path for c in "*?["):
+        matches = sorted(glob.glob(path, recursive=True))
+        if not matches:
+            raise UsageError(f"{pattern}: no file matches")
+        return matches
+    if not os.path.exists(path):
+        raise UsageError(f"{pattern}: no such file")
+    if os.path.isdir(path):
+        raise UsageError(f"{pattern}: is a folder; give a glob such as '{pattern}/*.avro'")
+    return [path]
+
+
+class PathSource(QuietSource):
+    """Files named by a path or a glob, read one after the other by ``read_file``."""
+
+    def __init__(self, address: Address, options: Options) -> None:
+        if options.offset is not None or options.partitions:
+            raise UsageError(f"{address}: -o/--offset and -p/--partition choose Kafka "
+                             "positions; a file is read from its start (use -c to stop early)")
+        self.paths = expand(address.path or address.text)
+        self.name = address.text
+        self.options = options
+        self.bytes_read = 0
+
+    def __iter__(self) -> Iterator[Message]:
+        for path in self.paths:
+            try:
+                stream = open(path, "rb")
+            except OSError as exc:
+                raise UsageError(f"{path}: cannot open: {exc.strerror}") from None
+            self.bytes_read += os.fstat(stream.fileno()).st_size
+            with stream:
+                yield from self.read_file(stream, path)
+
+    def read_file(self, stream: BinaryIO, path: str) -> Iterator[Message]:
+        raise NotImplementedError
 
 
 class StreamSink:
     """Writes messages to a byte stream in one format."""
 
-    payloads = False
-
-    def __init__(self, stream: BinaryIO, fmt: Format, options: Options, name: str) -> None:
+    def __init__(self, stream: BinaryIO, writer: Writer, name: str) -> None:
         self.name = name
         self.stream = stream
-        self.writer = fmt.writer(options).open_stream(stream)
-        # Set when records can be encoded one by one elsewhere (-j workers) and written here.
-        self.encode = getattr(self.writer, "encode", None)
+        self.format_writer = writer
+        self.writer = writer.open_stream(stream)
+        self.traits = SinkTraits(encodes_alone=self.writer.encodes_alone)
 
     def write(self, message: Message) -> None:
         self.writer.write(message)
 
+    def encode(self, message: Message) -> bytes:
+        return self.format_writer.encode(message)
+
     def write_encoded(self, message: Message, data: bytes) -> None:
-        self.writer.write_encoded(data)
+        cast(RecordStreamWriter, self.writer).write_encoded(data)
+
+    def copies_from(self, source: object) -> None:
+        pass
 
     def idle(self) -> None:
         self.stream.flush()
@@ -78,5 +105,5 @@ class StreamSink:
     def flush(self) -> None:
         self.writer.flush()
 
-    def close(self) -> None:
+    def close(self, complete: bool = True) -> None:
         self.writer.close()

@@ -43,11 +43,12 @@ from typing import Any, BinaryIO
 from ..address import Address
 from ..codec.framing import OCF_MAGIC
 from ..config import Config
+from ..contracts import SinkTraits
 from ..errors import BadInput, UsageError
 from ..formats import FORMATS, Format, format_for_path, format_named
 from ..message import Message
 from ..options import Options
-from .file import PathSource
+from .stream import PathSource
 
 BLOCK = 512
 RECORD = 20 * BLOCK  # tar archives are padded to whole records of 20 blocks
@@ -354,16 +355,15 @@ class TarSink:
     crash, or late ones for a finished night, never make a second member. See ``_merge``.
     """
 
-    payloads = False
-    # Members are named from their records: -j workers cannot encode them on their own.
-    encode = None
+    # Members are named from their records: -j workers hand decoded records, not bytes.
+    traits = SinkTraits()
 
     def __init__(self, path: str, options: Options, resume: bool = False,
                  merge: bool = False) -> None:
         self.final = Path(path)
         self.partial = self.final.with_name(self.final.name + ".part")
         compression = compression_of(path)
-        self.format = _member_format(options)
+        self.format = member_format(options)
         self.writer = self.format.writer(options)
         self.extension = self.format.extensions[0]
         self.names = MemberNames(options.member_name)
@@ -481,7 +481,10 @@ class TarSink:
         os.fsync(self.file.fileno())
         self.dirty = False
 
-    def close(self) -> None:
+    def copies_from(self, source: object) -> None:
+        pass
+
+    def close(self, complete: bool = True) -> None:
         finished = False
         try:
             self._write(bytes(2 * BLOCK))  # the end-of-archive blocks
@@ -495,7 +498,8 @@ class TarSink:
             self.file.close()
             # A merged archive takes the final name only whole: after a failure its NAME.part
             # stays for the next run to continue, and the NAME it came from stays intact.
-            if finished or self.present is None:
+            # An interrupted copy keeps its NAME.part too, for a rerun to continue.
+            if finished and (complete or self.present is not None):
                 os.replace(self.partial, self.final)
         _sync_directory(self.final)
 
@@ -551,7 +555,7 @@ def compression_of(path: str) -> str:
     raise UsageError(f"{path}: not a tar archive name ({', '.join(COMPRESSIONS)})")
 
 
-def _member_format(options: Options) -> Format:
+def member_format(options: Options) -> Format:
     fmt = format_named(options.member_format or options.write_format or "avro")
     if not fmt.extensions:
         choices = ", ".join(name for name, f in FORMATS.items() if f.extensions)
@@ -597,6 +601,6 @@ def open_source(address: Address, options: Options, config: Config) -> TarSource
     return TarSource(address, options)
 
 
-def open_sink(address: Address, options: Options, config: Config, resume: bool = False
-              ) -> TarSink:
-    return TarSink(address.path or address.text, options, resume)
+def open_sink(address: Address, options: Options, config: Config) -> TarSink:
+    # A copy that resumes (a consumer group) continues its archive rather than replace it.
+    return TarSink(address.path or address.text, options, resume=options.group is not None)

@@ -1,4 +1,4 @@
-//! kcp's compiled Avro -> JSON transcoder (the Python module `kcp._native`).
+//! kcp's compiled Avro -> JSON transcoder (the Python module `kcp.codec.compiled`).
 //!
 //! `kcp.codec.native` compiles a writer schema once into a flat list of ops (a `Program`); the
 //! program then reads Avro bodies and appends kcp-style JSON (docs/json-mapping.md) to one buffer,
@@ -327,7 +327,7 @@ fn is_canonical_uuid(text: &[u8]) -> bool {
         })
 }
 
-#[pyclass(frozen, module = "kcp._native")]
+#[pyclass(frozen, module = "kcp.codec.compiled")]
 struct Program {
     nodes: Vec<Node>,
     min_size: Vec<u64>, // the fewest bytes a value of each node takes
@@ -760,7 +760,7 @@ impl Program {
 }
 
 #[pymodule]
-fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
+fn compiled(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Program>()?;
     Ok(())
 }

@@ -13,12 +13,11 @@ reader (back-pressure); ``flush`` waits for every delivery report and fails nami
 from __future__ import annotations
 
 import contextlib
-import logging
 import re
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from confluent_kafka import (
@@ -31,133 +30,52 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from ..address import Address, parse_offset
-from ..config import Config
-from ..errors import TransportError, UsageError
-from ..message import Message
-from ..options import Options
+from ...address import Address, parse_offset
+from ...config import Config
+from ...contracts import SinkTraits, Source
+from ...errors import TransportError, UsageError
+from ...formats import payload_encoder
+from ...message import Message
+from ...options import Options
+from ...times import parse_time
+from .admin import create_topic_like, describe_topics, group_lag, topic_names
+from .client import (
+    ACCESS_DENIED,
+    NO_SUCH_TOPIC,
+    absent_topic,
+    broker_properties,
+    explain,
+    fatal_errors,
+    raise_fatal,
+    topic_metadata,
+)
+
+__all__ = ["KafkaSink", "KafkaSource", "describe_topics", "exactly_once", "group_lag",
+           "open_sink", "open_source", "topic_names"]
 
 BATCH = 500
-# librdkafka's own log lines go here: silent unless the CLI runs with --debug.
-LOG = logging.getLogger("kcp.librdkafka")
-_NO_SUCH_TOPIC = {KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC,
-                  KafkaError._UNKNOWN_PARTITION}
-_ACCESS_DENIED = {KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED,
-                  KafkaError.CLUSTER_AUTHORIZATION_FAILED, KafkaError._AUTHENTICATION,
-                  KafkaError.SASL_AUTHENTICATION_FAILED}
-
-
-# Broker names that are aliases of the config file (error messages differ for them).
-_ALIASES: set[str] = set()
-
-
-def broker_properties(address: Address, options: Options, config: Config) -> tuple[str, dict]:
-    name, properties = config.resolve_broker(address.broker)
-    properties.update(options.kafka_properties)
-    if name in config.brokers:
-        _ALIASES.add(name)
-    return name, properties
-
-
-def _fatal_errors(name: str, group: bool = True) -> tuple[dict, list[KafkaError]]:
-    """An ``error_cb`` that keeps errors which retrying cannot cure (bad credentials, TLS).
-
-    ``group=False``: a reader without -g still has a (throw-away) group id, and librdkafka looks
-    up its coordinator; a broker refusing that group is harmless, as kcp never uses it."""
-    seen: list[KafkaError] = []
-
-    def error_cb(error: KafkaError) -> None:
-        if not group and error.code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
-            return
-        if error.fatal() or error.code() in _ACCESS_DENIED or error.code() == KafkaError._SSL:
-            seen.append(error)
-
-    return {"error_cb": error_cb, "logger": LOG}, seen
-
-
-def explain(name: str, error: KafkaError, topic: str | None = None,
-            group: str | None = None) -> str:
-    """One line for a broker error that retrying cannot cure: what is refused and what to check.
-
-    librdkafka's texts never hold secrets (it masks sasl.password itself), and neither do ours.
-    """
-    code = error.code()
-    if code == KafkaError.TOPIC_AUTHORIZATION_FAILED:
-        return (f"not authorised for topic {topic or '(unnamed)'} on broker {name} "
-                "(the broker has no ACL letting this user use it)")
-    if code == KafkaError.GROUP_AUTHORIZATION_FAILED:
-        return (f"not authorised for consumer group {group or '(unnamed)'} on broker {name} "
-                "(the broker has no ACL letting this user use it)")
-    if code == KafkaError.CLUSTER_AUTHORIZATION_FAILED:
-        return f"not authorised by broker {name} ({error.str()})"
-    if code in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
-        return (f"broker {name}: authentication failed ({error.str()}); check sasl.mechanism, "
-                "sasl.username and the password")
-    if code == KafkaError._SSL:
-        return (f"broker {name}: TLS failed ({error.str()}); check ssl.ca.location (the CA "
-                "that signed the broker's certificate)")
-    return f"broker {name}: {error.str()}"
-
-
-def _raise_fatal(name: str, seen: list[KafkaError], topic: str | None = None,
-                 group: str | None = None) -> None:
-    if seen:
-        raise TransportError(explain(name, seen[0], topic, group))
-
-
-def _absent_topic(client: Any, name: str, topic: str, timeout: float) -> str:
-    """Why ``topic`` is missing from a broker's topic list: absent, or hidden by an ACL."""
-    with contextlib.suppress(KafkaException):
-        found = client.list_topics(topic, timeout=min(timeout, 5.0)).topics.get(topic)
-        if found is not None and found.error is not None and (
-                found.error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED):
-            return explain(name, found.error, topic)
-    return f"no such topic {topic!r} on broker {name} (kcp ls lists them)"
-
-
-def _metadata(client: Any, name: str, topic: str | None, timeout: float, seen: list) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            # Short rounds: error_cb runs only when the client is polled, so bad credentials
-            # or a refused certificate end the wait at once instead of after --timeout.
-            return client.list_topics(topic, timeout=max(0.1, min(1.0, deadline
-                                                                   - time.monotonic())))
-        except KafkaException as exc:
-            with contextlib.suppress(KafkaException, RuntimeError):
-                client.poll(0)
-            _raise_fatal(name, seen, topic)
-            if time.monotonic() < deadline:
-                continue
-            error = exc.args[0]
-        reason = error.str() if isinstance(error, KafkaError) else str(error)
-        hint = "is it running? (KCP_BROKER, NAME:topic or -X bootstrap.servers)"
-        if not any(c in name for c in ".:,") and name != "localhost" and (
-                name not in _ALIASES):
-            hint = f"'{name}' is not a broker alias of the config file (kcp config show)"
-        raise TransportError(f"cannot reach broker {name} within {timeout:g}s ({reason}); "
-                             f"{hint}") from None
-
-
 _NAMED_OFFSETS = {"beginning": OFFSET_BEGINNING, "end": OFFSET_END}
 
 
 class KafkaSource:
     """Reads the records of one or several topics (names or ^patterns) of one broker."""
 
-    def __init__(self, address: Address, options: Options, config: Config,
-                 default_offset: str) -> None:
+    bytes_read = 0  # the records' payloads are counted as they pass
+
+    def __init__(self, address: Address, options: Options, config: Config) -> None:
         if not address.topics:
             raise UsageError(f"{address}: name a topic to read (NAME:topic)")
         self.address = address
         self.options = options
         self.name, properties = broker_properties(address, options, config)
         self.group = options.group or address.group
-        self.offset = options.offset or default_offset
+        # --since starts reading where the window starts instead of filtering from the beginning
+        self.offset = options.offset or (f"@{parse_time(options.since)}" if options.since
+                                         else options.default_offset)
         self.stop_at_end = not options.follow
         # Following ^patterns: topics that appear later are read too (a mirror, an archiver).
         self.watches_patterns = options.follow and any(t.startswith("^") for t in address.topics)
-        callbacks, self._errors = _fatal_errors(self.name, group=bool(self.group)
+        callbacks, self._errors = fatal_errors(self.name, group=bool(self.group)
                                                 or self.watches_patterns)
         settings = {
             "group.id": self.group or f"kcp-{uuid.uuid4().hex}",
@@ -197,7 +115,8 @@ class KafkaSource:
 
     # -- assignment ---------------------------------------------------------------------------
     def _topics(self) -> list[str]:
-        metadata = _metadata(self.consumer, self.name, None, self.options.timeout, self._errors)
+        metadata = topic_metadata(self.consumer, self.name, None, self.options.timeout,
+                                  self._errors)
         names = []
         for wanted in self.address.topics:
             if wanted.startswith("^"):
@@ -207,7 +126,7 @@ class KafkaSource:
             elif wanted in metadata.topics and metadata.topics[wanted].error is None:
                 names.append(wanted)
             else:
-                raise TransportError(_absent_topic(self.consumer, self.name, wanted,
+                raise TransportError(absent_topic(self.consumer, self.name, wanted,
                                                    self.options.timeout))
         if not names and not self.watches_patterns:
             raise TransportError(f"no topic on broker {self.name} matches "
@@ -317,7 +236,7 @@ class KafkaSource:
                 batch = [first, *consume(BATCH - 1, 0)] if first is not None else []
             except KafkaException as exc:  # a fatal consumer error
                 raise TransportError(explain(self.name, exc.args[0], None, self.group)) from None
-            _raise_fatal(self.name, self._errors, topics, self.group)
+            raise_fatal(self.name, self._errors, topics, self.group)
             self._refresh_lag()
             if not batch:
                 yield None
@@ -345,12 +264,12 @@ class KafkaSource:
         code = error.code()
         if code == KafkaError._PARTITION_EOF:
             self.done.add((topic, partition))
-        elif code in _NO_SUCH_TOPIC:
+        elif code in NO_SUCH_TOPIC:
             raise TransportError(f"no such topic {topic!r} on broker {self.name}")
         elif code == KafkaError.GROUP_AUTHORIZATION_FAILED and not (
                 self.group or self.watches_patterns):
-            pass  # the throw-away group of a reader without -g (see _fatal_errors)
-        elif code in _ACCESS_DENIED or error.fatal():
+            pass  # the throw-away group of a reader without -g (see fatal_errors)
+        elif code in ACCESS_DENIED or error.fatal():
             raise TransportError(explain(self.name, error, topic, self.group))
         # Anything else (a broker restarting, a leader moving) librdkafka retries by itself.
 
@@ -383,9 +302,13 @@ class KafkaSource:
         """Whether checkpoints commit positions (a group, or a transaction)."""
         return bool(self.group)
 
+    def flush_before_commit(self, flush: Callable[[], None] | None) -> None:
+        self.flush_sink = flush
+
     def partition_count(self, topic: str) -> int:
         """How many partitions a source topic has (a mirror creates its copy alike)."""
-        metadata = _metadata(self.consumer, self.name, topic, self.options.timeout, self._errors)
+        metadata = topic_metadata(self.consumer, self.name, topic, self.options.timeout,
+                                  self._errors)
         return len(metadata.topics[topic].partitions)
 
     def ack(self, message: Message) -> None:
@@ -399,7 +322,7 @@ class KafkaSource:
                    if self.committed.get((t, p)) != o]
         if self.transaction is not None:
             # Exactly once: the offsets travel inside the sink's transaction.
-            self.transaction.commit_transaction(pending, self.consumer.consumer_group_metadata())
+            self.transaction.commit_transaction(pending, self.consumer.consumer_groupmetadata())
         elif not pending:
             return
         else:
@@ -423,15 +346,15 @@ class KafkaSource:
 class KafkaSink:
     """Writes payloads to one topic (or to each message's own topic when none is named)."""
 
-    payloads = True
+    traits = SinkTraits(payloads=True, encodes_alone=True)
 
-    def __init__(self, address: Address, options: Options, config: Config, writer: Any,
-                 keep_partition: bool = False, transactional: bool = False,
-                 rename: str | None = None) -> None:
+    def __init__(self, address: Address, options: Options, config: Config) -> None:
+        keep_partition, rename = options.keep_partition, options.rename
+        transactional = options.exactly_once
         if len(address.topics) > 1 or any(t.startswith("^") for t in address.topics):
             raise UsageError(f"{address}: write to one topic name, not a list or a pattern")
         self.topic = address.topics[0] if address.topics else None
-        self.encode = writer
+        self.encode = payload_encoder(options)
         # A destination broker with no topic mirrors: each record keeps its topic (renamed by
         # the template) and its partition, and missing topics are created like their source.
         self.keep_partition = keep_partition or self.topic is None
@@ -443,7 +366,7 @@ class KafkaSink:
         self._ready_topics: set[str] = set()
         self.name, properties = broker_properties(address, options, config)
         self._properties = dict(properties)
-        callbacks, self._errors = _fatal_errors(self.name)
+        callbacks, self._errors = fatal_errors(self.name)
         settings = {
             "acks": "all",
             "enable.idempotence": True,
@@ -463,13 +386,12 @@ class KafkaSink:
             self.producer = Producer(settings)
         except KafkaException as exc:
             raise UsageError(f"bad Kafka setting: {exc.args[0].str()}") from None
-        metadata = _metadata(self.producer, self.name, self.topic, options.timeout,
+        metadata = topic_metadata(self.producer, self.name, self.topic, options.timeout,
                              self._errors)
         found = metadata.topics.get(self.topic) if self.topic else None
         if found is not None and found.error is not None and (
-                found.error.code() in _ACCESS_DENIED):  # before idempotence is refused too
+                found.error.code() in ACCESS_DENIED):  # before idempotence is refused too
             raise TransportError(explain(self.name, found.error, self.topic))
-        self.delivered = 0
         self.failures: list[tuple[str, str]] = []
         self.timeout = options.timeout
         self.transactional = "transactional.id" in settings
@@ -510,15 +432,16 @@ class KafkaSink:
         self._in_transaction = True
 
     def _on_delivery(self, error: KafkaError | None, record: Any) -> None:
-        if error is None:
-            self.delivered += 1
-        else:
-            reason = (explain(self.name, error, record.topic()) if error.code() in _ACCESS_DENIED
+        if error is not None:
+            reason = (explain(self.name, error, record.topic()) if error.code() in ACCESS_DENIED
                       else error.str())
             self.failures.append((f"{record.topic()}", reason))
 
     def write(self, message: Message) -> None:
         self.write_encoded(message, self.encode(message))
+
+    def copies_from(self, source: Source) -> None:
+        self.partitions_of = source.partition_count  # a mirror copies partition counts
 
     def _destination(self, message: Message) -> str:
         if self.topic is not None:
@@ -533,32 +456,9 @@ class KafkaSink:
 
     def _create_like(self, topic: str, source_topic: str) -> None:
         """Create ``topic`` with as many partitions as its source, unless it exists."""
-        from confluent_kafka.admin import AdminClient, NewTopic
-
-        # All topics, not this one: asking for it by name would auto-create it (1 partition).
-        if topic in self.producer.list_topics(timeout=self.timeout).topics:
-            return
         partitions = self.partitions_of(source_topic) if self.partitions_of else -1
-        admin = AdminClient(self._properties)
-        future = admin.create_topics([NewTopic(topic, num_partitions=partitions)],
-                                     operation_timeout=self.timeout)[topic]
-        try:
-            future.result(timeout=self.timeout)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise TransportError(f"cannot create topic {topic} on broker {self.name}: "
-                                     f"{exc.args[0].str()}") from None
-        # Records are sent to explicit partitions: wait until the producer knows them all.
-        deadline = time.monotonic() + self.timeout
-        while time.monotonic() < deadline:
-            known = self.producer.list_topics(topic, timeout=self.timeout).topics.get(topic)
-            if known is not None and known.error is None and known.partitions and all(
-                    p.leader >= 0 for p in known.partitions.values()) and (
-                    partitions < 0 or len(known.partitions) == partitions):
-                return
-            time.sleep(0.1)
-        raise TransportError(f"topic {topic} on broker {self.name} was created but has no "
-                             f"leaders after {self.timeout:g}s")
+        create_topic_like(self.producer, self._properties, self.name, topic, partitions,
+                          self.timeout)
 
     def write_encoded(self, message: Message, value: bytes) -> None:
         topic = self._destination(message)
@@ -576,9 +476,9 @@ class KafkaSink:
                 break
             except BufferError:
                 self._poll(0.05)
-                _raise_fatal(self.name, self._errors, topic)
+                raise_fatal(self.name, self._errors, topic)
             except KafkaException as exc:
-                if exc.args[0].code() in _ACCESS_DENIED:
+                if exc.args[0].code() in ACCESS_DENIED:
                     raise TransportError(explain(self.name, exc.args[0], topic)) from None
                 raise TransportError(f"{topic}: cannot produce: {exc.args[0].str()}") from None
         self._poll(0)
@@ -599,7 +499,7 @@ class KafkaSink:
                 self.producer.flush(0.5)
             except KafkaException as exc:  # a fatal producer error (e.g. idempotence refused)
                 raise TransportError(explain(self.name, exc.args[0], self.topic)) from None
-            _raise_fatal(self.name, self._errors, self.topic)
+            raise_fatal(self.name, self._errors, self.topic)
         if len(self.producer):
             raise TransportError(f"broker {self.name}: {len(self.producer)} messages still "
                                  f"undelivered after {self.timeout:g}s")
@@ -608,122 +508,8 @@ class KafkaSink:
             raise TransportError(f"{len(self.failures)} message(s) not delivered to {topic}: "
                                  f"{reason}")
 
-    def close(self) -> None:
+    def close(self, complete: bool = True) -> None:
         self.flush()
-
-
-def group_lag(address: Address, group: str, options: Options, config: Config
-              ) -> list[dict[str, Any]]:
-    """Per partition a group has committed: committed offset, end offset, lag in messages and
-    in time (the age of the oldest unread message, in seconds)."""
-    from confluent_kafka import ConsumerGroupTopicPartitions
-    from confluent_kafka.admin import AdminClient
-
-    name, properties = broker_properties(address, options, config)
-    callbacks, errors = _fatal_errors(name)
-    admin = AdminClient({**properties, **callbacks})
-    _metadata(admin, name, None, options.timeout, errors)
-    try:
-        request = [ConsumerGroupTopicPartitions(group)]
-        answer = admin.list_consumer_group_offsets(request, request_timeout=options.timeout)
-        committed = answer[group].result().topic_partitions
-    except KafkaException as exc:
-        raise TransportError(f"group {group} on broker {name}: {exc.args[0].str()}") from None
-    if not committed:
-        raise TransportError(f"group {group} has committed no offsets on broker {name}")
-    consumer = Consumer({"group.id": f"kcp-lag-{uuid.uuid4().hex}", "enable.auto.commit": False,
-                         **properties, **callbacks})
-    try:
-        rows, unread = [], []
-        for tp in sorted(committed, key=lambda tp: (tp.topic, tp.partition)):
-            low, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition),
-                                                       timeout=options.timeout)
-            position = tp.offset if tp.offset >= 0 else low
-            rows.append({"topic": tp.topic, "partition": tp.partition,
-                         "committed": tp.offset if tp.offset >= 0 else None, "end": high,
-                         "lag": max(0, high - max(position, low)), "lag_seconds": 0.0})
-            if high > max(position, low):
-                unread.append(TopicPartition(tp.topic, tp.partition, max(position, low)))
-        stamps = _timestamps_at(consumer, unread, options.timeout)
-        now = time.time()
-        for row in rows:
-            stamp = stamps.get((row["topic"], row["partition"]))
-            if row["lag"]:
-                row["lag_seconds"] = round(now - stamp / 1000, 3) if stamp else None
-        return rows
-    finally:
-        consumer.close()
-
-
-def topic_names(address: Address, options: Options, config: Config) -> list[str]:
-    """The topic names of a broker, internal ones left out (shell completion)."""
-    name, properties = broker_properties(address, options, config)
-    callbacks, errors = _fatal_errors(name)
-    consumer = Consumer({"group.id": "kcp-completion", **properties, **callbacks})
-    try:
-        metadata = _metadata(consumer, name, None, options.timeout, errors)
-        return sorted(t for t in metadata.topics if not t.startswith("__"))
-    finally:
-        consumer.close()
-
-
-def describe_topics(address: Address, options: Options, config: Config) -> list[dict[str, Any]]:
-    """Each topic of a broker (matching the address's topics or patterns, if any): partitions,
-    message count (the span of offsets), and the timestamps of its first and last messages."""
-    name, properties = broker_properties(address, options, config)
-    callbacks, errors = _fatal_errors(name)
-    consumer = Consumer({"group.id": f"kcp-ls-{uuid.uuid4().hex}", "enable.auto.commit": False,
-                         **properties, **callbacks})
-    try:
-        metadata = _metadata(consumer, name, None, options.timeout, errors)
-        patterns = [re.compile(t if t.startswith("^") else f"^{re.escape(t)}$")
-                    for t in address.topics]
-        topics = sorted(t for t in metadata.topics if not t.startswith("__")
-                        and (not patterns or any(p.match(t) for p in patterns)))
-        rows = []
-        firsts: list[TopicPartition] = []
-        lasts: list[TopicPartition] = []
-        for topic in topics:
-            count = 0
-            for partition in sorted(metadata.topics[topic].partitions):
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
-                                                           timeout=options.timeout)
-                count += high - low
-                if high > low:
-                    firsts.append(TopicPartition(topic, partition, low))
-                    lasts.append(TopicPartition(topic, partition, high - 1))
-            rows.append({"topic": topic, "partitions": len(metadata.topics[topic].partitions),
-                         "messages": count, "first": None, "last": None})
-        by_topic = {row["topic"]: row for row in rows}
-        for field, positions, pick in (("first", firsts, min), ("last", lasts, max)):
-            for (topic, _), stamp in _timestamps_at(consumer, positions, options.timeout).items():
-                row = by_topic[topic]
-                row[field] = stamp if row[field] is None else pick(row[field], stamp)
-        return rows
-    finally:
-        consumer.close()
-
-
-def _timestamps_at(consumer: Consumer, positions: list[TopicPartition], timeout: float
-                   ) -> dict[tuple[str, int], int]:
-    """The timestamp of the message at each position (positions that yield none are left out:
-    a transaction marker, a compacted-away record)."""
-    if not positions:
-        return {}
-    consumer.assign(positions)
-    wanted = {(tp.topic, tp.partition) for tp in positions}
-    found: dict[tuple[str, int], int] = {}
-    deadline = time.monotonic() + min(timeout, 10.0)
-    while wanted - found.keys() and time.monotonic() < deadline:
-        for record in consumer.consume(500, 0.2):
-            key = (record.topic(), record.partition())
-            if record.error() is None and key in wanted and key not in found:
-                found[key] = record.timestamp()[1]
-                consumer.pause([TopicPartition(*key)])
-    # Paused partitions stay paused across assign(): undo it for the next round.
-    consumer.resume([TopicPartition(t, p) for t, p in wanted])
-    consumer.unassign()
-    return found
 
 
 def exactly_once(source: KafkaSource, sink: KafkaSink) -> None:
@@ -746,12 +532,9 @@ def transactional_properties(group: str | None, timeout: float) -> dict[str, str
             "transaction.timeout.ms": str(int(timeout * 1000))}
 
 
-def open_source(address: Address, options: Options, config: Config,
-                default_offset: str = "beginning") -> KafkaSource:
-    return KafkaSource(address, options, config, default_offset)
+def open_source(address: Address, options: Options, config: Config) -> KafkaSource:
+    return KafkaSource(address, options, config)
 
 
-def open_sink(address: Address, options: Options, config: Config, writer: Any = None,
-              keep_partition: bool = False, transactional: bool = False,
-              rename: str | None = None) -> KafkaSink:
-    return KafkaSink(address, options, config, writer, keep_partition, transactional, rename)
+def open_sink(address: Address, options: Options, config: Config) -> KafkaSink:
+    return KafkaSink(address, options, config)

@@ -1,0 +1,305 @@
+"""The assembly of a run: addresses, options and an Environment in, a :class:`Run` out.
+
+This is the one place where a run is put together, for the command line and library users
+alike::
+
+    from kcp import Options, plan
+    plan(["ztf_20180725_programid1"], "night.avro", Options()).execute()
+
+It parses the addresses once, routes each through TRANSPORTS, loads the schemas the options
+name, makes every terminal decision from the *destination* (pretty, coloured JSON with cutout
+sizes only when the records go to this terminal; compact JSON Lines with base64 for files,
+pipes and Kafka; a live progress line only when it cannot garble data on the same terminal),
+decides once whether payloads pass untouched, compiles the stages, starts ``-j`` workers and
+wires Kafka (partition counts for a mirror, exactly-once).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .address import Address, parse_address, parse_offset
+from .codec import RegistryClient, RubinSchemaTree, Schema, load_schema_path
+from .config import Config
+from .contracts import Reader, Sink, Source
+from .environment import Environment
+from .errors import UsageError
+from .formats import file_extensions, reader_for
+from .formats.json import documents_suffice
+from .message import Message
+from .metrics import Observers, PrometheusMetrics, StatsLines
+from .options import Options
+from .parallel import Workers
+from .pipeline import (
+    CallbackSink,
+    Progress,
+    Sources,
+    Stage,
+    Summary,
+    close_stages,
+    run,
+    stages_for,
+)
+from .transports import kind_of, transport, transport_for
+
+# Formats whose bytes are not text: refused on a terminal without --force.
+BINARY_FORMATS = frozenset({"raw", "avro", "ocf", "confluent", "single-object", "schemaless"})
+
+
+def address_of(text: str | Address, config: Config) -> Address:
+    """An address as the user wrote it, parsed with the config's broker aliases."""
+    if isinstance(text, Address):
+        return text
+    return parse_address(text, config.brokers, file_extensions())
+
+
+@dataclass
+class Run:
+    """Everything one run needs, opened and wired; ``execute`` moves the records."""
+
+    source: Source
+    sink: Sink
+    options: Options
+    decoder: Reader | None
+    stages: list[Stage]
+    workers: Workers | None
+    observers: Observers
+    live: Progress | None
+
+    def execute(self) -> Summary:
+        """Move every record; returns the summary (also printed on stderr when watched)."""
+        try:
+            summary = run(self.source, self.sink, self.options, decoder=self.decoder,
+                          stages=self.stages,
+                          progress=self.observers if self.observers.observers else None,
+                          workers=self.workers)
+        finally:
+            self.observers.done()
+        if self.live is not None:
+            print(f"kcp: {summary.line()}", file=self.options.environment.stderr)
+        return summary
+
+
+def plan(sources: Sequence[str | Address], destination: str | Address | Sink,
+         options: Options | None = None, environment: Environment | None = None,
+         config: Config | None = None) -> Run:
+    """The run that copies every record of ``sources`` to ``destination``: an address, or a
+    sink of the caller's (e.g. ``kcp.pipeline.CallbackSink``).
+
+    ``options`` is not changed: the plan works on a copy, with what was left open decided.
+    """
+    config = config or Config.load()
+    options = dataclasses.replace(options or Options(),
+                                  environment=environment or (options.environment if options
+                                                              else Environment.from_process()))
+    source_addresses = [address_of(text, config) for text in sources]
+    if not source_addresses:
+        raise UsageError("no source to read")
+    given_sink = None if isinstance(destination, str | Address) else destination
+    sink_address = (Address("callback", "<caller>") if given_sink is not None
+                    else address_of(destination, config))  # type: ignore[arg-type]
+    _check(options, source_addresses, sink_address)
+    if options.envelope:
+        _envelope_side(options, source_addresses, sink_address)
+    if options.raw:
+        options.read_format = options.write_format = "raw"
+    _fit_destination(options, sink_address)
+    _load_schemas(options)
+    options.keep_payloads = _passes_payloads(options, sink_address)
+    stages = stages_for(options)  # compiled first: a bad --where fails before any I/O
+    opened: list[Source] = []
+    sink: Sink | None = None
+    try:
+        for address in source_addresses:
+            opened.append(transport_for(address).open_source(address, options, config))
+        source: Source = opened[0] if len(opened) == 1 else Sources(opened)
+        sink = given_sink or transport_for(sink_address).open_sink(sink_address, options,
+                                                                     config)
+        sink.copies_from(source)
+        if options.exactly_once:
+            transport("kafka").exactly_once(source, sink)
+        options.json_documents = documents_suffice(options, sink)
+        decoder = None if options.keep_payloads or options.read_format == "raw" else reader_for(
+            options.read_format, options)
+        workers = None
+        if options.jobs > 1:
+            if decoder is None or any(a.kind != "kafka" for a in source_addresses):
+                raise UsageError("-j decodes records read from Kafka: give a topic source and "
+                                 "an output that needs decoding")
+            workers = Workers(options.jobs, decoder, stages, sink, options.schemas)
+    except BaseException:
+        if sink is not None:
+            sink.close(complete=False)
+        for each in opened:
+            each.close()
+        close_stages(stages)
+        raise
+    live = _live_progress(options, sink_address)
+    observers = Observers(
+        live,
+        StatsLines(options.stats_interval, source, options.environment.stderr)
+        if options.stats_interval else None,
+        PrometheusMetrics(options.metrics_port, source, sink) if options.metrics_port else None)
+    return Run(source, sink, options, decoder, stages, workers, observers, live)
+
+
+def _check(options: Options, sources: list[Address], destination: Address) -> None:
+    """Refuse now, before any I/O, what cannot work."""
+    if (options.steps or options.fields) and options.raw:
+        raise UsageError("--where, --map, --pipe-through and --fields need decoded records: "
+                         "drop --raw")
+    if options.offset:
+        parse_offset(options.offset)  # a typo fails now, not after reaching the broker
+    if options.idle_seconds is not None and kind_of(destination) != "archive":
+        raise UsageError(f"{destination}: --idle finalises archives per topic: the destination "
+                         "needs {topic}, e.g. 'archive/{topic}.tar.gz'")
+    if options.exactly_once:
+        if destination.kind != "kafka" or len(sources) != 1 or sources[0].kind != "kafka":
+            raise UsageError("--exactly-once copies from one Kafka source address to a Kafka "
+                             "destination")
+        if not (options.group or sources[0].group):
+            raise UsageError("--exactly-once needs a consumer group: -g GROUP")
+    if options.schema_id is not None and not options.schema_path:
+        raise UsageError("--schema-id needs --schema")
+
+
+def _envelope_side(options: Options, sources: list[Address], destination: Address) -> None:
+    """``--envelope`` names the format of the side that is not Kafka."""
+    if destination.kind != "kafka":
+        options.write_format = "envelope"
+        if options.raw:  # --raw --envelope: payloads only, nothing decoded
+            options.raw = False
+            options.read_format = "raw"
+            return
+        options.read_format = None
+    elif all(s.kind != "kafka" for s in sources):
+        options.read_format = "envelope"
+        options.raw = False
+    else:
+        raise UsageError("--envelope is for copies between Kafka and files or pipes")
+
+
+def _fit_destination(options: Options, destination: Address) -> None:
+    """How records look, from where they go: for eyes only when they go to this terminal."""
+    to_terminal = destination.kind == "stdio" and options.environment.stdout_isatty
+    if options.bytes_mode is None:
+        options.bytes_mode = "size" if to_terminal else "base64"
+    if destination.kind != "stdio":
+        options.pretty = False  # files and Kafka hold JSON Lines, one record a line
+    elif options.pretty is None:
+        options.pretty = to_terminal
+    options.colour = options.pretty and to_terminal and options.environment.colour_allowed
+    if to_terminal and options.write_format in BINARY_FORMATS and not options.force:
+        raise UsageError(f"refusing to write {options.write_format} data to a terminal; "
+                         "pipe or redirect it, or give --force")
+
+
+def _load_schemas(options: Options) -> None:
+    store = options.schemas
+    if options.schema_path:
+        store.default = store.add(load_schema_path(options.schema_path,
+                                                   registry_id=options.schema_id))
+    if options.reader_schema_path:
+        store.reader = load_schema_path(options.reader_schema_path)
+    if options.out_schema_path:
+        options.out_schema = load_schema_path(options.out_schema_path)
+    if options.schema_dir:
+        store.add_id_resolver(RubinSchemaTree(options.schema_dir))
+    if options.registry:
+        store.add_id_resolver(RegistryClient(options.registry))
+    packaged = RubinSchemaTree.from_package()
+    if packaged is not None:
+        store.add_id_resolver(packaged)
+
+
+def _passes_payloads(options: Options, destination: Address) -> bool:
+    """Whether records reach the sink as the payloads they were read as, never decoded: when
+    the sink writes payloads (Kafka) and nothing asks to look inside or reshape them."""
+    return (destination.kind == "kafka" and options.write_format is None
+            and options.schemas.reader is None and options.reader_schema_path is None
+            and not options.steps and not options.fields
+            and not options.since and not options.until)
+
+
+def _live_progress(options: Options, destination: Address) -> Progress | None:
+    """A live count and final summary on stderr: when asked, or by default when someone
+    watches stderr and the records do not go to stdout (where they may reach the same
+    terminal, through ``| jq`` say, and a redrawn line would garble them)."""
+    if options.quiet:
+        return None
+    environment = options.environment
+    watched = environment.stderr_isatty and destination.kind != "stdio"
+    wanted = options.progress if options.progress is not None else watched
+    return Progress(environment.stderr) if wanted else None
+
+
+
+def schema_census(source: str | Address, options: Options | None = None,
+                  environment: Environment | None = None, config: Config | None = None
+                  ) -> list[tuple[Schema, int]]:
+    """Each distinct writer schema of ``source``'s records with how many records have it, in
+    the order first seen (``options.count`` = 1: the first record's only)."""
+    census: dict[int, list] = {}
+
+    def record(message: Message) -> None:
+        found = message.schema
+        if found is None:
+            raise UsageError(f"{message.where()}: this record carries no Avro schema")
+        census.setdefault(found.fingerprint, [found, 0])[1] += 1
+
+    plan([source], CallbackSink(record), options, environment, config).execute()
+    if not census:
+        raise UsageError(f"{source}: no records, so no schema")
+    return [(found, count) for found, count in census.values()]
+
+
+def describe_topics(broker_pattern: str | None, options: Options | None = None,
+                    config: Config | None = None) -> list[dict[str, Any]]:
+    """The topics of a broker (``BROKER``, ``BROKER:`` or ``BROKER:^PATTERN``; None: the
+    default broker) with their partitions, message counts and first and last timestamps."""
+    config = config or Config.load()
+    if broker_pattern is None or broker_pattern in config.brokers:
+        address = Address("kafka", broker_pattern or "", broker=broker_pattern)
+    elif _is_broker(broker_pattern):  # host:port, not the topic "port" of broker "host"
+        address = Address("kafka", broker_pattern, broker=broker_pattern)
+    else:
+        address = address_of(broker_pattern, config)
+        if address.kind != "kafka":
+            raise UsageError(f"{broker_pattern}: not a broker (BROKER, BROKER: or "
+                             "BROKER:PATTERN)")
+    return transport("kafka").describe_topics(address, options or Options(), config)
+
+
+def _is_broker(text: str) -> bool:
+    host, sep, port = text.rpartition(":")
+    return bool(sep and host and port.isdigit() and ":" not in host)
+
+
+def group_lag(group_address: str, options: Options | None = None,
+              config: Config | None = None) -> list[dict[str, Any]]:
+    """How far the consumer group ``[BROKER:]GROUP`` is behind, per topic and partition."""
+    config = config or Config.load()
+    broker, _, group = group_address.rpartition(":")
+    if not group:
+        raise UsageError(f"{group_address}: name a consumer group ([BROKER:]GROUP)")
+    address = Address("kafka", group_address, broker=broker or None)
+    return transport("kafka").group_lag(address, group, options or Options(), config)
+
+
+def complete_topics(incomplete: str, config: Config | None = None) -> list[str]:
+    """Shell completion: the topic names (as ``[BROKER:]TOPIC``) starting like ``incomplete``,
+    asked of the broker for one second at most; none when it does not answer in time."""
+    if incomplete.startswith((".", "/", "~")):
+        return []
+    try:
+        config = config or Config.load()
+        broker, sep, prefix = incomplete.rpartition(":")
+        address = Address("kafka", incomplete, broker=broker or None)
+        names = transport("kafka").topic_names(address, Options(timeout=1.0), config)
+    except Exception:  # completion must never fail loudly: the shell offers files instead
+        return []
+    lead = f"{broker}{sep}" if sep else ""
+    return [lead + name for name in names if name.startswith(prefix)]

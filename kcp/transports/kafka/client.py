@@ -1,0 +1,116 @@
+"""What the Kafka source, sink and admin calls share: broker settings from the config, and
+errors librdkafka cannot retry away, explained in one line."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+
+from ...address import Address
+from ...config import Config
+from ...errors import TransportError
+from ...options import Options
+
+# librdkafka's own log lines go here: silent unless the CLI runs with --debug.
+LOG = logging.getLogger("kcp.librdkafka")
+NO_SUCH_TOPIC = {KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC,
+                 KafkaError._UNKNOWN_PARTITION}
+ACCESS_DENIED = {KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED,
+                  KafkaError.CLUSTER_AUTHORIZATION_FAILED, KafkaError._AUTHENTICATION,
+                  KafkaError.SASL_AUTHENTICATION_FAILED}
+
+
+# Broker names that are aliases of the config file (error messages differ for them).
+_ALIASES: set[str] = set()
+
+
+def broker_properties(address: Address, options: Options, config: Config) -> tuple[str, dict]:
+    name, properties = config.resolve_broker(address.broker)
+    properties.update(options.kafka_properties)
+    if name in config.brokers:
+        _ALIASES.add(name)
+    return name, properties
+
+
+def fatal_errors(name: str, group: bool = True) -> tuple[dict, list[KafkaError]]:
+    """An ``error_cb`` that keeps errors which retrying cannot cure (bad credentials, TLS).
+
+    ``group=False``: a reader without -g still has a (throw-away) group id, and librdkafka looks
+    up its coordinator; a broker refusing that group is harmless, as kcp never uses it."""
+    seen: list[KafkaError] = []
+
+    def error_cb(error: KafkaError) -> None:
+        if not group and error.code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
+            return
+        if error.fatal() or error.code() in ACCESS_DENIED or error.code() == KafkaError._SSL:
+            seen.append(error)
+
+    return {"error_cb": error_cb, "logger": LOG}, seen
+
+
+def explain(name: str, error: KafkaError, topic: str | None = None,
+            group: str | None = None) -> str:
+    """One line for a broker error that retrying cannot cure: what is refused and what to check.
+
+    librdkafka's texts never hold secrets (it masks sasl.password itself), and neither do ours.
+    """
+    code = error.code()
+    if code == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+        return (f"not authorised for topic {topic or '(unnamed)'} on broker {name} "
+                "(the broker has no ACL letting this user use it)")
+    if code == KafkaError.GROUP_AUTHORIZATION_FAILED:
+        return (f"not authorised for consumer group {group or '(unnamed)'} on broker {name} "
+                "(the broker has no ACL letting this user use it)")
+    if code == KafkaError.CLUSTER_AUTHORIZATION_FAILED:
+        return f"not authorised by broker {name} ({error.str()})"
+    if code in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
+        return (f"broker {name}: authentication failed ({error.str()}); check sasl.mechanism, "
+                "sasl.username and the password")
+    if code == KafkaError._SSL:
+        return (f"broker {name}: TLS failed ({error.str()}); check ssl.ca.location (the CA "
+                "that signed the broker's certificate)")
+    return f"broker {name}: {error.str()}"
+
+
+def raise_fatal(name: str, seen: list[KafkaError], topic: str | None = None,
+                 group: str | None = None) -> None:
+    if seen:
+        raise TransportError(explain(name, seen[0], topic, group))
+
+
+def absent_topic(client: Any, name: str, topic: str, timeout: float) -> str:
+    """Why ``topic`` is missing from a broker's topic list: absent, or hidden by an ACL."""
+    with contextlib.suppress(KafkaException):
+        found = client.list_topics(topic, timeout=min(timeout, 5.0)).topics.get(topic)
+        if found is not None and found.error is not None and (
+                found.error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED):
+            return explain(name, found.error, topic)
+    return f"no such topic {topic!r} on broker {name} (kcp ls lists them)"
+
+
+def topic_metadata(client: Any, name: str, topic: str | None, timeout: float, seen: list) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            # Short rounds: error_cb runs only when the client is polled, so bad credentials
+            # or a refused certificate end the wait at once instead of after --timeout.
+            return client.list_topics(topic, timeout=max(0.1, min(1.0, deadline
+                                                                   - time.monotonic())))
+        except KafkaException as exc:
+            with contextlib.suppress(KafkaException, RuntimeError):
+                client.poll(0)
+            raise_fatal(name, seen, topic)
+            if time.monotonic() < deadline:
+                continue
+            error = exc.args[0]
+        reason = error.str() if isinstance(error, KafkaError) else str(error)
+        hint = "is it running? (KCP_BROKER, NAME:topic or -X bootstrap.servers)"
+        if not any(c in name for c in ".:,") and name != "localhost" and (
+                name not in _ALIASES):
+            hint = f"'{name}' is not a broker alias of the config file (kcp config show)"
+        raise TransportError(f"cannot reach broker {name} within {timeout:g}s ({reason}); "
+                             f"{hint}") from None

@@ -1,0 +1,144 @@
+"""``pipeline.run`` with a fake source and sink: what happens in which order."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from kcp import pipeline
+from kcp.contracts import SinkTraits
+from kcp.errors import BadInput, TransportError
+from kcp.message import Message
+from kcp.options import Options
+
+
+class Journal(list):
+    """Every call of the fakes, in order."""
+
+
+class FakeSource:
+    commits = True
+    bytes_read = 0
+
+    def __init__(self, journal: Journal, messages: list[Message | None],
+                 pause: float = 0.0) -> None:
+        self.journal, self.messages, self.pause = journal, messages, pause
+        self.flush: Callable[[], None] | None = None
+
+    def __iter__(self) -> Iterator[Message | None]:
+        for message in self.messages:
+            if self.pause:
+                time.sleep(self.pause)
+            yield message
+
+    def ack(self, message: Message) -> None:
+        self.journal.append(("ack", message.offset))
+
+    def checkpoint(self) -> None:
+        self.journal.append(("commit",))
+
+    def flush_before_commit(self, flush: Callable[[], None] | None) -> None:
+        self.flush = flush
+
+    def partition_count(self, topic: str) -> int | None:
+        return None
+
+    def close(self) -> None:
+        self.journal.append(("close source",))
+
+
+class FakeSink:
+    traits = SinkTraits()
+
+    def __init__(self, journal: Journal, fail_at: int | None = None) -> None:
+        self.journal, self.fail_at = journal, fail_at
+
+    def write(self, message: Message) -> None:
+        if message.offset == self.fail_at:
+            raise TransportError("the sink broke")
+        self.journal.append(("write", message.offset))
+
+    def copies_from(self, source: object) -> None:
+        pass
+
+    def idle(self) -> None:
+        self.journal.append(("idle",))
+
+    def flush(self) -> None:
+        self.journal.append(("flush",))
+
+    def close(self, complete: bool = True) -> None:
+        self.journal.append(("close sink", complete))
+
+
+def records(n: int) -> list[Message | None]:
+    return [Message(value=b"x", datum={"n": i}, decoded=True, topic="t", partition=0, offset=i)
+            for i in range(n)]
+
+
+def test_every_commit_comes_after_the_sink_flushed_what_it_acknowledges():
+    journal = Journal()
+    source = FakeSource(journal, [*records(4), None, *records(2)], pause=0.3)
+    pipeline.run(source, FakeSink(journal), Options())
+    commits = [i for i, entry in enumerate(journal) if entry == ("commit",)]
+    assert len(commits) >= 2  # by the clock (CHECKPOINT_SECONDS), and at the end
+    for at in commits:
+        assert journal[at - 1] in (("flush",), ("close sink", True)), journal
+    # the last word: the sink closed complete, then the final commit, then the source closed
+    assert journal[-3:] == [("close sink", True), ("commit",), ("close source",)]
+    writes = [e for e in journal if e[0] == "write"]
+    acks = [e for e in journal if e[0] == "ack"]
+    assert [w[1] for w in writes] == [a[1] for a in acks] == [0, 1, 2, 3, 0, 1]
+    for offset in range(4):  # each record written before it is acknowledged
+        assert journal.index(("write", offset)) < journal.index(("ack", offset))
+
+
+def test_a_failing_sink_is_closed_incomplete_and_what_it_holds_is_committed():
+    journal = Journal()
+    with pytest.raises(TransportError):
+        pipeline.run(FakeSource(journal, records(5)), FakeSink(journal, fail_at=3), Options())
+    assert ("ack", 3) not in journal
+    assert journal[-3:] == [("close sink", False), ("commit",), ("close source",)]
+
+
+def test_bad_input_under_fail_ends_a_complete_copy_of_what_came_before():
+    journal = Journal()
+    bad = Message(topic="t", partition=0, offset=2, error=BadInput("corrupt"))
+    with pytest.raises(BadInput, match=r"t\[0\]@2: corrupt"):
+        pipeline.run(FakeSource(journal, [*records(2), bad]), FakeSink(journal), Options())
+    assert journal[-3:] == [("close sink", True), ("commit",), ("close source",)]
+
+
+def test_skip_acknowledges_the_bad_record_and_goes_on():
+    journal = Journal()
+    bad = Message(topic="t", partition=0, offset=2, error=BadInput("corrupt"))
+    more = records(4)[3:]
+    summary = pipeline.run(FakeSource(journal, [*records(2), bad, *more]), FakeSink(journal),
+                           Options(on_error="skip"))
+    assert (summary.records, summary.skipped) == (3, 1)
+    assert ("ack", 2) in journal and ("write", 2) not in journal
+
+
+def test_count_stops_after_n_records_written():
+    journal = Journal()
+    summary = pipeline.run(FakeSource(journal, records(10)), FakeSink(journal), Options(count=3))
+    assert summary.records == 3
+    assert [e[1] for e in journal if e[0] == "write"] == [0, 1, 2]
+
+
+def test_the_source_learns_the_sink_flush_for_rebalances_and_forgets_it_at_the_end():
+    journal = Journal()
+    source = FakeSource(journal, records(1))
+    seen = []
+
+    class Watching(FakeSink):
+        def write(self, message: Message) -> None:
+            seen.append(source.flush)
+            super().write(message)
+
+    sink = Watching(journal)
+    pipeline.run(source, sink, Options())
+    assert seen == [sink.flush]
+    assert source.flush is None
