@@ -394,58 +394,36 @@ impl Program {
             Node::Array(item) => {
                 let depth = self.deeper(depth, cur)?;
                 out.push(b'[');
-                let mut first = true;
-                let mut empty_items = 0;
-                loop {
-                    let start = cur.pos;
-                    let count = cur.block_count()?;
-                    if count == 0 {
-                        break;
+                self.items(cur, self.min_size[*item], |cur, first| {
+                    if !first {
+                        out.push(b',');
                     }
-                    self.check_count(count, self.min_size[*item], &mut empty_items, cur, start)?;
-                    for _ in 0..count {
-                        if !first {
-                            out.push(b',');
-                        }
-                        first = false;
-                        self.value(*item, cur, out, depth)?;
-                    }
-                }
+                    self.value(*item, cur, out, depth)
+                })?;
                 out.push(b']');
             }
             Node::Map(values) => {
                 let depth = self.deeper(depth, cur)?;
                 out.push(b'{');
                 let mut keys: HashSet<&[u8]> = HashSet::new();
-                let mut first = true;
-                let mut empty_items = 0;
-                loop {
-                    let start = cur.pos;
-                    let count = cur.block_count()?;
-                    if count == 0 {
-                        break;
+                let entry_size = self.min_size[*values].saturating_add(1); // a key takes a byte
+                self.items(cur, entry_size, |cur, first| {
+                    let at = cur.pos;
+                    let key = cur.sized("map key")?;
+                    if std::str::from_utf8(key).is_err() {
+                        return Err(Stop::Bad("invalid UTF-8 in a map key".into(), at));
                     }
-                    let entry = self.min_size[*values].saturating_add(1);
-                    self.check_count(count, entry, &mut empty_items, cur, start)?;
-                    for _ in 0..count {
-                        let at = cur.pos;
-                        let key = cur.sized("map key")?;
-                        if std::str::from_utf8(key).is_err() {
-                            return Err(Stop::Bad("invalid UTF-8 in a map key".into(), at));
-                        }
-                        if !keys.insert(key) {
-                            // A Python dict keeps the last value at the first key's place.
-                            return Err(Stop::Unsupported("a map holds a key twice", at));
-                        }
-                        if !first {
-                            out.push(b',');
-                        }
-                        first = false;
-                        write_string(out, key);
-                        out.push(b':');
-                        self.value(*values, cur, out, depth)?;
+                    if !keys.insert(key) {
+                        // A Python dict keeps the last value at the first key's place.
+                        return Err(Stop::Unsupported("a map holds a key twice", at));
                     }
-                }
+                    if !first {
+                        out.push(b',');
+                    }
+                    write_string(out, key);
+                    out.push(b':');
+                    self.value(*values, cur, out, depth)
+                })?;
                 out.push(b'}');
             }
             Node::Timestamp { micros_per_unit, utc } => {
@@ -510,6 +488,30 @@ impl Program {
             }
         }
         Ok(())
+    }
+
+    /// Each item of an array's or map's blocks, handed to `item` with whether it is the first;
+    /// every block's count is checked against the bytes left first.
+    fn items<'a>(
+        &self,
+        cur: &mut Cursor<'a>,
+        min_size: u64,
+        mut item: impl FnMut(&mut Cursor<'a>, bool) -> Step,
+    ) -> Step {
+        let mut first = true;
+        let mut empty_items = 0;
+        loop {
+            let start = cur.pos;
+            let count = cur.block_count()?;
+            if count == 0 {
+                return Ok(());
+            }
+            self.check_count(count, min_size, &mut empty_items, cur, start)?;
+            for _ in 0..count {
+                item(cur, first)?;
+                first = false;
+            }
+        }
     }
 
     fn write_bytes(&self, out: &mut Vec<u8>, data: &[u8]) {
