@@ -28,8 +28,11 @@ except ImportError:  # built without cargo: the Python path does everything
 
 BUILT = compiled is not None
 ENABLED = BUILT and os.environ.get("KCP_NATIVE", "1") != "0"
-# Records, arrays and maps nested deeper than this in one body are refused as hostile.
-MAX_DEPTH = 100
+# What a body may claim before it is refused as hostile (the defaults of the Python codec's
+# limits, issue 15): records, arrays and maps nested deeper than MAX_DEPTH, and more than
+# MAX_EMPTY_ITEMS items that take no bytes (nulls, empty records) in one array or block.
+MAX_DEPTH = 64
+MAX_EMPTY_ITEMS = 10_000_000
 
 # Avro's logical types as fastavro reads them ("<type>-<logicalType>"), and the op of each.
 _LOGICAL_OPS = {
@@ -145,7 +148,8 @@ class NativeJson:
     def program(self, schema: Schema) -> Any:
         if schema not in self._programs:
             try:
-                program = compiled.Program(compile_ops(schema.parsed), self.bytes_mode, MAX_DEPTH)
+                program = compiled.Program(compile_ops(schema.parsed), self.bytes_mode,
+                                           MAX_DEPTH, MAX_EMPTY_ITEMS)
             except (_Unsupported, ValueError, KeyError, TypeError):
                 program = None
             self._programs[schema] = program

@@ -19,9 +19,6 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-/// Items of a type that takes no bytes (null, an empty record) one array may declare: such
-/// counts cannot be checked against the bytes left, and each still writes output.
-const MAX_EMPTY_ITEMS: u64 = 1 << 20;
 /// Decimal scales beyond this leave Python's default decimal context: the Python path decides.
 const MAX_DECIMAL_SCALE: u32 = 100_000;
 /// `datetime` holds years 1 to 9999: microseconds from 1970-01-01 to those bounds.
@@ -333,6 +330,9 @@ struct Program {
     min_size: Vec<u64>, // the fewest bytes a value of each node takes
     bytes_mode: BytesMode,
     max_depth: u32,
+    /// Items of a type that takes no bytes (null, an empty record) one array or body may hold:
+    /// such counts cannot be checked against the bytes left, and each still writes output.
+    max_empty_items: u64,
 }
 
 impl Program {
@@ -564,9 +564,12 @@ impl Program {
     fn check_count(&self, count: u64, min_size: u64, empty: &mut u64, cur: &Cursor, at: usize) -> Step {
         if min_size == 0 {
             *empty = empty.saturating_add(count);
-            if *empty > MAX_EMPTY_ITEMS {
+            if *empty > self.max_empty_items {
                 return Err(Stop::Bad(
-                    format!("{count} items of a type that takes no bytes (limit {MAX_EMPTY_ITEMS})"),
+                    format!(
+                        "{count} items of a type that takes no bytes (limit {})",
+                        self.max_empty_items
+                    ),
                     at,
                 ));
             }
@@ -633,7 +636,12 @@ fn compute_min_sizes(nodes: &[Node]) -> Vec<u64> {
 impl Program {
     /// `ops`: (kind, numbers, names) for each node, the root first; children by index.
     #[new]
-    fn new(ops: Vec<(String, Vec<i64>, Vec<String>)>, bytes_mode: &str, max_depth: u32) -> PyResult<Self> {
+    fn new(
+        ops: Vec<(String, Vec<i64>, Vec<String>)>,
+        bytes_mode: &str,
+        max_depth: u32,
+        max_empty_items: u64,
+    ) -> PyResult<Self> {
         let bytes_mode = match bytes_mode {
             "base64" => BytesMode::Base64,
             "hex" => BytesMode::Hex,
@@ -719,7 +727,7 @@ impl Program {
             return Err(PyValueError::new_err("an empty program"));
         }
         let min_size = compute_min_sizes(&nodes);
-        Ok(Program { nodes, min_size, bytes_mode, max_depth })
+        Ok(Program { nodes, min_size, bytes_mode, max_depth, max_empty_items })
     }
 
     /// (documents, end, problem): the JSON of each datum read from `body` (at most `count`),
