@@ -37,10 +37,12 @@ class Shell:
     folder: Path
     env: dict[str, str]
 
-    def run(self, line: str, stdin: bytes | None = None, timeout: float = 60
-            ) -> subprocess.CompletedProcess[bytes]:
-        """``line`` in bash with pipes for stdin, stdout and stderr (a script, a CI job)."""
-        return subprocess.run(["bash", "-o", "pipefail", "-c", line], input=stdin,
+    def run(self, line: str, stdin: bytes | None = None, timeout: float = 60,
+            pipefail: bool = True) -> subprocess.CompletedProcess[bytes]:
+        """``line`` in bash with pipes for stdin, stdout and stderr (a script, a CI job); with
+        ``pipefail`` the status is the last failing command's of a pipeline."""
+        options = ["-o", "pipefail"] if pipefail else []
+        return subprocess.run(["bash", *options, "-c", line], input=stdin,
                               cwd=self.folder, env=self.env, capture_output=True, timeout=timeout)
 
     def terminal(self, line: str, timeout: float = 60, columns: int = 100) -> Screen:

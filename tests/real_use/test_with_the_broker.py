@@ -7,6 +7,7 @@ import re
 import textwrap
 
 import fastavro
+import pytest
 from conftest import NIGHT_ALERTS
 from lxml import etree
 
@@ -90,3 +91,37 @@ def test_a_json_topic_gets_compact_payloads_from_a_terminal(broker_shell, night,
     assert len(payloads) == NIGHT_ALERTS
     assert all(p.startswith(b'{"') and ESC not in p for p in payloads)
 
+
+
+COMMANDS = [
+    "kcp consume {topic}",
+    "kcp tail {topic} -n 5 -e",
+    "kcp cp {topic} -",
+    "kcp schema {topic}",
+    "kcp schema --all {topic}",
+    "kcp ls",
+    "kcp lag {group}",
+]
+
+
+@pytest.fixture
+def busy_topic(broker_shell, night, make_topic):
+    topic = make_topic()
+    produce_night(broker_shell, topic)
+    group = f"g_{topic}"
+    result = broker_shell.run(f"kcp consume {topic} -g {group} -c 3 -q > /dev/null")
+    assert result.returncode == 0, result.stderr
+    return topic, group
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_in_a_pipe_to_head_and_to_a_full_disk(broker_shell, busy_topic, command):
+    topic, group = busy_topic
+    line = command.format(topic=topic, group=group)
+    result = broker_shell.run(f"{line} | head -1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count(b"\n") == 1 and result.stderr == b""
+    result = broker_shell.run(f"{line} > /dev/full")
+    assert result.returncode == 1
+    assert result.stderr.decode().endswith(": No space left on device\n"), result.stderr
+    assert result.stderr.count(b"\n") == 1
