@@ -86,9 +86,11 @@ def assert_same_in_every_framing(datum: Any, schema: Schema, bytes_mode: str = "
         assert natively == python, framing
 
 
-def file_documents(path: Path, documents: bool) -> tuple[list[bytes], str | None]:
+def file_documents(path: Path, documents: bool, pretty: bool = False
+                   ) -> tuple[list[bytes], str | None]:
     """What `kcp consume FILE` writes for ``path`` on one path, and the error that ended it."""
-    options = Options(json_documents=documents, bytes_mode="base64")
+    options = Options(json_documents=documents, bytes_mode="size" if pretty else "base64",
+                      pretty=pretty, colour=pretty)
     writer = FORMATS["json"].writer(options)
     lines = []
     with path.open("rb") as stream:
@@ -121,6 +123,14 @@ def test_real_alerts_in_every_framing_and_bytes_mode(relative: str, bytes_mode: 
         schema = Schema(reader.writer_schema)
         for datum in reader:
             assert_same_in_every_framing(datum, schema, bytes_mode)
+
+
+@pytest.mark.parametrize("relative", (ZTF_OCF + RUBIN_OCF)[::8])
+def test_pretty_coloured_output_for_a_terminal_is_the_same(relative: str) -> None:
+    path = data_file(relative)
+    native_lines, error = file_documents(path, True, pretty=True)
+    assert error is None and native_lines and b"\x1b[" in native_lines[0]
+    assert file_documents(path, False, pretty=True) == (native_lines, None)
 
 
 @pytest.mark.parametrize("relative", sorted(CORRUPT))
