@@ -10,10 +10,10 @@ KAFKA_LIBS := $(CACHE)/kafka-libs
 MAVEN_REPO := $(CURDIR)/$(CACHE)/m2
 PYTEST_ARGS ?=
 
-.PHONY: help test demo broker kafka-libs venv lint man bench bench-codec clean
+.PHONY: help test demo broker kafka-libs venv lint man bench bench-codec clean fuzz
 
 help:
-	@echo "make demo | test | broker | lint | man | bench | bench-codec | clean"
+	@echo "make demo | test | broker | lint | man | bench | bench-codec | fuzz | clean"
 
 NATIVE_SOURCES := native/Cargo.toml native/Cargo.lock $(wildcard native/src/*.rs)
 # Tests run once more with the native codec off, so the Python (fastavro) path stays tested.
@@ -69,6 +69,12 @@ broker: venv kafka-libs
 
 demo: venv kafka-libs $(CACHE)/.jq-ok
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash scripts/demo.sh
+
+# Each fuzz target of tests/test_fuzz.py (framing, OCF, JSON -> Avro, VOEvent, tar, FITS) for
+# FUZZ_SECONDS; a failing input is saved in tests/fuzz-corpus, which make test replays.
+FUZZ_SECONDS ?= 60
+fuzz: venv
+	FUZZ_SECONDS=$(FUZZ_SECONDS) $(PY) -m pytest -q -s tests/test_fuzz.py -k for_a_while
 
 lint: venv
 	$(VENV)/bin/ruff check kcp tests scripts

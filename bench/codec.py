@@ -29,7 +29,8 @@ from typing import Any
 import fastavro
 
 from kcp.codec import AvroToJson, SchemaStore, decode_payload, native
-from kcp.codec.framing import datum_reader, iter_ocf_blocks, parse_ocf_header
+from kcp.codec.framing import DatumReader, iter_ocf_blocks, parse_ocf_header
+from kcp.codec.limits import Limits
 from kcp.synth import iter_alerts, load_ztf_like_schema
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ztf"
@@ -96,7 +97,7 @@ def measure(payloads: list[bytes], repeat: int) -> dict[str, float]:
             for datum, schema in decode_payload(payload, kcp_store):
                 to_json(datum, schema)
 
-    transcoder = native.NativeJson("base64", datum_reader(kcp_store))
+    transcoder = native.NativeJson("base64", DatumReader(kcp_store), kcp_store.limits)
 
     def native_json() -> None:
         for payload in payloads:
@@ -112,7 +113,7 @@ def measure(payloads: list[bytes], repeat: int) -> dict[str, float]:
 def transcode_speed(bodies: list[tuple[bytes, Any]], repeat: int) -> tuple[float, float]:
     """(MB/s of Avro transcoded natively, MB/s of a memory copy of the same bytes)."""
     megabytes = sum(len(body) for body, _ in bodies) / 1e6
-    transcoder = native.NativeJson("base64", datum_reader(SchemaStore()))
+    transcoder = native.NativeJson("base64", DatumReader(SchemaStore()), Limits())
     programs = [(body, transcoder.program(schema)) for body, schema in bodies]
 
     def transcode() -> None:
@@ -129,7 +130,8 @@ def ocf_bodies(payloads: list[bytes]) -> list[tuple[bytes, Any]]:
     bodies = []
     for payload in payloads:
         schema, codec, sync, pos = parse_ocf_header(payload, store)
-        bodies += [(block, schema) for _, block in iter_ocf_blocks(payload, codec, sync, pos)]
+        blocks = iter_ocf_blocks(payload, codec, sync, pos, Limits())
+        bodies += [(block, schema) for _, block in blocks]
     return bodies
 
 

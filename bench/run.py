@@ -15,8 +15,9 @@ on --bootstrap or KCP_BENCH_BOOTSTRAP; loads N synthetic ZTF-like alerts (kcp.sy
   B6 peak RSS consuming 5 x N alerts    kcp consume, RSS sampled every 0.2 s
   B7 produce -> stdout latency          kcp tail                   vs kcat -C -o end -u
   B8 bytes per alert on the broker      framing x compression      vs ZTF's OCF, uncompressed
-  B9 Rubin-shaped alerts to JSON Lines  kcp consume (native codec, vs the decode-only ceiling, and
-                                        and python codec)             vs bench/user_loop.py
+  B9 copy between two clusters          kcp cp -g --exactly-once   vs kcp cp -g (at least once)
+  B10 Rubin-shaped alerts to JSON Lines kcp consume (native codec,  vs the decode-only ceiling, and
+                                        and python codec)            vs bench/user_loop.py
 
 and prints one table (also written to bench/results.json with the machine and the versions).
 Each figure is the best of a few runs; the count is in the table ("n").
@@ -60,12 +61,12 @@ CORES = os.cpu_count() or 1
 LOAD_AT_START = [round(x, 2) for x in os.getloadavg()]  # others busy on the box?
 
 # Best of how many runs, per figure: small, the whole bench must fit in 10 minutes on 2 cores.
-REPEAT = {"B1": 5, "B2": 2, "B3": 2, "B4": 2, "B5": 2, "B6": 1, "B7": 1, "B8": 1, "B9": 2}
+REPEAT = {"B1": 5, "B2": 2, "B3": 2, "B4": 2, "B5": 2, "B6": 1, "B7": 1, "B8": 1, "B9": 2, "B10": 2}
 RSS_COPIES = 5          # B6 consumes the night this many times over
 LATENCY_MESSAGES = 1000  # B7
 LATENCY_RATE = 200       # B7, messages per second
 B8_SAMPLE = 1000         # alerts per framing x compression
-RUBIN_ALERTS = 220       # B9: histories of 0 to 1,000 sources, 20 of each length
+RUBIN_ALERTS = 220       # B10: histories of 0 to 1,000 sources, 20 of each length
 ZTF_NIGHT = 1_000_000    # alerts, for the B8 savings
 
 
@@ -526,13 +527,13 @@ class Bench:
                      {"j1_s": j1.wall, "j1_runs": j1_walls, "j1_cpu_s": j1.cpu, "jn_s": jn.wall,
                       "n": CORES}))
 
-    # B9 -------------------------------------------------------------------------------------
-    def b9(self) -> None:
+    # B10 ------------------------------------------------------------------------------------
+    def b10(self) -> None:
         from rubin import rubin_payloads, rubin_schema  # bench/rubin.py
 
         schema = rubin_schema()
         if schema is None:
-            self.skipped("B9", "Rubin alerts -> JSON Lines",
+            self.skipped("B10", "Rubin alerts -> JSON Lines",
                          "no Rubin schema: install lsst-alert-packet (pip install kcp[rubin])")
             return
         payloads = rubin_payloads(RUBIN_ALERTS)
@@ -542,7 +543,7 @@ class Bench:
         schema_file = CACHE / "lsst.v10_0.alert.json"  # what the user loop reads its schema from
         schema_file.write_text(json.dumps(schema.definition))
         consume = [self.kcp, "consume", topic]
-        results = alternate(REPEAT["B9"], {
+        results = alternate(REPEAT["B10"], {
             "kcp": lambda _: run(consume, self.env),
             "python codec": lambda _: run(consume, {**self.env, "KCP_NATIVE": "0"}),
             "user loop": lambda _: run([sys.executable, str(ROOT / "bench" / "user_loop.py"),
@@ -553,7 +554,7 @@ class Bench:
             results["kcp"], results["python codec"], results["user loop"])
         bodies = [payload[5:] for payload in payloads]
         walls = []
-        for _ in range(REPEAT["B9"]):
+        for _ in range(REPEAT["B10"]):
             started = time.perf_counter()
             for body in bodies:
                 fastavro.schemaless_reader(io.BytesIO(body), schema.parsed, None)
@@ -565,18 +566,18 @@ class Bench:
                   "python_codec_runs": python_walls, "user_loop_s": user.wall,
                   "user_loop_runs": user_walls, "ceiling_per_s": ceiling}
         what = f"{n} Rubin v10 alerts ({megabytes / n * 1e3:.0f} kB avg, 0-1,000 sources)"
-        self.add(Row("B9", "Rubin -> JSON Lines vs decode-only ceiling (rate)",
+        self.add(Row("B10", "Rubin -> JSON Lines vs decode-only ceiling (rate)",
                      f"{n / kcp.wall:,.0f}/s ({megabytes / kcp.wall:,.0f} MB/s)",
                      f"ceiling {ceiling:,.0f}/s", n / kcp.wall / ceiling, ">= 5", None,
-                     REPEAT["B9"], f"{what}; runs kcp {runs_text(kcp_walls)}; CPU "
+                     REPEAT["B10"], f"{what}; runs kcp {runs_text(kcp_walls)}; CPU "
                      f"{kcp.cpu:.1f} s; ceiling: fastavro.schemaless_reader in-process", values))
-        self.add(Row("B9", "Rubin -> JSON Lines vs user loop (speed-up)",
+        self.add(Row("B10", "Rubin -> JSON Lines vs user loop (speed-up)",
                      rate_text(n, kcp.wall), f"user loop {rate_text(n, user.wall)}",
-                     user.wall / kcp.wall, "-", None, REPEAT["B9"],
+                     user.wall / kcp.wall, "-", None, REPEAT["B10"],
                      f"runs user loop {runs_text(user_walls)}"))
-        self.add(Row("B9", "Rubin -> JSON Lines, python codec (KCP_NATIVE=0) vs ceiling",
+        self.add(Row("B10", "Rubin -> JSON Lines, python codec (KCP_NATIVE=0) vs ceiling",
                      rate_text(n, python.wall), f"ceiling {ceiling:,.0f}/s",
-                     n / python.wall / ceiling, "-", None, REPEAT["B9"],
+                     n / python.wall / ceiling, "-", None, REPEAT["B10"],
                      f"runs {runs_text(python_walls)}; the path --where, --map, --reader-schema "
                      "take"))
 
@@ -604,6 +605,44 @@ class Bench:
                      rate / self.raw_rate if self.raw_rate else None, ">= 0.8", None, times,
                      note, {"kcp_s": kcp.wall, "kcp_runs": walls, "kcp_cpu_s": kcp.cpu,
                             "kcp_per_s": rate}))
+
+    # B9 -------------------------------------------------------------------------------------
+    def b9(self) -> None:
+        """The night copied to a second broker (a cluster of its own), in transactions with the
+        source positions kept in the destination, against the same copy at least once."""
+        times = REPEAT["B9"]
+        other = start_broker()
+        try:
+            destination = Kafka(other.bootstrap, None)
+            source = f"{self.kafka.bootstrap}:{self.topic}"
+
+            def copier(exactly_once: bool) -> Callable[[int], Run]:
+                def copy(i: int) -> Run:
+                    name = f"{'eos' if exactly_once else 'alo'}-{i}"
+                    target = destination.topic(name)
+                    done = run([self.kcp, "cp", "-g", f"bench-{uuid.uuid4().hex[:6]}", source,
+                                f"{other.bootstrap}:{target}",
+                                *(["--exactly-once"] if exactly_once else [])], self.env)
+                    copied = destination.count(target)
+                    # Transactions add one commit marker per transaction to the offsets.
+                    if not self.records <= copied <= self.records * 1.01:
+                        raise RuntimeError(f"{name}: {copied} offsets for {self.records} alerts")
+                    return done
+                return copy
+
+            results = alternate(times, {"eos": copier(True), "alo": copier(False)})
+            destination.admin = None  # gone before its broker, or librdkafka logs the loss
+        finally:
+            other.stop()
+        (eos, eos_walls), (alo, alo_walls) = results["eos"], results["alo"]
+        self.add(Row("B9", "copy between clusters: --exactly-once vs at least once (rate)",
+                     f"{self.records / eos.wall:,.0f}/s ({seconds(eos.wall)})",
+                     f"{self.records / alo.wall:,.0f}/s ({seconds(alo.wall)})",
+                     alo.wall / eos.wall, ">= 0.7", None, times,
+                     f"two single-node brokers; runs eos {runs_text(eos_walls)}, "
+                     f"at least once {runs_text(alo_walls)}",
+                     {"eos_s": eos.wall, "eos_runs": eos_walls, "alo_s": alo.wall,
+                      "alo_runs": alo_walls}))
 
     # B4 -------------------------------------------------------------------------------------
     def b4(self) -> None:
@@ -937,7 +976,8 @@ def main() -> int:
                       has_jobs(kcp_executable()))
         for name, figure in (("B1", bench.b1), ("B2", bench.b2_b5), ("B3", bench.b3),
                              ("B4", bench.b4), ("B6", bench.b6), ("B7", bench.b7),
-                             ("B8", bench.b8), ("B9", bench.b9)):
+                             ("B8", bench.b8), ("B9", bench.b9),
+                             ("B10", bench.b10)):
             if only and name not in only and not (name == "B2" and "B5" in only):
                 continue
             try:

@@ -96,7 +96,10 @@ def kafka_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed([
         click.option("-X", "kafka_properties", multiple=True, metavar="KEY=VALUE",
                      callback=_kafka_properties,
-                     help="Any librdkafka property, e.g. -X security.protocol=SASL_SSL."),
+                     help="Any librdkafka property, e.g. -X security.protocol=SASL_SSL. A "
+                          "password given here (-X sasl.password=...) is visible to every "
+                          "user in ps: keep it in a config profile's password_file or "
+                          "password_env instead."),
         click.option("-g", "--group", metavar="GROUP",
                      help="Consumer group: resume where it stopped; commit what was handled."),
         click.option("--timeout", type=float, default=30.0, show_default=True, metavar="SECONDS",
@@ -129,6 +132,7 @@ def read_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def format_options(command: Callable[..., Any]) -> Callable[..., Any]:
     from .codec import BYTES_MODES, JSON_STYLES
+    from .codec.limits import Limits
     from .formats import FORMATS
     from .formats.voevent import CUTOUT_POLICIES
     from .options import Options
@@ -189,6 +193,23 @@ def format_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      default=Options.max_member_bytes >> 20, show_default=True, metavar="MB",
                      callback=lambda _context, _option, megabytes: megabytes << 20,
                      help="Tar: a larger member read is bad input."),
+        click.option("--max-depth", type=click.IntRange(min=1), default=Limits.max_depth,
+                     show_default=True, metavar="N",
+                     help="A record, JSON document or schema nested deeper is bad input."),
+        click.option("--max-items", type=click.IntRange(min=1), default=Limits.max_items,
+                     show_default=True, metavar="N",
+                     help="Most items an array of nulls (or empty records), or an OCF block of "
+                          "such records, may declare."),
+        click.option("--max-block-size", "max_block_bytes", type=click.IntRange(min=1),
+                     default=Limits.max_block_bytes >> 20, show_default=True, metavar="MB",
+                     callback=lambda _context, _option, megabytes: megabytes << 20,
+                     help="Avro: an OCF block inflating to more (a decompression bomb) is bad "
+                          "input."),
+        click.option("--max-line-size", "max_line_bytes", type=click.IntRange(min=1),
+                     default=Limits.max_line_bytes >> 20, show_default=True, metavar="MB",
+                     callback=lambda _context, _option, megabytes: megabytes << 20,
+                     help="A longer JSON line, whole-file payload or --pipe-through answer is "
+                          "bad input."),
     ]):
         command = option(command)
     return command
@@ -276,12 +297,14 @@ def _options(kw: dict[str, Any], **settings: Any) -> Any:
     Options fields; what is not given keeps the library's default."""
     import dataclasses
 
+    from .codec.limits import Limits
     from .options import Options
 
     names = {f.name for f in dataclasses.fields(Options)}
     given = {name: value for name, value in kw.items()
              if name in names and value is not None and value != ()}
-    return Options(steps=_steps(kw), **given, **settings)
+    limits = {f.name: kw[f.name] for f in dataclasses.fields(Limits) if kw.get(f.name)}
+    return Options(steps=_steps(kw), limits=Limits(**limits), **given, **settings)
 
 
 def _move(sources: list[str], destination: str, kw: dict[str, Any], **settings: Any) -> None:
@@ -456,8 +479,9 @@ def tail(topic: str, last: int, exit_at_end: bool, **kw: Any) -> None:
               help="Mirroring to a broker (DST is BROKER:): name each copy from its source "
                    "topic, e.g. 'mirror_{topic}' (default: the same name).")
 @click.option("--exactly-once", is_flag=True,
-              help="Topic to topic in Kafka transactions with the offsets (needs -g): "
-                   "read_committed readers see each record once, even across crashes.")
+              help="Topic to topic in transactions of the destination that also hold the "
+                   "source positions (needs -g): read_committed readers see each record once, "
+                   "even across crashes and between clusters.")
 @click.option("--idle", "idle_seconds", metavar="DURATION", callback=_duration,
               help="Archives per topic (DST 'DIR/{topic}.tar.gz'): finalise a topic's archive "
                    "once the topic has had no record for DURATION, e.g. 30m, 90s [default: at "
@@ -571,7 +595,8 @@ def list_topics(broker_pattern: str | None, as_json: bool, **kw: Any) -> None:
         out.flush()
         return
     click.echo(_table(["topic", "partitions", "messages", "first", "last"], [
-        [r["topic"], r["partitions"], r["messages"], _iso(r["first"]), _iso(r["last"])]
+        [r["topic"], r["partitions"], r["messages"] if r["exact"] else f"<={r['messages']}",
+         _iso(r["first"]), _iso(r["last"])]
         for r in rows]))
 
 

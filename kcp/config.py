@@ -7,6 +7,7 @@ Precedence, highest first: the command line, the environment (``KCP_BROKER``), t
 from __future__ import annotations
 
 import os
+import re
 import stat
 import sys
 import tomllib
@@ -14,14 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
+from .errors import UsageError, without_userinfo
 
 DEFAULT_BROKER = "localhost:9092"
 # Options whose default the config file's [defaults] table may change.
 DEFAULTABLE = {"bytes", "json_style", "timeout", "on_error"}
-SECRET_WORDS = ("password", "secret", "token", "credential")
+SECRET_WORDS = ("password", "secret", "token", "credential", "key.pem", "keystore",
+                "jaas.config", "oauthbearer.config")
 # Keys that name where a secret is, not the secret itself.
 SECRET_REFERENCES = ("password_file", "password_env")
+# Values that are secrets whatever their key is called: private keys, key=value settings
+# carrying a secret (sasl.oauthbearer.config's clientSecret=...).
+SECRET_VALUE = re.compile(r"(?i)PRIVATE KEY|(password|secret|token|credential)\w*\s*[=:]")
 _warned: set[str] = set()
 
 
@@ -52,10 +57,13 @@ class Config:
             return cls(path=path)
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise UsageError(f"{path}: not valid TOML: {exc}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise UsageError(f"{path}: not valid TOML: {exc or 'nested too deeply'}") from None
+        default_broker = data.get("default_broker")
+        if default_broker is not None and not isinstance(default_broker, str):
+            raise UsageError(f"{path}: default_broker must be a string, e.g. \"host:9092\"")
         brokers = data.get("brokers", {})
-        if not isinstance(brokers, dict):
+        if not isinstance(brokers, dict) or not all(isinstance(e, dict) for e in brokers.values()):
             raise UsageError(f"{path}: [brokers] must be a table of broker aliases")
         if any(is_secret(key) and key not in SECRET_REFERENCES for entry in brokers.values()
                if isinstance(entry, dict) for key in entry):
@@ -63,7 +71,7 @@ class Config:
         defaults = data.get("defaults", {})
         if not isinstance(defaults, dict) or not set(defaults) <= DEFAULTABLE:
             raise UsageError(f"{path}: [defaults] may set {', '.join(sorted(DEFAULTABLE))}")
-        return cls(default_broker=data.get("default_broker"), brokers=brokers, path=path,
+        return cls(default_broker=default_broker, brokers=brokers, path=path,
                    defaults=defaults)
 
     def effective(self) -> dict[str, Any]:
@@ -131,6 +139,8 @@ def _read_secret_file(path: Path, broker: str) -> str:
     except OSError as exc:
         raise UsageError(f"broker {broker}: cannot read password_file {path}: "
                          f"{exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"broker {broker}: password_file {path} is not UTF-8 text") from None
 
 
 def is_secret(key: str) -> bool:
@@ -138,5 +148,7 @@ def is_secret(key: str) -> bool:
 
 
 def masked(properties: dict[str, str]) -> dict[str, str]:
-    """``properties`` safe to print: every secret replaced by asterisks."""
-    return {k: ("****" if is_secret(k) else v) for k, v in properties.items()}
+    """``properties`` safe to print: every secret replaced by asterisks, by its key's name or
+    by what its value looks like, and URLs without their user:password@."""
+    return {k: ("****" if is_secret(k) or SECRET_VALUE.search(v) else without_userinfo(v))
+            for k, v in properties.items()}

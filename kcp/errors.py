@@ -7,6 +7,24 @@ position, and the exit status the CLI returns.  Nothing else reaches the user wi
 from __future__ import annotations
 
 import enum
+import re
+
+# user:password@ in a URL (a registry's, a broker's): never printed.
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
+
+
+def without_userinfo(text: str) -> str:
+    """``text`` with the credentials of every URL in it left out."""
+    return _USERINFO.sub(r"\1", text)
+
+
+# Control characters from input (a tar member's name, a parser's message) are shown escaped:
+# an error stays one line, and cannot move the cursor or retitle the terminal.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    return _CONTROL.sub(lambda match: repr(match.group())[1:-1], text)
 
 
 class ExitStatus(enum.IntEnum):
@@ -37,12 +55,13 @@ class KcpError(Exception):
     status = ExitStatus.RUNTIME_ERROR
 
     def __init__(self, message: str, *, where: str | None = None) -> None:
+        message = without_userinfo(message)
         super().__init__(message)
         self.message = message
         self.where = where
 
     def __str__(self) -> str:
-        return f"{self.where}: {self.message}" if self.where else self.message
+        return printable(f"{self.where}: {self.message}" if self.where else self.message)
 
     def at(self, where: str) -> KcpError:
         """Return the same error, located at ``where`` unless it already is."""

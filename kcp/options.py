@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .codec import SchemaStore
+from .codec.limits import Limits
 from .environment import Environment
 
 
@@ -23,6 +24,9 @@ class Options:
     # Schemas: the store every stage shares; the paths and URLs below are loaded into it by the
     # plan (library users may fill the store directly instead).
     schemas: SchemaStore = field(default_factory=SchemaStore)
+    # How far a payload's claims are followed (depth, counts, block and line sizes); the
+    # schema store reads the same object (kcp.codec.limits).
+    limits: Limits = field(default_factory=Limits)
     schema_path: str | None = None
     schema_id: int | None = None
     schema_dir: str | None = None
@@ -88,3 +92,6 @@ class Options:
     quiet: bool = False
     stats_interval: float | None = None
     metrics_port: str | None = None
+
+    def __post_init__(self) -> None:
+        self.schemas.limits = self.limits

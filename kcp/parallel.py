@@ -16,11 +16,13 @@ import multiprocessing
 import signal
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from .codec import SchemaStore
 from .contracts import Encode, Reader, Sink
-from .errors import BadInput, UsageError
+from .errors import BadInput, KcpError, UsageError
 from .message import Message
 from .plugins import PipeStage
 from .stages import apply
@@ -59,6 +61,8 @@ def _process(batch: list[Fields]) -> list[Outcome]:
                                   for r in records], None))
         except BadInput as error:
             outcomes.append((None, error.message))
+        except RecursionError:  # a Python-level walk of a hostile record, as in one process
+            outcomes.append((None, "record nested too deeply to decode"))
     return outcomes
 
 
@@ -75,19 +79,26 @@ class Workers:
         global _work
         _work = (reader, stages, sink.encode if self.encodes else None)
         self.jobs = jobs
-        self.pool = multiprocessing.get_context("fork").Pool(jobs, _ignore_interrupts)
-        self.in_flight: deque[tuple[list[Message], Any]] = deque()
+        # An executor, not multiprocessing.Pool: when a worker dies the Pool replaces it and
+        # the batch it held never finishes (the run hangs); the executor says so.
+        self.pool = ProcessPoolExecutor(jobs, multiprocessing.get_context("fork"),
+                                        initializer=_ignore_interrupts)
+        self.in_flight: deque[tuple[list[Message], Future]] = deque()
 
     def submit(self, batch: list[Message]) -> None:
-        self.in_flight.append((batch, self.pool.apply_async(_process, ([_fields(m)
-                                                                        for m in batch],))))
+        self.in_flight.append((batch, self.pool.submit(_process, [_fields(m) for m in batch])))
 
     def results(self, wait_all: bool = False) -> Iterator[tuple[Message, Outcome]]:
         """Finished results in submission order; blocks while too many batches are out."""
         while self.in_flight and (wait_all or len(self.in_flight) > 2 * self.jobs
-                                  or self.in_flight[0][1].ready()):
+                                  or self.in_flight[0][1].done()):
             batch, pending = self.in_flight.popleft()
-            yield from zip(batch, pending.get(), strict=True)
+            try:
+                outcomes = pending.result()
+            except BrokenProcessPool:
+                raise KcpError(f"a -j worker died decoding the batch from {batch[0].where()}; "
+                               "run it without -j to find the record") from None
+            yield from zip(batch, outcomes, strict=True)
 
     def write(self, sink: Sink, message: Message, output: bytes | Decoded) -> None:
         """Write one of a message's results to the sink."""
@@ -100,5 +111,4 @@ class Workers:
         sink.write(Message(*_fields(message), datum=datum, schema=schema, decoded=True))
 
     def close(self) -> None:
-        self.pool.terminate()
-        self.pool.join()
+        self.pool.shutdown(wait=True, cancel_futures=True)

@@ -141,6 +141,10 @@ class MapStage:
             return ()
         schema = self.schema_for(message.schema)
         results = [result] if isinstance(result, dict) else result
+        if not isinstance(results, (list, tuple)) or not all(isinstance(r, dict)
+                                                             for r in results):
+            raise BadInput(f"--map {self.target} returned {type(result).__name__}: a function "
+                           "returns a record (dict), None, or a list of records")
         return [_changed(message, datum, schema) for datum in results]
 
     def close(self) -> None:
@@ -173,33 +177,59 @@ class PipeStage:
                                             stdout=subprocess.PIPE, bufsize=0)
         except (OSError, ValueError) as exc:
             raise UsageError(f"--pipe-through {command!r}: cannot start it: {exc}") from None
-        self.selector = selectors.DefaultSelector()
-        self.selector.register(self.process.stdout, selectors.EVENT_READ)  # type: ignore[arg-type]
-        self.pending = b""
+        self.max_line = options.limits.max_line_bytes
+        # kcp writes and reads with a deadline: a program that stops reading its input, or
+        # never ends its line, must not hang the run.
+        os.set_blocking(self.process.stdin.fileno(), False)  # type: ignore[union-attr]
+        self.readable = selectors.DefaultSelector()
+        self.readable.register(self.process.stdout, selectors.EVENT_READ)  # type: ignore[arg-type]
+        self.writable = selectors.DefaultSelector()
+        self.writable.register(self.process.stdin, selectors.EVENT_WRITE)  # type: ignore[arg-type]
+        self.pending = bytearray()
         self.answered = 0
 
     def _failed(self, what: str) -> KcpError:
         return KcpError(f"--pipe-through {self.command!r}: {what} after {self.answered} "
                         "records")
 
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            if not self.writable.select(self.timeout):
+                raise self._failed(f"did not read its input within {self.timeout:g}s")
+            try:
+                view = view[os.write(self.process.stdin.fileno(), view):]  # type: ignore[union-attr]
+            except BrokenPipeError:
+                raise self._failed(f"exited with status {self.process.wait(5)}") from None
+
+    def _receive(self) -> bool:
+        """Read what the program has written into ``pending``; False at its end."""
+        chunk = os.read(self.process.stdout.fileno(), 1 << 16)  # type: ignore[union-attr]
+        self.pending += chunk
+        return bool(chunk)
+
     def _read_line(self) -> bytes:
-        while b"\n" not in self.pending:
-            if not self.selector.select(self.timeout):
+        searched = 0
+        while (end := self.pending.find(b"\n", searched)) < 0:
+            searched = len(self.pending)
+            if searched > self.max_line:
+                raise self._failed(f"answered a line longer than --max-line-size "
+                                   f"{self.max_line >> 20} MB")
+            if not self.readable.select(self.timeout):
                 raise self._failed(f"no answer within {self.timeout:g}s")
-            chunk = os.read(self.process.stdout.fileno(), 1 << 16)  # type: ignore[union-attr]
-            if not chunk:
-                status = self.process.wait(5)
-                raise self._failed(f"exited with status {status}")
-            self.pending += chunk
-        line, _, self.pending = self.pending.partition(b"\n")
+            if not self._receive():
+                raise self._failed(f"exited with status {self.process.wait(5)}")
+        line = bytes(self.pending[:end])
+        del self.pending[:end + 1]
         return line
 
     def __call__(self, message: Message) -> Iterable[Message]:
-        try:
-            self.process.stdin.write(  # type: ignore[union-attr]
-                self.to_json(copy.deepcopy(message.datum), message.schema) + b"\n")
-        except BrokenPipeError:
-            raise self._failed(f"exited with status {self.process.wait(5)}") from None
+        # An answer before the question: the program wrote more than one line for a record,
+        # and every later answer would belong to the wrong record.
+        if self.pending or (self.readable.select(0) and self._receive()):
+            raise self._failed("answered more lines than it was given records (it must write "
+                               "exactly one line per record)")
+        self._write(self.to_json(copy.deepcopy(message.datum), message.schema) + b"\n")
         answer = self._read_line()
         self.answered += 1
         try:

@@ -3,7 +3,8 @@
 Sections:
     * Kafka broker - a real single-node KRaft broker shared by the whole session
       (tests/kafka/broker.py), or an external one named by KCP_TEST_BOOTSTRAP.
-    * Secure broker - a second one with SASL (SCRAM-SHA-512, PLAIN), TLS and ACLs, started
+    * Second broker - an independent cluster, for copies between clusters (second_kafka_bootstrap).
+    * Secure broker - another one with SASL (SCRAM-SHA-512, PLAIN), TLS and ACLs, started
       only when a test asks for `secure_broker` (the security tests), so the rest stay fast.
 """
 
@@ -108,17 +109,21 @@ def kafka_broker(request: pytest.FixtureRequest) -> Iterator[KafkaBroker | None]
             f" or point {KAFKA_BOOTSTRAP_ENV}=host:port at a running broker",
             pytrace=False,
         )
-    broker = KafkaBroker(KAFKA_LIBS_DIR)
-    try:
-        broker.start()
-    except RuntimeError as exc:
-        broker.stop()
-        pytest.fail(f"could not start the test Kafka broker: {exc}", pytrace=False)
+    broker = _started(KafkaBroker(KAFKA_LIBS_DIR), "test Kafka broker")
     request.config.stash[_BROKER_KEY] = broker
     try:
         yield broker
     finally:
         broker.stop()
+
+
+def _started(broker: KafkaBroker, what: str) -> KafkaBroker:
+    try:
+        broker.start()
+    except RuntimeError as exc:
+        broker.stop()
+        pytest.fail(f"could not start the {what}: {exc}", pytrace=False)
+    return broker
 
 
 @pytest.fixture(scope="session")
@@ -127,6 +132,19 @@ def kafka_bootstrap(kafka_broker: KafkaBroker | None) -> str:
     if kafka_broker is None:
         return os.environ[KAFKA_BOOTSTRAP_ENV]
     return kafka_broker.bootstrap
+
+
+@pytest.fixture(scope="session")
+def second_kafka_bootstrap() -> Iterator[str]:
+    """bootstrap.servers of a second, independent KRaft broker: a cluster of its own, for
+    copies between clusters. Started only for the tests that ask for it."""
+    if not KAFKA_LIBS_DIR.is_dir() or not any(KAFKA_LIBS_DIR.glob("*.jar")):
+        pytest.skip(f"no Kafka jars in {KAFKA_LIBS_DIR} for a second broker")
+    broker = _started(KafkaBroker(KAFKA_LIBS_DIR), "second test Kafka broker")
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -298,17 +316,12 @@ def secure_broker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
     tls = _load_broker_module().make_tls_files(folder / "tls")
     passwords = {user: f"pw-{user}-{secrets.token_hex(8)}"
                  for user in (*SCRAM_USERS, *PLAIN_USERS)}
-    broker = KafkaBroker(
+    broker = _started(KafkaBroker(
         KAFKA_LIBS_DIR,
         listeners={"SASL": "SASL_PLAINTEXT", "SASLSSL": "SASL_SSL"},
         scram_users=[("SCRAM-SHA-512", user, passwords[user]) for user in SCRAM_USERS],
         extra_properties=_secure_properties(tls, passwords),
-    )
-    try:
-        broker.start()
-    except RuntimeError as exc:
-        broker.stop()
-        pytest.fail(f"could not start the secure test broker: {exc}", pytrace=False)
+    ), "secure test broker")
     request.config.stash[_SECURE_BROKER_KEY] = broker
     secure = SecureBroker(broker, tls["ca"], tls["other_ca"], passwords)
     try:

@@ -93,3 +93,41 @@ def test_broken_config_file_is_a_usage_error(tmp_path, monkeypatch):
     monkeypatch.setenv("KCP_CONFIG", str(tmp_path / "missing.toml"))
     with pytest.raises(UsageError, match="does not exist"):
         Config.load()
+
+
+def test_secrets_are_masked_by_what_they_are_not_only_by_their_key():
+    shown = masked({
+        "ssl.key.pem": "-----BEGIN PRIVATE KEY-----\nMIIE...\n-----END PRIVATE KEY-----",
+        "sasl.oauthbearer.config": "clientId=kcp clientSecret=hunter2 scope=read",
+        "some.custom.setting": "token=abc123",
+        "schema.registry.url": "https://alice:hunter2@registry.example.org/",
+        "sasl.username": "alice",
+    })
+    assert shown == {"ssl.key.pem": "****", "sasl.oauthbearer.config": "****",
+                     "some.custom.setting": "****",
+                     "schema.registry.url": "https://registry.example.org/",
+                     "sasl.username": "alice"}
+
+
+def test_no_url_credentials_in_any_error():
+    error = UsageError("registry https://alice:hunter2@registry.example.org:8081/ unreachable")
+    assert str(error) == "registry https://registry.example.org:8081/ unreachable"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("default_broker = 5\n", "default_broker must be a string"),
+    ("a = " + "[" * 5000 + "]" * 5000 + "\n", "not valid TOML"),
+    ("[brokers]\nztf = 5\n", "table of broker aliases"),
+])
+def test_config_oddities_are_usage_errors(tmp_path, text, message):
+    with pytest.raises(UsageError, match=message):
+        Config.load(write_config(tmp_path, text))
+
+
+def test_a_password_file_that_is_not_text_is_a_usage_error(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"\xff\xfe\x00pw")
+    config = Config.load(write_config(tmp_path, f'[brokers.b]\nbootstrap = "h:1"\n'
+                                                f'password_file = "{secret}"\n'))
+    with pytest.raises(UsageError, match="not UTF-8 text"):
+        config.resolve_broker("b")

@@ -214,7 +214,8 @@ def test_real_file_with_trailing_garbage(folder):
     line = one_line(result.stderr)
     assert result.returncode == 3
     assert line == (f"kcp: {path}:record 2: truncated or trailing garbage after the last "
-                    "complete record")
+                    "complete record (an OCF block declares 276 records, more than its 8 bytes "
+                    "can hold)")
     (alert,) = json_lines((folder / "out.jsonl").read_bytes())  # its one good block
     assert alert["objectId"].startswith("ZTF")
     skipped = run_kcp(["cp", str(path), "-", "--on-error", "skip", "--progress"],

@@ -55,11 +55,13 @@ def test_cp_file_to_file_through_every_text_format(kcp, night, tmp_path):
     assert fastavro_records(Path("copy.avro")) == fastavro_records(night)
 
 
-def test_json_to_avro_without_a_schema_is_a_usage_error(kcp):
+def test_json_to_avro_without_a_schema_is_bad_input(kcp):
+    # Bad input, not a usage error: one JSON message in an Avro topic must not stop a group
+    # for good (--on-error skip gets past it).
     result = kcp("convert", "--to", "avro", stdin=b'{"a": 1}\n')
-    assert result.exit_code == 2
+    assert result.exit_code == 3
     assert result.stderr.strip() == (
-        "kcp: writing Avro needs a schema for records read as plain JSON: "
+        "kcp: <stdin>:line 1: writing Avro needs a schema for records read as plain JSON: "
         "give --schema FILE")
 
 

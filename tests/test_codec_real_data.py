@@ -33,6 +33,7 @@ from kcp.codec import (
 )
 from kcp.codec import schemas as schemas_module
 from kcp.codec.framing import iter_ocf_blocks, parse_ocf_header
+from kcp.codec.limits import Limits
 from kcp.errors import BadInput
 from kcp.formats import FORMATS
 from kcp.options import Options
@@ -336,7 +337,7 @@ def _bodies(payload: bytes, count: int) -> list[bytes]:
         return [payload[5:] if payload[:1] == b"\x00" else payload]
     schema, codec, sync, pos = parse_ocf_header(payload, SchemaStore())
     bodies = []
-    for n, block in iter_ocf_blocks(payload, codec, sync, pos):
+    for n, block in iter_ocf_blocks(payload, codec, sync, pos, Limits()):
         fo = io.BytesIO(block)
         for _ in range(n):
             start = fo.tell()

@@ -37,8 +37,9 @@ def kcp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     (["cp", "missing.avro", "out.jsonl"], 2, "kcp: missing.avro: no such file"),
     (["cp", "night.avro", "./out.weird"], 2,
      "kcp: ./out.weird: cannot tell the format from the extension; give --to FORMAT"),
-    (["convert", "--to", "avro"], 2,
-     "kcp: writing Avro needs a schema for records read as plain JSON: give --schema FILE"),
+    (["convert", "--to", "avro"], 3,
+     "kcp: <stdin>:line 1: writing Avro needs a schema for records read as plain JSON: give "
+     "--schema FILE"),
     (["convert", "--from", "schemaless"], 2,
      "kcp: schemaless Avro needs its schema: give --schema FILE"),
     (["consume", "t", "-o", "yesterday"], 2,

@@ -23,7 +23,8 @@ LAYERS = [
 ONLY_IN = {
     "click": {"cli.py"},
     "confluent_kafka": {"transports/kafka/__init__.py", "transports/kafka/client.py",
-                        "transports/kafka/admin.py", "codec/registry.py"},
+                        "transports/kafka/admin.py", "transports/kafka/offsets.py",
+                        "codec/registry.py"},
     "lxml": {"formats/voevent/packet.py"},
     "astropy": {"formats/fits.py"},
 }

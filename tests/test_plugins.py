@@ -103,6 +103,14 @@ def test_errors_in_a_stage_follow_the_policy_and_name_the_stage(tmp_path):
     assert [d["ok"] for d in json_lines(skipped.stdout_bytes)] == [1.0, 0.5]
 
 
+@pytest.mark.parametrize("returned", ["'text'", "b'bytes'", "[1, 2]", "5"])
+def test_a_map_returning_something_else_than_records_is_bad_input(tmp_path, returned):
+    stage = module(tmp_path, f"def odd(record):\n    return {returned}\n")
+    failed = kcp("convert", "--map", f"{stage}:odd", stdin=b'{"n": 1}\n')
+    assert failed.exit_code == 3
+    assert "returns a record (dict), None, or a list of records" in failed.stderr
+
+
 def test_bad_targets_and_fields_are_usage_errors(tmp_path):
     assert "has no function 'nope'" in kcp("convert", "--map", f"{EXAMPLE}:nope").stderr
     assert "not MODULE:FUNCTION" in kcp("convert", "--map", "no-such-plugin").stderr
@@ -124,6 +132,27 @@ def test_a_crashed_or_stuck_program_is_a_clear_error_not_a_hang(tmp_path):
                 "time.sleep(60)'", "--pipe-timeout", "1", stdin=lines)
     assert stuck.exit_code == 1 and "no answer within 1s" in stuck.stderr
     assert time.monotonic() - started < 20
+
+
+def test_a_program_that_misbehaves_is_bounded_and_detected(tmp_path):
+    """Never reads its input (a 2 MB record fills the pipe), answers endlessly without a
+    newline, answers two lines per record: each a clear error within the timeout."""
+    big = b'{"s": "' + b"x" * (2 << 20) + b'"}\n'
+    started = time.monotonic()
+    deaf = kcp("convert", "--pipe-through", f"{sys.executable} -c 'import time; "
+               "time.sleep(60)'", "--pipe-timeout", "1", stdin=big)
+    assert deaf.exit_code == 1 and "did not read its input within 1s" in deaf.stderr
+    assert time.monotonic() - started < 20
+    endless = kcp("convert", "--pipe-through", f"{sys.executable} -c 'import sys\nwhile 1: "
+                  "sys.stdout.write(\"x\" * 65536)'", "--max-line-size", "1",
+                  stdin=b'{"n": 1}\n')
+    assert endless.exit_code == 1
+    assert "answered a line longer than --max-line-size 1 MB" in endless.stderr
+    twice = kcp("convert", "--pipe-through", f"{sys.executable} -c 'import sys\nfor line in "
+                "sys.stdin: print(line, end=\"\"); print(line, end=\"\", flush=True)'",
+                stdin=b'{"n": 1}\n{"n": 2}\n{"n": 3}\n')
+    assert twice.exit_code == 1
+    assert "answered more lines than it was given records" in twice.stderr
 
 
 def test_entry_point_plugins_are_listed_and_usable(tmp_path):

@@ -279,3 +279,24 @@ def test_readable_config_or_password_file_draws_one_warning(secure_broker, env, 
     assert len(list(json_lines(got.stdout))) == 3
     password_file.chmod(0o600)
     assert os.stat(password_file).st_mode & 0o077 == 0
+
+
+def test_exactly_once_to_a_destination_refusing_transactions_is_one_line(secure_broker, env,
+                                                                         readable_topic):
+    from confluent_kafka import admin as kafka_admin
+
+    # alice may use the sec_ topics and groups and the offsets topic, but no transactional id.
+    admin = kafka_admin.AdminClient({**secure_broker.client("admin"), "log_level": 0})
+    grant = kafka_admin.AclBinding(
+        kafka_admin.ResourceType.TOPIC, "__kcp_offsets", kafka_admin.ResourcePatternType.LITERAL,
+        "User:alice", "*", kafka_admin.AclOperation.ALL, kafka_admin.AclPermissionType.ALLOW)
+    admin.create_acls([grant])[grant].result()
+    destination = secure_broker.make_topic()
+    group = f"sec_{uuid.uuid4().hex[:8]}"
+    result, seconds = timed(["cp", "-g", group, f"alice:{readable_topic}",
+                             f"alice:{destination}", "--exactly-once"], env)
+    line = one_clear_line(result)
+    assert result.returncode == 4, line
+    assert seconds < 10, f"took {seconds:.1f} s"
+    assert "broker alice cannot run transactions" in line, line
+    assert f"transactional ids kcp-{group}-" in line, line

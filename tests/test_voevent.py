@@ -646,3 +646,11 @@ def test_ztf_alerts_from_a_topic_as_voevents(env, topic, tmp_path, xsd):
     assert copied.returncode == 0, copied.stderr
     documents = list(json_lines(run_kcp(["consume", xml_topic], env).stdout))
     assert [d["ivorn"] for d in documents] == [m.datum["ivorn"] for m in messages]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"])
+def test_a_packet_in_utf16_or_utf32_is_taken_for_xml(encoding):
+    from kcp.formats import sniff_format
+
+    head = '\ufeff<?xml version="1.0"?><voe:VOEvent/>'.encode(encoding)[:64]
+    assert sniff_format(head).name == "voevent"

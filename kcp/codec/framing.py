@@ -11,17 +11,22 @@ up in the :class:`SchemaStore` and parsed only the first time it is seen.
 
 from __future__ import annotations
 
+import bz2
 import io
+import lzma
 import os
 import struct
 import zlib
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import fastavro
 
 from ..errors import BadInput, UsageError
+from .guard import guard_for
+from .limits import Limits
 from .schemas import Schema, SchemaStore, unreadable_field
+from .varint import Truncated, read_long, write_long
 
 OCF_MAGIC = b"Obj\x01"
 CONFLUENT_MAGIC = b"\x00"
@@ -31,51 +36,93 @@ _CONFLUENT_HEADER = struct.Struct(">bI")
 _FINGERPRINT = struct.Struct("<Q")
 
 
-def read_long(buf: bytes, pos: int) -> tuple[int, int]:
-    """Decode the zig-zag varint at ``pos``; return (value, next position)."""
-    result = shift = 0
-    while True:
-        try:
-            byte = buf[pos]
-        except IndexError:
-            raise BadInput("truncated: a varint runs past the end of the payload") from None
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return (result >> 1) ^ -(result & 1), pos
-        shift += 7
-        if shift > 63:
-            raise BadInput("malformed varint (longer than 10 bytes)")
+def _too_big(codec: str, limit: int) -> BadInput:
+    return BadInput(f"{codec} OCF block inflates past --max-block-size {limit >> 20} MB "
+                    "(a decompression bomb?)")
 
 
-def write_long(value: int) -> bytes:
-    value = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while value & ~0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
+_CHUNK = 16 << 20  # inflated in pieces: a bomb costs the limit, not twice it
 
 
-def _decompress_snappy(data: bytes) -> bytes:
+def _inflate_deflate(data: bytes, limit: int) -> bytes:
+    inflater = zlib.decompressobj(-15)
+    pieces, size = [], 0
+    while data and not inflater.eof:
+        piece = inflater.decompress(data, _CHUNK)
+        data = inflater.unconsumed_tail
+        size += len(piece)
+        if size > limit:
+            raise _too_big("deflate", limit)
+        pieces.append(piece)
+        if not piece:
+            break
+    return b"".join(pieces)
+
+
+def _inflate_stdlib(codec: str, decompressor: Callable[[], Any]) -> Callable[[bytes, int], bytes]:
+    def inflate(data: bytes, limit: int) -> bytes:
+        inflater = decompressor()
+        pieces, size = [], 0
+        while not inflater.eof:
+            piece = inflater.decompress(data, max_length=_CHUNK)
+            data = b""
+            size += len(piece)
+            if size > limit:
+                raise _too_big(codec, limit)
+            pieces.append(piece)
+            if not piece and inflater.needs_input:
+                break
+        return b"".join(pieces)
+
+    return inflate
+
+
+def _inflate_snappy(data: bytes, limit: int) -> bytes:
     import cramjam
 
-    # Avro appends a 4-byte CRC32 of the uncompressed data to each snappy block.
+    # Raw snappy starts with the uncompressed length (a plain varint); Avro appends a 4-byte
+    # CRC32 of the uncompressed data to each block.
+    size = shift = 0
+    for byte in data[:5]:
+        size |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            break
+    if size > limit:
+        raise _too_big("snappy", limit)
     return bytes(cramjam.snappy.decompress_raw(data[:-4]))
 
 
-def _decompress_zstd(data: bytes) -> bytes:
+def _inflate_zstd(data: bytes, limit: int) -> bytes:
     import cramjam
 
-    return bytes(cramjam.zstd.decompress(data))
+    # A zstandard frame need not declare its size (Java's streaming writer does not), and
+    # cramjam has no bounded one-shot call: decompress into growing buffers, at most limit + 1.
+    size = min(max(len(data) * 8, 1 << 16), limit + 1)
+    out = bytearray()
+    while True:
+        del out  # the smaller buffer goes before the larger one comes
+        out = bytearray(size)
+        try:
+            written = cramjam.zstd.decompress_into(data, out)
+        except cramjam.DecompressionError as exc:
+            if "whole buffer" not in str(exc) and "too small" not in str(exc):
+                raise
+            if size > limit:
+                raise _too_big("zstandard", limit) from None
+            size = min(size * 4, limit + 1)
+            continue
+        return bytes(memoryview(out)[:written])
 
 
-BLOCK_DECOMPRESSORS: dict[bytes, Callable[[bytes], bytes]] = {
-    b"null": bytes,
-    b"deflate": lambda data: zlib.decompress(data, -15),
-    b"snappy": _decompress_snappy,
-    b"zstandard": _decompress_zstd,
+# Each codec inflates a block into at most ``limit`` bytes, or raises BadInput.
+BLOCK_DECOMPRESSORS: dict[bytes, Callable[[bytes, int], bytes]] = {
+    b"null": lambda data, limit: data,
+    b"deflate": _inflate_deflate,
+    b"snappy": _inflate_snappy,
+    b"zstandard": _inflate_zstd,
+    b"bzip2": _inflate_stdlib("bzip2", bz2.BZ2Decompressor),
+    b"xz": _inflate_stdlib("xz", lzma.LZMADecompressor),
 }
 
 
@@ -90,42 +137,51 @@ def parse_ocf_header(payload: bytes, store: SchemaStore) -> tuple[Schema, bytes,
         if count < 0:  # a negative count is followed by the block's size in bytes
             count = -count
             _, pos = read_long(payload, pos)
+        # Each entry takes at least two bytes, so a huge count soon runs past the end.
         for _ in range(count):
-            klen, pos = read_long(payload, pos)
-            key = payload[pos:pos + klen]
-            pos += klen
-            vlen, pos = read_long(payload, pos)
-            meta[key] = payload[pos:pos + vlen]
-            pos += vlen
+            key, pos = _read_bytes(payload, pos)
+            meta[key], pos = _read_bytes(payload, pos)
     sync = payload[pos:pos + 16]
     if len(sync) != 16:
-        raise BadInput("truncated OCF header")
+        raise Truncated("truncated OCF header")
     text = meta.get(b"avro.schema")
     if text is None:
         raise BadInput("OCF header has no avro.schema")
     return store.from_header_text(text), meta.get(b"avro.codec", b"null"), sync, pos + 16
 
 
-def block_decompressor(codec: bytes) -> Callable[[bytes], bytes]:
-    """The function turning an OCF block of ``codec`` into its records' bytes."""
-    decompress = BLOCK_DECOMPRESSORS.get(codec)
-    if decompress is None:
+def _read_bytes(payload: bytes, pos: int) -> tuple[bytes, int]:
+    """The length-prefixed bytes at ``pos`` of an OCF header, and the position after them."""
+    length, pos = read_long(payload, pos)
+    if length < 0:
+        raise BadInput(f"corrupt OCF header (a negative length, {length})")
+    if pos + length > len(payload):
+        raise Truncated("truncated OCF header")
+    return payload[pos:pos + length], pos + length
+
+
+def block_inflater(codec: bytes, limits: Limits) -> Callable[[bytes], bytes]:
+    """The function turning a block of ``codec`` into its bytes, within ``limits``."""
+    inflate = BLOCK_DECOMPRESSORS.get(codec)
+    if inflate is None:
         raise BadInput(f"unsupported OCF codec {codec.decode(errors='replace')!r}")
-    if codec == b"null":
-        return bytes
+    name = codec.decode()
 
-    def checked(block: bytes) -> bytes:
+    def inflated(block: bytes) -> bytes:
         try:
-            return decompress(block)
-        except Exception as exc:
-            raise BadInput(f"cannot decompress {codec.decode()} OCF block: {exc}") from None
+            return inflate(block, limits.max_block_bytes)
+        except BadInput:
+            raise
+        except Exception as exc:  # zlib.error, lzma.LZMAError, cramjam's errors, ...
+            raise BadInput(f"cannot decompress {name} OCF block: {exc}") from None
 
-    return checked
+    return inflated
 
 
-def iter_ocf_blocks(payload: bytes, codec: bytes, sync: bytes, pos: int):
+def iter_ocf_blocks(payload: bytes, codec: bytes, sync: bytes, pos: int, limits: Limits
+                    ) -> Iterator[tuple[int, bytes]]:
     """Yield (record count, block bytes) of each block, checking every sync marker."""
-    decompress = block_decompressor(codec)
+    inflated = block_inflater(codec, limits)
     end = len(payload)
     while pos < end:
         count, pos = read_long(payload, pos)
@@ -137,12 +193,28 @@ def iter_ocf_blocks(payload: bytes, codec: bytes, sync: bytes, pos: int):
         if payload[pos:pos + 16] != sync:
             raise BadInput(f"OCF sync marker not found at byte {pos}")
         pos += 16
-        yield count, decompress(block)
+        yield count, inflated(block)
 
 
-def read_body(body: io.BytesIO | bytes, writer: Schema, reader: Schema | None) -> Any:
+def read_block(count: int, data: bytes, writer: Schema, reader: Schema | None, limits: Limits
+               ) -> Iterator[Any]:
+    """The ``count`` datums of one inflated OCF block, each checked first if its schema needs."""
+    guard_for(writer).check_count(count, len(data), limits)
+    fo = io.BytesIO(data)
+    for _ in range(count):
+        yield read_body(fo, writer, reader, limits)
+    if fo.tell() != len(data):
+        raise BadInput("OCF block holds bytes past its declared records")
+
+
+def read_body(body: io.BytesIO | bytes, writer: Schema, reader: Schema | None, limits: Limits
+              ) -> Any:
     """Decode one schemaless datum, resolved into ``reader`` when given."""
     fo = body if isinstance(body, io.BytesIO) else io.BytesIO(body)
+    guard = guard_for(writer)
+    if guard.needed:
+        with fo.getbuffer() as view:
+            guard.skip(view, fo.tell(), limits)
     try:
         if reader is None or reader is writer:
             return fastavro.schemaless_reader(fo, writer.parsed, None)
@@ -157,13 +229,22 @@ def read_body(body: io.BytesIO | bytes, writer: Schema, reader: Schema | None) -
         detail = str(exc) if len(str(exc)) <= 200 else f"{str(exc)[:197]}..."  # may hold a schema
         raise BadInput(f"writer schema {writer.name} cannot be read as {reader.name}{at}: "
                        f"{detail}") from None
-    except (IndexError, ValueError, KeyError, TypeError, OverflowError, MemoryError) as exc:
+    except MemoryError:
+        raise BadInput("corrupt Avro datum (it declares more than memory holds)") from None
+    except RecursionError:
+        raise BadInput("Avro datum nested too deeply to read") from None
+    except (IndexError, ValueError, KeyError, TypeError, OverflowError) as exc:
         raise BadInput(f"corrupt Avro datum ({type(exc).__name__}: {exc})") from None
 
 
-# Reads ``count`` records that fill ``body`` exactly, written with ``writer``: fastavro's
-# datums (:func:`datum_reader`) or finished JSON documents (:class:`kcp.codec.native.NativeJson`).
-BodyReader = Callable[[bytes, int, Schema], list[Any]]
+def read_body_exactly(body: bytes, writer: Schema, reader: Schema | None, limits: Limits
+                      ) -> Any:
+    """Decode a body that must hold one datum and nothing after it."""
+    fo = io.BytesIO(body)
+    datum = read_body(fo, writer, reader, limits)
+    if fo.tell() != len(body):
+        raise BadInput(left_over(len(body) - fo.tell(), writer))
+    return datum
 
 
 def left_over(size: int, writer: Schema) -> str:
@@ -171,24 +252,36 @@ def left_over(size: int, writer: Schema) -> str:
             "framing)")
 
 
-def datum_reader(store: SchemaStore) -> BodyReader:
-    """fastavro's datums, resolved into the store's reader schema when it has one."""
+class BodyReader(Protocol):
+    """Reads the records of Avro bodies: fastavro's datums (:class:`DatumReader`) or finished
+    JSON documents (:class:`kcp.codec.native.NativeJson`)."""
 
-    def read(body: bytes, count: int, writer: Schema) -> list[Any]:
-        fo = io.BytesIO(body)
-        datums = [read_body(fo, writer, store.reader) for _ in range(count)]
-        if fo.tell() != len(body):
-            raise BadInput(left_over(len(body) - fo.tell(), writer))
-        return datums
+    def block(self, data: bytes, count: int, writer: Schema) -> list[Any]:
+        """The ``count`` records of an inflated OCF block."""
 
-    return read
+    def exactly(self, body: bytes, writer: Schema) -> list[Any]:
+        """The one record of a body that holds nothing else."""
+
+
+class DatumReader:
+    """fastavro's datums, resolved into the store's reader schema, within its limits."""
+
+    def __init__(self, store: SchemaStore) -> None:
+        self.store = store
+
+    def block(self, data: bytes, count: int, writer: Schema) -> list[Any]:
+        return list(read_block(count, data, writer, self.store.reader, self.store.limits))
+
+    def exactly(self, body: bytes, writer: Schema) -> list[Any]:
+        return [read_body_exactly(body, writer, self.store.reader, self.store.limits)]
 
 
 def decode_ocf(payload: bytes, store: SchemaStore, read: BodyReader) -> list[tuple[Any, Schema]]:
     writer, codec, sync, pos = parse_ocf_header(payload, store)
     schema = store.reader or writer
-    return [(value, schema) for count, data in iter_ocf_blocks(payload, codec, sync, pos)
-            for value in read(data, count, writer)]
+    return [(value, schema)
+            for count, data in iter_ocf_blocks(payload, codec, sync, pos, store.limits)
+            for value in read.block(data, count, writer)]
 
 
 def decode_confluent(payload: bytes, store: SchemaStore, read: BodyReader
@@ -200,7 +293,7 @@ def decode_confluent(payload: bytes, store: SchemaStore, read: BodyReader
     if writer is None:
         raise BadInput(f"unknown schema id {schema_id} in a Confluent frame: no schema source "
                        "knows it (give --registry URL, --schema FILE or --schema-dir DIR)")
-    return [(value, store.reader or writer) for value in read(payload[5:], 1, writer)]
+    return [(value, store.reader or writer) for value in read.exactly(payload[5:], writer)]
 
 
 def decode_single_object(payload: bytes, store: SchemaStore, read: BodyReader
@@ -212,7 +305,7 @@ def decode_single_object(payload: bytes, store: SchemaStore, read: BodyReader
     if writer is None:
         raise BadInput(f"single-object frame has fingerprint {value:016x}, which matches no "
                        "known schema (give --schema FILE)")
-    return [(datum, store.reader or writer) for datum in read(payload[10:], 1, writer)]
+    return [(value, store.reader or writer) for value in read.exactly(payload[10:], writer)]
 
 
 def decode_schemaless(payload: bytes, store: SchemaStore, read: BodyReader
@@ -220,7 +313,7 @@ def decode_schemaless(payload: bytes, store: SchemaStore, read: BodyReader
     writer = store.default
     if writer is None:
         raise UsageError("schemaless Avro needs its schema: give --schema FILE")
-    return [(value, store.reader or writer) for value in read(payload, 1, writer)]
+    return [(value, store.reader or writer) for value in read.exactly(payload, writer)]
 
 
 DECODERS = {
@@ -257,7 +350,7 @@ def decode_payload(payload: bytes, store: SchemaStore, framing: str | None = Non
                    read: BodyReader | None = None) -> list[tuple[Any, Schema]]:
     """Every (datum, schema) a payload holds, in the given framing or the detected one;
     ``read`` reads the bodies (fastavro's datums by default)."""
-    read = read or datum_reader(store)
+    read = read or DatumReader(store)
     if framing is None:
         framing = detect_framing(payload, store)
         if framing == "schemaless" and payload[:1] == CONFLUENT_MAGIC and len(payload) >= 5:
@@ -279,6 +372,8 @@ def write_body(datum: Any, schema: Schema) -> bytes:
         fastavro.schemaless_writer(fo, schema.parsed, datum)
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
         raise BadInput(f"record does not match schema {schema.name}: {exc}") from None
+    except RecursionError:
+        raise BadInput(f"record nested too deeply to write as {schema.name}") from None
     return fo.getvalue()
 
 
@@ -339,6 +434,7 @@ class OcfStream:
 
     def __init__(self, stream: Any, store: SchemaStore) -> None:
         self.stream = stream
+        self.limits = store.limits
         self._pending = b""
         want = 1 << 16
         while True:
@@ -346,9 +442,12 @@ class OcfStream:
             try:
                 self.schema, self.codec, self.sync, end = parse_ocf_header(self._pending, store)
                 break
-            except BadInput:
+            except Truncated:
                 if len(self._pending) < want:  # the stream ended inside the header
-                    raise
+                    raise BadInput("truncated OCF header") from None
+                if want > self.limits.max_block_bytes:
+                    raise BadInput("OCF header larger than --max-block-size "
+                                   f"{self.limits.max_block_bytes >> 20} MB") from None
                 want *= 4
         self.header = self._pending[:end]
         self._pending = self._pending[end:]
@@ -376,8 +475,7 @@ class OcfStream:
                 raise BadInput("malformed varint in an OCF block header")
 
     def blocks(self) -> Iterator[tuple[int, bytes]]:
-        """(record count, raw block bytes as stored) of each block, sync markers checked after
-        the block is taken (as fastavro does: a block's records come before that error)."""
+        """(record count, raw block bytes as stored) of each block, sync markers checked."""
         while True:
             count = self._read_long()
             if count is None:
@@ -385,12 +483,27 @@ class OcfStream:
             size = self._read_long()
             if size is None or count < 0 or size < 0:
                 raise BadInput("corrupt OCF block header")
+            if size > self.limits.max_block_bytes:
+                raise BadInput(f"OCF block of {size} bytes, larger than --max-block-size "
+                               f"{self.limits.max_block_bytes >> 20} MB")
             data = self._read(size)
             if len(data) != size:
                 raise BadInput("truncated OCF block")
+            marker = self._read(16)
+            # Like fastavro, the records of a complete block count even when the marker after
+            # them is damaged or cut: the error is reported where the next block would start.
             yield count, data
-            if self._read(16) != self.sync:
-                raise BadInput("OCF sync marker not found after a block")
+            if len(marker) != 16:
+                raise BadInput("truncated OCF file (the sync marker after a block is cut)")
+            if marker != self.sync:
+                raise BadInput("OCF sync marker not found after a block (corrupt, or garbage "
+                               "after the last block)")
+
+    def records(self, reader: Schema | None) -> Iterator[Any]:
+        """Every datum of the stream, block by block, resolved into ``reader`` when given."""
+        inflated = block_inflater(self.codec, self.limits)
+        for count, data in self.blocks():
+            yield from read_block(count, inflated(data), self.schema, reader, self.limits)
 
     def payload(self, data: bytes) -> bytes:
         """A one-record block as a complete OCF of its own."""

@@ -26,6 +26,7 @@ floats as bare ``NaN``/``Infinity`` tokens (not strict JSON), and a NaN comes ba
 from __future__ import annotations
 
 import binascii
+import copy
 import datetime as dt
 import decimal
 import functools
@@ -255,12 +256,18 @@ class AvroToJson:
             except Exception as exc:  # fastavro's JSON encoder raises bare Exceptions too
                 raise BadInput(f"cannot write Avro-JSON of schema {schema.name}: {exc}") from None
             return out.getvalue().rstrip("\n").encode()
-        if schema is not None:
-            convert = self._converter(schema)
-            if convert is not None:
-                datum = convert(datum)
-        elif isinstance(datum, (dict, list)):
-            datum = _nan_tokens_anywhere(datum)
+        try:
+            if schema is not None:
+                convert = self._converter(schema)
+                if convert is not None:
+                    datum = convert(datum)
+            elif isinstance(datum, (dict, list)):
+                datum = _nan_tokens_anywhere(datum)
+        except RecursionError:  # JSON input may nest up to orjson's 1024 levels
+            raise BadInput("record nested too deeply to write as JSON") from None
+        except KeyError as exc:  # a record of this schema without one of its fields
+            raise BadInput(f"record lacks field {exc} of schema {schema and schema.name}"
+                           ) from None
         # Dates and times go through isoformat(): orjson 3.13 writes time(0, 0, 0, 10000) as
         # "00:00:00.10000", a tenth of a second.
         try:
@@ -303,6 +310,8 @@ class _InverseCompiler(_Compiler):
             if cached is not None:
                 return cached
             fields: list[tuple[str, Callable[[Any, str], Any]]] = []
+            # A field left out takes its default, as Avro's schema resolution would give it.
+            defaults = {f["name"]: f["default"] for f in node["fields"] if "default" in f}
 
             def record(value: Any, path: str) -> Any:
                 if not isinstance(value, dict):
@@ -310,6 +319,8 @@ class _InverseCompiler(_Compiler):
                 for name, convert in fields:
                     if name in value:
                         value[name] = convert(value[name], f"{path}.{name}" if path else name)
+                    elif name in defaults:
+                        value[name] = copy.deepcopy(defaults[name])
                 return value
 
             self.cache[id(node)] = record  # before the fields, for recursive types
@@ -351,8 +362,10 @@ class _InverseCompiler(_Compiler):
             return self._bytes
         if kind in ("float", "double"):
             return _float_from_json
-        if kind in ("int", "long"):
-            return _int_from_json
+        if kind == "int":
+            return _INT_FROM_JSON
+        if kind == "long":
+            return _LONG_FROM_JSON
         return _checked(kind)
 
     def _bytes(self, value: Any, path: str) -> bytes:
@@ -427,10 +440,21 @@ def _float_from_json(value: Any, path: str) -> float:
     return token
 
 
-def _int_from_json(value: Any, path: str) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    raise _mismatch(path, "an integer", value)
+def _integer_from_json(bits: int) -> Callable[[Any, str], int]:
+    low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+    def integer(value: Any, path: str) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            if low <= value <= high:
+                return value
+            raise _mismatch(path, f"a {bits}-bit integer", value)
+        raise _mismatch(path, "an integer", value)
+
+    return integer
+
+
+_INT_FROM_JSON = _integer_from_json(32)
+_LONG_FROM_JSON = _integer_from_json(64)
 
 
 def _checked(kind: str) -> Callable[[Any, str], Any]:
@@ -497,4 +521,7 @@ class JsonToAvro:
         if convert is None:
             compiler = _InverseCompiler(schema.parsed, self.bytes_mode)
             convert = self._converters[schema] = compiler.build(schema.parsed)
-        return convert(value, "")
+        try:
+            return convert(value, "")
+        except RecursionError:
+            raise BadInput(f"record nested too deeply for schema {schema.name}") from None

@@ -14,11 +14,13 @@ The extension is optional: without a Rust toolchain kcp installs without it, and
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ..errors import BadInput
-from .framing import BodyReader, datum_reader, left_over
+from .framing import BodyReader, DatumReader, left_over
 from .jsonmap import AvroToJson
+from .limits import Limits
 from .schemas import Schema, named_types
 
 try:
@@ -28,11 +30,6 @@ except ImportError:  # built without cargo: the Python path does everything
 
 BUILT = compiled is not None
 ENABLED = BUILT and os.environ.get("KCP_NATIVE", "1") != "0"
-# What a body may claim before it is refused as hostile (the defaults of the Python codec's
-# limits, issue 15): records, arrays and maps nested deeper than MAX_DEPTH, and more than
-# MAX_EMPTY_ITEMS items that take no bytes (nulls, empty records) in one array or block.
-MAX_DEPTH = 64
-MAX_EMPTY_ITEMS = 10_000_000
 
 # Avro's logical types as fastavro reads them ("<type>-<logicalType>"), and the op of each.
 _LOGICAL_OPS = {
@@ -53,7 +50,8 @@ def json_transcoder(options: Any) -> NativeJson | None:
     if not (ENABLED and options.json_documents and options.json_style == "kcp"
             and options.schemas.reader is None):
         return None
-    return NativeJson(options.bytes_mode or "base64", datum_reader(options.schemas))
+    store = options.schemas
+    return NativeJson(options.bytes_mode or "base64", DatumReader(store), store.limits)
 
 
 def codec_name() -> str:
@@ -123,10 +121,6 @@ def compile_ops(parsed: Any) -> list[Op]:
     return ops
 
 
-class TruncatedBody(BadInput):
-    """A body that ends before its values do: in a file, what follows its last record."""
-
-
 class JsonDocument:
     """A record already written as its JSON document (by :class:`NativeJson`)."""
 
@@ -137,51 +131,76 @@ class JsonDocument:
 
 
 class NativeJson:
-    """Reads Avro bodies into :class:`JsonDocument` records, natively where it can."""
+    """Reads Avro bodies into :class:`JsonDocument` records, natively where it can (a
+    :class:`kcp.codec.framing.BodyReader`); ``datums`` is the Python path it falls back on."""
 
-    def __init__(self, bytes_mode: str, read_datums: BodyReader) -> None:
+    def __init__(self, bytes_mode: str, datums: BodyReader, limits: Limits) -> None:
         self.bytes_mode = bytes_mode
-        self.read_datums = read_datums  # the Python path: (body, count, writer) -> datums
+        self.datums = datums
+        self.limits = limits
         self.to_json = AvroToJson(bytes_mode, "kcp")
         self._programs: dict[Schema, Any] = {}
 
     def program(self, schema: Schema) -> Any:
+        """The compiled program of ``schema``, or None for a schema only Python writes."""
         if schema not in self._programs:
             try:
                 program = compiled.Program(compile_ops(schema.parsed), self.bytes_mode,
-                                           MAX_DEPTH, MAX_EMPTY_ITEMS)
+                                           self.limits.max_depth, self.limits.max_items)
             except (_Unsupported, ValueError, KeyError, TypeError):
                 program = None
             self._programs[schema] = program
         return self._programs[schema]
 
-    def _python(self, body: bytes, count: int, writer: Schema) -> list[JsonDocument]:
-        return [JsonDocument(self.to_json(datum, writer))
-                for datum in self.read_datums(body, count, writer)]
+    def _documents(self, datums: Iterable[Any], writer: Schema) -> Iterator[JsonDocument]:
+        for datum in datums:
+            yield JsonDocument(self.to_json(datum, writer))
 
-    def block(self, body: bytes, count: int, writer: Schema
-              ) -> tuple[list[JsonDocument], int, BadInput | None]:
+    def transcode(self, body: bytes, count: int, writer: Schema
+                  ) -> tuple[list[JsonDocument], int, BadInput | None] | None:
         """The documents of up to ``count`` records of ``body``, where reading ended, and the
-        error that stopped it early, if any (the records before it are kept)."""
+        error that stopped it early, if any; None when only the Python path writes them."""
         program = self.program(writer)
         if program is None:
-            return self._python(body, count, writer), len(body), None
+            return None
         texts, end, problem = program.transcode(body, count)
-        if problem is not None:
-            kind, text, at = problem
-            if kind == "unsupported":
-                return self._python(body, count, writer), len(body), None
-            error = (TruncatedBody(f"truncated Avro datum: at byte {at} of the body, {text}")
-                     if kind == "truncated" else
-                     BadInput(f"corrupt Avro datum at byte {at} of the body: {text}"))
-            return [JsonDocument(t) for t in texts], end, error
-        return [JsonDocument(t) for t in texts], end, None
+        if problem is None:
+            return [JsonDocument(t) for t in texts], end, None
+        kind, text, at = problem
+        if kind == "unsupported":
+            return None
+        what = "truncated" if kind == "truncated" else "corrupt"
+        return ([JsonDocument(t) for t in texts], end,
+                BadInput(f"{what} Avro datum at byte {at} of the body: {text}"))
 
-    def __call__(self, body: bytes, count: int, writer: Schema) -> list[JsonDocument]:
-        """The documents of exactly ``count`` records filling ``body``."""
-        documents, end, error = self.block(body, count, writer)
+    def block(self, data: bytes, count: int, writer: Schema) -> list[JsonDocument]:
+        done = self.transcode(data, count, writer)
+        if done is None:
+            return list(self._documents(self.datums.block(data, count, writer), writer))
+        documents, end, error = done
+        if error is not None:
+            raise error
+        if end != len(data):
+            raise BadInput("OCF block holds bytes past its declared records")
+        return documents
+
+    def exactly(self, body: bytes, writer: Schema) -> list[JsonDocument]:
+        done = self.transcode(body, 1, writer)
+        if done is None:
+            return list(self._documents(self.datums.exactly(body, writer), writer))
+        documents, end, error = done
         if error is not None:
             raise error
         if end != len(body):
             raise BadInput(left_over(len(body) - end, writer))
         return documents
+
+    def file_block(self, data: bytes, count: int, writer: Schema,
+                   reader_block: Callable[[], Iterable[Any]]) -> Iterator[JsonDocument]:
+        """The documents of one block of an OCF file.  A block the program stops in is read
+        again by the Python path (``reader_block``), so that a file's records before an error,
+        and the error's words, are those of the Python path."""
+        done = self.transcode(data, count, writer)
+        if done is None or done[2] is not None:
+            return self._documents(reader_block(), writer)
+        return iter(done[0])

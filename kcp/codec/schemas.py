@@ -18,6 +18,7 @@ import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from ..errors import BadInput, UsageError
+from .limits import Limits
 
 
 class Schema:
@@ -25,7 +26,12 @@ class Schema:
 
     __slots__ = ("definition", "fingerprint", "name", "parsed", "registry_id", "text")
 
-    def __init__(self, definition: Any, registry_id: int | None = None) -> None:
+    def __init__(self, definition: Any, registry_id: int | None = None,
+                 max_depth: int = Limits.max_depth) -> None:
+        # fastavro and kcp's own compilers recurse over a schema: a deep one is refused first.
+        # A record nests four JSON levels below its parent (fields, field, union, record).
+        if json_depth(definition) > 4 * max_depth:
+            raise UsageError(f"invalid Avro schema: nested deeper than --max-depth {max_depth}")
         try:
             self.parsed = fastavro.parse_schema(copy.deepcopy(definition))
             canonical = to_parsing_canonical_form(self.parsed)
@@ -42,6 +48,21 @@ class Schema:
 
     def __repr__(self) -> str:
         return f"Schema({self.name}, fingerprint={self.fingerprint:016x}, id={self.registry_id})"
+
+
+def json_depth(document: Any) -> int:
+    """How deep dicts and lists nest in ``document`` (walked without recursion)."""
+    deepest = 0
+    stack = [(document, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            node = node.values()
+        elif not isinstance(node, list):
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in node)
+    return deepest
 
 
 def _full_name(definition: Any) -> str:
@@ -62,7 +83,8 @@ class SchemaStore:
     record is resolved into.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
         self.default: Schema | None = None
         self.reader: Schema | None = None
         self._by_text: dict[bytes, Schema] = {}
@@ -83,15 +105,25 @@ class SchemaStore:
         if schema is None:
             try:
                 definition = json.loads(text)
+                too_deep = json_depth(definition) > 4 * self.limits.max_depth
             except ValueError as exc:
                 raise BadInput(f"OCF header holds a schema that is not JSON: {exc}") from None
+            except RecursionError:  # deeper than the JSON parser follows
+                too_deep = True
+            if too_deep:
+                raise BadInput("OCF header holds a schema nested deeper than --max-depth "
+                               f"{self.limits.max_depth}")
             # Different writers embed the same schema with different whitespace or key order.  Not
             # the fingerprint: the Parsing Canonical Form drops logical types and decimal scales,
             # and schemas differing only in those decode the same bytes to different values.
             key = json.dumps(definition, sort_keys=True, separators=(",", ":"))
             schema = self._by_definition.get(key)
             if schema is None:
-                schema = self._by_definition[key] = Schema(definition)
+                try:
+                    schema = Schema(definition, max_depth=self.limits.max_depth)
+                except UsageError as exc:  # the schema came with the data: bad input
+                    raise BadInput(f"OCF header holds an {exc.message}") from None
+                self._by_definition[key] = schema
                 self._by_fingerprint.setdefault(schema.fingerprint, schema)
             self._by_text[text] = schema
         return schema

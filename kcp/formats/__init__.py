@@ -75,6 +75,10 @@ def format_for_path(path: str) -> Format | None:
 
 def sniff_format(head: bytes) -> Format:
     """The format of a stream, from its first bytes."""
+    # UTF-16 and UTF-32 byte order marks: only XML declares such an encoding (lxml reads it).
+    if head[:4] in (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff") or head[:2] in (b"\xff\xfe",
+                                                                           b"\xfe\xff"):
+        return FORMATS["voevent"]
     stripped = head.removeprefix(b"\xef\xbb\xbf").lstrip()
     if stripped[:1] in (b"{", b"["):
         return FORMATS["json"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
@@ -12,31 +13,19 @@ import fastavro.read
 from ..codec import Schema, SchemaStore, decode_payload, encoder_for
 from ..codec.framing import (
     OCF_MAGIC,
+    DatumReader,
     OcfStream,
-    block_decompressor,
-    datum_reader,
+    block_inflater,
     parse_ocf_header,
+    read_block,
     read_long,
     write_long,
 )
-from ..codec.native import TruncatedBody, json_transcoder
+from ..codec.native import json_transcoder
 from ..errors import BadInput, UsageError
 from ..message import Message
 from ..options import Options
 from .lines import read_whole
-
-
-def _read_zstandard_block(fo: Any) -> io.BytesIO:
-    import cramjam
-
-    # fastavro's compiled reader passes the file, its pure-Python fallback a decoder.
-    data = fo.read_bytes() if hasattr(fo, "read_bytes") else fastavro.schemaless_reader(fo, "bytes")
-    return io.BytesIO(bytes(cramjam.zstd.decompress(data)))
-
-
-# fastavro reads zstandard blocks only when backports.zstd is installed; cramjam, which kcp needs
-# anyway (kcp.codec.framing decodes zstandard payloads with it), does the same job.
-fastavro.read.BLOCK_READERS["zstandard"] = _read_zstandard_block
 
 
 class AvroReader:
@@ -47,7 +36,7 @@ class AvroReader:
         self.keep_payloads = options.keep_payloads
         # Finished JSON documents when that is all the run needs (kcp.codec.native), else datums.
         self.documents = json_transcoder(options)
-        self.read_bodies = self.documents or datum_reader(self.schemas)
+        self.read_bodies = self.documents or DatumReader(self.schemas)
 
     def decode(self, message: Message) -> list[Message]:
         if message.value is None:
@@ -71,7 +60,7 @@ class AvroReader:
             yield from self._read_ocf_file(stream, source)
             return
         # Not an OCF: the whole file is one payload (a schemaless datum or a framed message).
-        yield from read_whole(self.decode, stream, source)
+        yield from read_whole(self.decode, stream, source, self.schemas.limits.max_line_bytes)
 
     def _read_ocf_payloads(self, stream: BinaryIO, source: str) -> Iterator[Message]:
         """Records as one-OCF payloads, cut from single-record blocks without decoding them."""
@@ -88,65 +77,46 @@ class AvroReader:
                 else:
                     yield from self.decode(message)
         except BadInput as exc:
-            yield Message(source=source, position=f"record {number + 1}",
-                          error=exc.at(f"{source}:record {number + 1}"))
+            yield _bad_record(source, number, exc)
 
     def _read_ocf_documents(self, stream: BinaryIO, source: str) -> Iterator[Message]:
-        """An OCF file's records as JSON documents, a block at a time; as with fastavro, the
-        records before a corrupt one are kept and nothing after it is read."""
+        """An OCF file's records as JSON documents (kcp.codec.native), block by block, with the
+        records and the errors of the Python path (``_read_ocf_file``)."""
         assert self.documents is not None
         number = 0
         try:
             ocf = OcfStream(stream, self.schemas)
-            decompress = block_decompressor(ocf.codec)
+            inflated = block_inflater(ocf.codec, ocf.limits)
             for count, data in ocf.blocks():
-                documents, _, error = self.documents.block(decompress(data), count, ocf.schema)
-                for document in documents:
+                block = inflated(data)
+                python = functools.partial(read_block, count, block, ocf.schema, None, ocf.limits)
+                for document in self.documents.file_block(block, count, ocf.schema, python):
                     number += 1
                     yield Message(datum=document, schema=ocf.schema, decoded=True, source=source,
                                   position=f"record {number}")
-                if error is not None:
-                    raise error
         except BadInput as exc:
-            # A block that ends before its records do is worded as the fastavro path words it.
-            error = BadInput(_describe(EOFError())) if isinstance(exc, TruncatedBody) else exc
-            yield Message(source=source, position=f"record {number + 1}",
-                          error=error.at(f"{source}:record {number + 1}"))
+            yield _bad_record(source, number, exc)
 
     def _read_ocf_file(self, stream: BinaryIO, source: str) -> Iterator[Message]:
-        reader_schema = self.schemas.reader
-        try:
-            records = fastavro.reader(stream, reader_schema.parsed if reader_schema else None)
-            schema = self.schemas.from_header_text(records.metadata["avro.schema"].encode())
-        except (ValueError, EOFError, StopIteration, KeyError, UnicodeDecodeError) as exc:
-            error = BadInput(f"not a readable Avro container file ({exc or type(exc).__name__})")
-            yield Message(source=source, error=error.at(source))
-            return
-        schema = reader_schema or schema
+        # Read block by block here, not by fastavro.reader: each block's inflated size, record
+        # count and (for schemas that need it) nesting are checked first (kcp.codec.limits).
         number = 0
-        while True:
-            number += 1
-            try:
-                datum = next(records)
-            except StopIteration:
-                return
-            except Exception as exc:  # fastavro reports corruption with many exception types
-                # Nothing after a corrupt block can be trusted: report it, end this file.
-                error = exc if isinstance(exc, BadInput) else BadInput(_describe(exc))
-                yield Message(source=source, position=f"record {number}",
-                              error=error.at(f"{source}:record {number}"))
-                return
-            yield Message(datum=datum, schema=schema, decoded=True, source=source,
-                          position=f"record {number}")
+        try:
+            ocf = OcfStream(stream, self.schemas)
+            schema = self.schemas.reader or ocf.schema
+            for datum in ocf.records(self.schemas.reader):
+                number += 1
+                yield Message(datum=datum, schema=schema, decoded=True, source=source,
+                              position=f"record {number}")
+        except BadInput as exc:
+            # Nothing after a corrupt block can be trusted: report it, end this file.
+            yield _bad_record(source, number, exc)
 
 
-def _describe(exc: Exception) -> str:
-    text = str(exc)
-    if isinstance(exc, EOFError) or not text:
-        return "truncated or trailing garbage after the last complete record"
-    if "sync marker" in text:
-        return "corrupt OCF block (sync marker not found)"
-    return f"corrupt Avro data ({type(exc).__name__}: {text})"
+def _bad_record(source: str, good: int, error: BadInput) -> Message:
+    """The message reporting ``error`` after ``good`` records of an OCF read well."""
+    position = f"record {good + 1}"
+    return Message(source=source, position=position, error=error.at(f"{source}:{position}"))
 
 
 def _record_of(message: Message, datum: Any, schema: Schema) -> Message:
@@ -172,7 +142,7 @@ class AvroWriter:
             return default  # the same schema, with the registry id --schema-id gave it
         schema = self.schemas.reader or message.schema or default
         if schema is None:
-            raise UsageError("writing Avro needs a schema for records read as plain JSON: "
+            raise BadInput("writing Avro needs a schema for records read as plain JSON: "
                              "give --schema FILE")
         return schema
 
@@ -251,8 +221,10 @@ class OcfStreamWriter:
                            "give --reader-schema to write them all in one shape")
         try:
             self.writer.write(self.owner._datum_of(message, schema))
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
             raise BadInput(f"record does not match schema {schema.name}: {exc}") from None
+        except RecursionError:
+            raise BadInput(f"record nested too deeply to write as {schema.name}") from None
 
     def flush(self) -> None:
         if self.writer is not None:

@@ -100,9 +100,18 @@ class EnvelopeWriter:
         return LineStreamWriter(stream, self.encode)
 
 
+def _typed(envelope: dict, name: str, kind: type) -> Any:
+    """An envelope's field, checked: the Kafka client takes it as it is."""
+    value = envelope.get(name)
+    if value is not None and (type(value) is not kind):
+        raise BadInput(f"envelope {name}: expected {kind.__name__} or null, got {value!r:.40}")
+    return value
+
+
 class EnvelopeReader:
     def __init__(self, options: Options) -> None:
         self.schemas = options.schemas
+        self.limits = options.limits
         self.to_avro = JsonToAvro(options.bytes_mode, options.json_style)
 
     def decode(self, message: Message) -> list[Message]:
@@ -112,9 +121,9 @@ class EnvelopeReader:
             raise BadInput(f"invalid JSON: {exc}") from None
         if not isinstance(envelope, dict):
             raise BadInput("an envelope must be a JSON object")
-        message.topic = envelope.get("topic")
-        message.partition = envelope.get("partition")
-        message.timestamp = envelope.get("timestamp")
+        message.topic = _typed(envelope, "topic", str)
+        message.partition = _typed(envelope, "partition", int)
+        message.timestamp = _typed(envelope, "timestamp", int)
         message.key = _bytes_of(envelope.get("key"), "key")
         message.headers = headers_from_json(envelope.get("headers"))
         if envelope.get("payload") is not None:
@@ -135,4 +144,4 @@ class EnvelopeReader:
         return [message]
 
     def read_stream(self, stream: BinaryIO, source: str) -> Iterator[Message]:
-        return read_lines(self.decode, stream, source)
+        return read_lines(self.decode, stream, source, self.limits.max_line_bytes)

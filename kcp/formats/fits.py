@@ -36,6 +36,7 @@ import fastavro
 
 from ..codec import JsonToAvro, Schema, write_body
 from ..codec.framing import read_body
+from ..codec.limits import Limits
 from ..errors import BadInput, UsageError
 from ..message import Message
 from ..options import Options
@@ -164,7 +165,7 @@ class Layout:
     def primitive_datum(self, datum: Any) -> Any:
         if self.primitive is self.schema:
             return datum
-        return read_body(write_body(datum, self.schema), self.primitive, None)
+        return read_body(write_body(datum, self.schema), self.primitive, None, Limits())
 
 
 def _without_logical_types(node: Any) -> Any:
@@ -524,7 +525,7 @@ class _Hdu:
         bitpix = self.cards.get("BITPIX")
         if bitpix not in (8, 16, 32, 64, -32, -64):
             raise BadInput("malformed FITS header (BITPIX)")
-        axes = [self._count(f"NAXIS{n}") for n in range(1, self._count("NAXIS") + 1)]
+        axes = [self._count(f"NAXIS{n}") for n in range(1, self.axis_count("NAXIS") + 1)]
         size = abs(bitpix) // 8 * self._count("GCOUNT", 1) * (
             self._count("PCOUNT") + (math.prod(axes) if axes else 0))
         self.data_end = self.data_start + size
@@ -536,6 +537,13 @@ class _Hdu:
         value = self.cards.get(keyword, default)
         if type(value) is not int or value < 0:
             raise BadInput(f"malformed FITS header ({keyword})")
+        return value
+
+    def axis_count(self, keyword: str) -> int:
+        """NAXIS or TFIELDS: the FITS standard allows at most 999 (each names a keyword)."""
+        value = self._count(keyword)
+        if value > 999:
+            raise BadInput(f"malformed FITS header ({keyword} = {value}, more than 999)")
         return value
 
 
@@ -570,7 +578,7 @@ class _Table:
         cards = hdu.cards
         self.name = cards.get("EXTNAME", "?")
         self.count = cards.get("NAXIS2", 0)
-        self.names = [cards.get(f"TTYPE{n}", "") for n in range(1, cards.get("TFIELDS", 0) + 1)]
+        self.names = [cards.get(f"TTYPE{n}", "") for n in range(1, hdu.axis_count("TFIELDS") + 1)]
         self.tnull = [cards.get(f"TNULL{n}") for n in range(1, len(self.names) + 1)]
         self.forms = []
         layout = []
@@ -632,7 +640,8 @@ def fits_to_alert(data: bytes, options: Options, layouts: dict[Schema, Layout]
         # A damaged file can break the tables' layout in many ways (numpy reports them).
         raise BadInput(f"corrupt FITS alert ({type(exc).__name__}: {exc})") from None
     body = write_body(record, layout.primitive)
-    return read_body(body, schema, options.schemas.reader), options.schemas.reader or schema
+    return (read_body(body, schema, options.schemas.reader, options.limits),
+            options.schemas.reader or schema)
 
 
 def _record(data: bytes, options: Options, layouts: dict[Schema, Layout]
@@ -734,7 +743,7 @@ class FitsReader:
         return [message]
 
     def read_stream(self, stream: BinaryIO, source: str) -> Iterator[Message]:
-        return read_whole(self.decode, stream, source)
+        return read_whole(self.decode, stream, source, self.options.limits.max_line_bytes)
 
 
 class FitsWriter:

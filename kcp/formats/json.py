@@ -19,6 +19,7 @@ from .lines import LineStreamWriter, cut_after_last_line, read_lines
 class JsonReader:
     def __init__(self, options: Options) -> None:
         self.schemas = options.schemas
+        self.limits = options.limits
         self.to_avro = JsonToAvro(options.bytes_mode, options.json_style)
 
     def decode(self, message: Message) -> list[Message]:
@@ -37,7 +38,7 @@ class JsonReader:
         return [message]
 
     def read_stream(self, stream: BinaryIO, source: str) -> Iterator[Message]:
-        return read_lines(self.decode, stream, source)
+        return read_lines(self.decode, stream, source, self.limits.max_line_bytes)
 
 
 _JSON_TOKEN = re.compile(rb'("(?:[^"\\]|\\.)*")(\s*:)?|(-?\d[\d.eE+-]*)|\b(true|false|null)\b')

@@ -64,14 +64,31 @@ def _decoded(decode: Decode, message: Message, where: str) -> Iterator[Message]:
         yield message
 
 
-def read_lines(decode: Decode, stream: BinaryIO, source: str) -> Iterator[Message]:
-    """One message per non-blank line of ``stream``, decoded."""
-    for number, line in enumerate(stream, 1):
-        if line.strip():
-            message = Message(value=line, source=source, position=f"line {number}")
+def _too_long(limit: int) -> BadInput:
+    return BadInput(f"longer than --max-line-size {limit >> 20} MB")
+
+
+def read_lines(decode: Decode, stream: BinaryIO, source: str, limit: int) -> Iterator[Message]:
+    """One message per non-blank line of ``stream``, decoded; a line over ``limit`` bytes is
+    bad input (it is read past, not kept)."""
+    number = 0
+    while line := stream.readline(limit + 1):
+        number += 1
+        message = Message(value=line, source=source, position=f"line {number}")
+        if len(line) > limit and not line.endswith(b"\n"):
+            while (rest := stream.readline(1 << 20)) and not rest.endswith(b"\n"):
+                pass
+            message.value = None
+            message.error = _too_long(limit).at(message.where())
+            yield message
+        elif line.strip():
             yield from _decoded(decode, message, message.where())
 
 
-def read_whole(decode: Decode, stream: BinaryIO, source: str) -> Iterator[Message]:
-    """The whole of ``stream`` as one payload, decoded."""
-    yield from _decoded(decode, Message(value=stream.read(), source=source), source)
+def read_whole(decode: Decode, stream: BinaryIO, source: str, limit: int) -> Iterator[Message]:
+    """The whole of ``stream`` as one payload, decoded; over ``limit`` bytes it is bad input."""
+    payload = stream.read(limit + 1)
+    if len(payload) > limit:
+        yield Message(source=source, error=_too_long(limit).at(source))
+        return
+    yield from _decoded(decode, Message(value=payload, source=source), source)

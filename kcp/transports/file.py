@@ -16,13 +16,14 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from ..address import Address
 from ..config import Config
-from ..errors import UsageError
+from ..errors import BadInput, UsageError
 from ..formats import Format, format_for_path, format_named, sniff_format
 from ..message import Message
 from ..options import Options
@@ -54,7 +55,16 @@ def read_messages(stream: BinaryIO, name: str, fmt: Format | None, options: Opti
     if options.read_format:
         fmt = format_named(options.read_format)
     fmt = fmt or sniff_format(peek(stream, 64))
-    yield from fmt.reader(options).read_stream(stream, name)
+    last = None
+    try:
+        for message in fmt.reader(options).read_stream(stream, name):
+            last = message.position
+            yield message
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:  # a damaged or cut .gz
+        where = f"{name}:after {last}" if last else name
+        error = BadInput(f"corrupt or truncated gzip data ({exc or type(exc).__name__})")
+        yield Message(source=name, position=f"after {last}" if last else None,
+                      error=error.at(where))
 
 
 class FileSource(PathSource):

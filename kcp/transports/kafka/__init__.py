@@ -8,6 +8,8 @@ EOF event, whichever comes first, so ``consume`` ends even on a busy topic.
 
 Writing: acks=all with idempotence; the producer's queue is bounded, so a slow broker slows the
 reader (back-pressure); ``flush`` waits for every delivery report and fails naming the failures.
+With ``--exactly-once`` the sink writes in transactions that also carry the source positions,
+kept in the destination cluster (``CopyTransaction``; offsets.py tells how and why).
 """
 
 from __future__ import annotations
@@ -40,15 +42,19 @@ from ...options import Options
 from ...times import parse_time
 from .admin import create_topic_like, describe_topics, group_lag, topic_names
 from .client import (
+    ABORTED,
     ACCESS_DENIED,
     NO_SUCH_TOPIC,
     absent_topic,
     broker_properties,
     explain,
     fatal_errors,
+    is_fenced,
     raise_fatal,
     topic_metadata,
+    transaction_failure,
 )
+from .offsets import OFFSETS_TOPIC, PositionStore, position_record, transactional_id
 
 __all__ = ["KafkaSink", "KafkaSource", "describe_topics", "exactly_once", "group_lag",
            "open_sink", "open_source", "topic_names"]
@@ -105,7 +111,7 @@ class KafkaSource:
         self.assigned: set[tuple[str, int]] = set()
         self.positions: dict[tuple[str, int], int] = {}
         self.committed: dict[tuple[str, int], int] = {}
-        self.transaction: KafkaSink | None = None
+        self.transaction: CopyTransaction | None = None
         # Set by the pipeline: makes the sink durable before a rebalance commits.
         self.flush_sink: Any = None
         self._assignment_seen = False
@@ -193,8 +199,11 @@ class KafkaSource:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self.options.partitions:
             partitions = [tp for tp in partitions if tp.partition in self.options.partitions]
-        self._position(partitions, explicit=not self.group or self.options.offset is not None
-                       or self.options.tail_count is not None)
+        explicit = not self.group or self.options.offset is not None or (
+            self.options.tail_count is not None)
+        self._position(partitions, explicit=explicit)
+        if self.transaction is not None:
+            self.transaction.assign(partitions, resume=not explicit)
         consumer.assign(partitions)
         self._assignment_seen = True
 
@@ -204,11 +213,19 @@ class KafkaSource:
         if self.flush_sink is not None:
             self.flush_sink()
         self.checkpoint()
-        self._on_lost(consumer, partitions)
+        self._forget(partitions)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Forget partitions another member now owns: no commit for them from here (it would
-        overwrite the new owner's progress), and no "end" until the next assignment (an empty
+        """Partitions another member now owns: no commit for them from here (it would
+        overwrite the new owner's progress)."""
+        if self.transaction is not None:
+            # Records of a lost partition written since the last commit must never be
+            # committed: the new owner copies them again from the committed position.
+            self.transaction.abort()
+        self._forget(partitions)
+
+    def _forget(self, partitions: list[TopicPartition]) -> None:
+        """No position and no "end" for ``partitions`` until the next assignment (an empty
         assignment during a rebalance is not the end of the topic)."""
         for tp in partitions:
             key = (tp.topic, tp.partition)
@@ -321,20 +338,23 @@ class KafkaSource:
         pending = [TopicPartition(t, p, o) for (t, p), o in self.positions.items()
                    if self.committed.get((t, p)) != o]
         if self.transaction is not None:
-            # Exactly once: the offsets travel inside the sink's transaction.
-            self.transaction.commit_transaction(pending, self.consumer.consumer_groupmetadata())
+            # Exactly once: the positions travel inside the destination's transaction; the
+            # source group then gets them too, for `kcp lag` only (best effort, asynchronous).
+            self.transaction.commit(pending)
+            if pending:
+                self._commit(pending, asynchronous=True)
         elif not pending:
             return
         else:
             self._commit(pending)
         self.committed.update(((tp.topic, tp.partition), tp.offset) for tp in pending)
 
-    def _commit(self, pending: list[TopicPartition]) -> None:
+    def _commit(self, pending: list[TopicPartition], asynchronous: bool = False) -> None:
         try:
-            self.consumer.commit(offsets=pending, asynchronous=False)
+            self.consumer.commit(offsets=pending, asynchronous=asynchronous)
         except KafkaException as exc:
             error = exc.args[0]
-            if error.code() != KafkaError._NO_OFFSET:
+            if error.code() != KafkaError._NO_OFFSET and not asynchronous:
                 raise TransportError(f"group {self.group}: cannot commit offsets: "
                                      f"{error.str()}") from None
 
@@ -378,10 +398,11 @@ class KafkaSink:
             # Rubin alerts with full histories pass 1 MB, librdkafka's default limit.
             "message.max.bytes": 10485760,
             **properties,
-            **(transactional_properties(options.group, options.timeout) if transactional
-               else {}),
             **callbacks,
         }
+        # Transactional producers are made when source partitions are assigned (their
+        # transactional.id names the partitions: see use_transactional_id).
+        self._settings = settings
         try:
             self.producer = Producer(settings)
         except KafkaException as exc:
@@ -394,10 +415,24 @@ class KafkaSink:
             raise TransportError(explain(self.name, found.error, self.topic))
         self.failures: list[tuple[str, str]] = []
         self.timeout = options.timeout
-        self.transactional = "transactional.id" in settings
+        self.transactional = transactional
+        self.group = options.group
+        self.transactional_id: str | None = None
         self._in_transaction = False
-        if self.transactional:
-            self._transaction_call("initialise", self.producer.init_transactions)
+
+    def use_transactional_id(self, transactional_id: str) -> None:
+        """Produce from now on with ``transactional_id``. Initialising it aborts the open
+        transaction of any earlier producer with that id and fences that producer."""
+        if transactional_id == self.transactional_id:
+            return
+        if self._in_transaction:
+            raise RuntimeError("the transactional id changed inside a transaction")
+        self.flush()
+        producer = Producer({**self._settings, "transactional.id": transactional_id,
+                             "transaction.timeout.ms": int(self.timeout * 1000)})
+        self.producer = producer
+        self.transactional_id = transactional_id
+        self._transaction_call("initialise", producer.init_transactions)
 
     def _transaction_call(self, what: str, call: Any, *args: Any) -> None:
         try:
@@ -405,34 +440,50 @@ class KafkaSink:
         except KafkaException as exc:
             error = exc.args[0]
             if error.txn_requires_abort():
-                with contextlib.suppress(KafkaException):
-                    self.producer.abort_transaction(self.timeout)
-                self._in_transaction = False
-            raise TransportError(f"broker {self.name}: cannot {what} the transaction: "
-                                 f"{error.str()}") from None
+                self.abort_transaction()
+            raise TransportError(transaction_failure(self.name, what, error, self.group)
+                                 ) from None
 
-    def commit_transaction(self, offsets: list[TopicPartition], group: Any) -> None:
-        """Commit what was produced since the last call together with the source offsets."""
-        if not self._in_transaction and not offsets:
+    def commit_transaction(self, positions: list[tuple[bytes, bytes]]) -> None:
+        """Commit what was produced since the last call together with ``positions`` (records
+        of the offsets topic: key, value)."""
+        if not self._in_transaction and not positions:
             return
         if not self._in_transaction:
             self._begin()
-        if offsets:
-            self._transaction_call("add offsets to", self.producer.send_offsets_to_transaction,
-                                   offsets, group)
+        for key, value in positions:
+            self._produce(OFFSETS_TOPIC, value, key, {})
         self._transaction_call("commit", self.producer.commit_transaction)
         self._in_transaction = False
 
+    def abort_transaction(self) -> None:
+        """Drop what was produced since the last commit (nothing if no transaction is open)."""
+        if self._in_transaction:
+            self._in_transaction = False
+            try:
+                self.producer.abort_transaction(self.timeout)
+            except KafkaException as exc:
+                if is_fenced(exc.args[0]):  # another copier has taken over: stop here
+                    raise TransportError(explain(self.name, exc.args[0], None, self.group)
+                                         ) from None
+        self.failures.clear()
+
     def _begin(self) -> None:
+        if self.transactional_id is None:
+            raise RuntimeError("a transactional sink writes only once partitions are assigned")
         try:
             self.producer.begin_transaction()
         except KafkaException as exc:
-            raise TransportError(f"broker {self.name}: cannot begin a transaction: "
-                                 f"{exc.args[0].str()}") from None
+            raise TransportError(transaction_failure(self.name, "begin", exc.args[0],
+                                                     self.group)) from None
         self._in_transaction = True
 
     def _on_delivery(self, error: KafkaError | None, record: Any) -> None:
-        if error is not None:
+        if error is None or error.code() in ABORTED:
+            return  # delivered, or in a transaction that was aborted: the copy writes it again
+        if is_fenced(error):
+            self._errors.append(error)  # reported alone by flush: nothing else matters then
+        else:
             reason = (explain(self.name, error, record.topic()) if error.code() in ACCESS_DENIED
                       else error.str())
             self.failures.append((f"{record.topic()}", reason))
@@ -464,22 +515,26 @@ class KafkaSink:
         topic = self._destination(message)
         if self.transactional and not self._in_transaction:
             self._begin()
-        extra = {}
+        extra: dict[str, Any] = {"headers": message.headers, "on_delivery": self._on_delivery}
         if self.keep_partition and message.partition is not None:
             extra["partition"] = message.partition
         if message.timestamp:
             extra["timestamp"] = message.timestamp
+        self._produce(topic, value, message.key, extra)
+
+    def _produce(self, topic: str, value: bytes | None, key: bytes | None,
+                 extra: dict[str, Any]) -> None:
         while True:
             try:
-                self.producer.produce(topic, value, message.key, headers=message.headers,
-                                      on_delivery=self._on_delivery, **extra)
+                self.producer.produce(topic, value, key, **extra)
                 break
             except BufferError:
                 self._poll(0.05)
-                raise_fatal(self.name, self._errors, topic)
+                raise_fatal(self.name, self._errors, topic, self.group)
             except KafkaException as exc:
-                if exc.args[0].code() in ACCESS_DENIED:
-                    raise TransportError(explain(self.name, exc.args[0], topic)) from None
+                if exc.args[0].code() in ACCESS_DENIED or is_fenced(exc.args[0]):
+                    raise TransportError(explain(self.name, exc.args[0], topic, self.group)
+                                         ) from None
                 raise TransportError(f"{topic}: cannot produce: {exc.args[0].str()}") from None
         self._poll(0)
 
@@ -490,7 +545,8 @@ class KafkaSink:
         try:
             self.producer.poll(timeout)
         except KafkaException as exc:  # poll raises librdkafka's fatal errors
-            raise TransportError(explain(self.name, exc.args[0], self.topic)) from None
+            raise TransportError(explain(self.name, exc.args[0], self.topic, self.group)
+                                 ) from None
 
     def flush(self) -> None:
         deadline = time.monotonic() + self.timeout + 5
@@ -498,8 +554,10 @@ class KafkaSink:
             try:
                 self.producer.flush(0.5)
             except KafkaException as exc:  # a fatal producer error (e.g. idempotence refused)
-                raise TransportError(explain(self.name, exc.args[0], self.topic)) from None
-            raise_fatal(self.name, self._errors, self.topic)
+                raise TransportError(explain(self.name, exc.args[0], self.topic, self.group)
+                                     ) from None
+            raise_fatal(self.name, self._errors, self.topic, self.group)
+        raise_fatal(self.name, self._errors, self.topic, self.group)
         if len(self.producer):
             raise TransportError(f"broker {self.name}: {len(self.producer)} messages still "
                                  f"undelivered after {self.timeout:g}s")
@@ -512,24 +570,49 @@ class KafkaSink:
         self.flush()
 
 
+class CopyTransaction:
+    """A copy from ``source`` to ``sink`` whose records and source positions the destination
+    commits together (kcp/transports/kafka/offsets.py tells how and why)."""
+
+    def __init__(self, source: KafkaSource, sink: KafkaSink) -> None:
+        self.source, self.sink = source, sink
+        self.group = sink.group = source.group or ""  # the sink names it in its errors
+        self.store = PositionStore(sink.name, sink._properties, self.group, sink.timeout)
+        self.store.create_topic()
+
+    def assign(self, partitions: list[TopicPartition], resume: bool) -> None:
+        """Take ``partitions`` over: fence their previous copier, then (``resume``) start each
+        where the destination says the copy stands. A partition the destination knows nothing
+        of starts from the source group's commit, else from -o."""
+        if not partitions:
+            return
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        self.sink.use_transactional_id(transactional_id(self.group, self.sink.name, keys))
+        if not resume:
+            return
+        stored = self.store.read()
+        for tp in partitions:
+            offset = stored.get((tp.topic, tp.partition))
+            if offset is not None:
+                tp.offset = offset
+                self.source.committed[(tp.topic, tp.partition)] = offset
+
+    def commit(self, pending: list[TopicPartition]) -> None:
+        self.sink.commit_transaction([position_record(self.group, tp.topic, tp.partition,
+                                                      tp.offset) for tp in pending])
+
+    def abort(self) -> None:
+        self.sink.abort_transaction()
+
+
 def exactly_once(source: KafkaSource, sink: KafkaSink) -> None:
-    """Make ``sink`` commit ``source``'s offsets inside its transactions."""
+    """Make ``sink`` commit ``source``'s positions inside its transactions, in the destination
+    cluster, and ``source`` start from the positions found there."""
     if not source.group:
         raise UsageError("--exactly-once needs a consumer group: -g GROUP")
     if not sink.transactional:
         raise UsageError("--exactly-once needs a transactional producer")
-    source.transaction = sink
-
-
-def transactional_properties(group: str | None, timeout: float) -> dict[str, str]:
-    """Producer settings for --exactly-once.
-
-    Each process has its own transactional id, so copiers sharing a group never fence each
-    other; the transaction of a copier that died is aborted by the coordinator after
-    ``--timeout``, and readers with read_committed never see its records.
-    """
-    return {"transactional.id": f"kcp-{group}-{uuid.uuid4().hex[:12]}",
-            "transaction.timeout.ms": str(int(timeout * 1000))}
+    source.transaction = CopyTransaction(source, sink)
 
 
 def open_source(address: Address, options: Options, config: Config) -> KafkaSource:

@@ -22,6 +22,10 @@ from ...errors import TransportError
 from ...options import Options
 from .client import broker_properties, fatal_errors, topic_metadata
 
+# How far before a partition's end ``kcp ls`` looks for its last record when the end is a
+# transaction marker (the copy commits about once a second: a few markers at most).
+_MARKER_SPAN = 64
+
 
 def group_lag(address: Address, group: str, options: Options, config: Config
               ) -> list[dict[str, Any]]:
@@ -42,8 +46,7 @@ def group_lag(address: Address, group: str, options: Options, config: Config
         raise TransportError(f"group {group} on broker {name}: {exc.args[0].str()}") from None
     if not committed:
         raise TransportError(f"group {group} has committed no offsets on broker {name}")
-    consumer = Consumer({"group.id": f"kcp-lag-{uuid.uuid4().hex}", "enable.auto.commit": False,
-                         **properties, **callbacks})
+    consumer = _position_reader("kcp-lag", properties, callbacks)
     try:
         rows, unread = [], []
         for tp in sorted(committed, key=lambda tp: (tp.topic, tp.partition)):
@@ -55,11 +58,15 @@ def group_lag(address: Address, group: str, options: Options, config: Config
                          "lag": max(0, high - max(position, low)), "lag_seconds": 0.0})
             if high > max(position, low):
                 unread.append(TopicPartition(tp.topic, tp.partition, max(position, low)))
-        stamps = timestamps_at(consumer, unread, options.timeout)
+        stamps, empty = timestamps_at(consumer, unread, options.timeout)
         now = time.time()
         for row in rows:
-            stamp = stamps.get((row["topic"], row["partition"]))
-            if row["lag"]:
+            key = (row["topic"], row["partition"])
+            if key in empty:
+                # Only transaction markers or aborted records are left: nothing to read.
+                row["lag"] = 0
+            elif row["lag"]:
+                stamp = stamps.get(key)
                 row["lag_seconds"] = round(now - stamp / 1000, 3) if stamp else None
         return rows
     finally:
@@ -83,8 +90,7 @@ def describe_topics(address: Address, options: Options, config: Config) -> list[
     message count (the span of offsets), and the timestamps of its first and last messages."""
     name, properties = broker_properties(address, options, config)
     callbacks, errors = fatal_errors(name)
-    consumer = Consumer({"group.id": f"kcp-ls-{uuid.uuid4().hex}", "enable.auto.commit": False,
-                         **properties, **callbacks})
+    consumer = _position_reader("kcp-ls", properties, callbacks)
     try:
         metadata = topic_metadata(consumer, name, None, options.timeout, errors)
         patterns = [re.compile(t if t.startswith("^") else f"^{re.escape(t)}$")
@@ -104,10 +110,19 @@ def describe_topics(address: Address, options: Options, config: Config) -> list[
                     firsts.append(TopicPartition(topic, partition, low))
                     lasts.append(TopicPartition(topic, partition, high - 1))
             rows.append({"topic": topic, "partitions": len(metadata.topics[topic].partitions),
-                         "messages": count, "first": None, "last": None})
+                         "messages": count, "exact": True, "first": None, "last": None})
         by_topic = {row["topic"]: row for row in rows}
-        for field, positions, pick in (("first", firsts, min), ("last", lasts, max)):
-            for (topic, _), stamp in timestamps_at(consumer, positions, options.timeout).items():
+        firsts_found, _ = timestamps_at(consumer, firsts, options.timeout)
+        lasts_found, marked = timestamps_at(consumer, lasts, options.timeout)
+        # A partition written in transactions ends with a commit marker, not a record: its
+        # offsets count markers (and aborted records) too, and its last record lies before.
+        earlier = [TopicPartition(tp.topic, tp.partition, max(0, tp.offset - _MARKER_SPAN))
+                   for tp in lasts if (tp.topic, tp.partition) in marked]
+        lasts_found.update(timestamps_at(consumer, earlier, options.timeout, latest=True)[0])
+        for topic, _ in marked:
+            by_topic[topic]["exact"] = False
+        for field, found, pick in (("first", firsts_found, min), ("last", lasts_found, max)):
+            for (topic, _), stamp in found.items():
                 row = by_topic[topic]
                 row[field] = stamp if row[field] is None else pick(row[field], stamp)
         return rows
@@ -115,26 +130,44 @@ def describe_topics(address: Address, options: Options, config: Config) -> list[
         consumer.close()
 
 
-def timestamps_at(consumer: Consumer, positions: list[TopicPartition], timeout: float
-                   ) -> dict[tuple[str, int], int]:
-    """The timestamp of the message at each position (positions that yield none are left out:
-    a transaction marker, a compacted-away record)."""
+def _position_reader(purpose: str, properties: dict, callbacks: dict) -> Consumer:
+    """A consumer that reads a record here and there, committed records only."""
+    return Consumer({"group.id": f"{purpose}-{uuid.uuid4().hex}", "enable.auto.commit": False,
+                     "isolation.level": "read_committed", "enable.partition.eof": True,
+                     **properties, **callbacks})
+
+
+def timestamps_at(consumer: Consumer, positions: list[TopicPartition], timeout: float,
+                  latest: bool = False) -> tuple[dict[tuple[str, int], int],
+                                                 set[tuple[str, int]]]:
+    """The timestamp of the first committed record at or after each position (``latest``: of
+    the last one up to the end), and the partitions that have none there (only transaction
+    markers or aborted records; or compacted away)."""
     if not positions:
-        return {}
+        return {}, set()
     consumer.assign(positions)
     wanted = {(tp.topic, tp.partition) for tp in positions}
     found: dict[tuple[str, int], int] = {}
+    ended: set[tuple[str, int]] = set()
     deadline = time.monotonic() + min(timeout, 10.0)
-    while wanted - found.keys() and time.monotonic() < deadline:
+    while wanted - ended - (set() if latest else found.keys()) and (
+            time.monotonic() < deadline):
         for record in consumer.consume(500, 0.2):
             key = (record.topic(), record.partition())
-            if record.error() is None and key in wanted and key not in found:
+            if key not in wanted or key in ended:
+                continue
+            if record.error() is not None:
+                if record.error().code() == KafkaError._PARTITION_EOF:
+                    ended.add(key)
+                    consumer.pause([TopicPartition(*key)])
+            elif latest or key not in found:
                 found[key] = record.timestamp()[1]
-                consumer.pause([TopicPartition(*key)])
+                if not latest:
+                    consumer.pause([TopicPartition(*key)])
     # Paused partitions stay paused across assign(): undo it for the next round.
     consumer.resume([TopicPartition(t, p) for t, p in wanted])
     consumer.unassign()
-    return found
+    return found, ended - found.keys()
 
 
 def create_topic_like(producer: Producer, properties: dict, name: str, topic: str,

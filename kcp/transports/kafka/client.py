@@ -23,6 +23,41 @@ ACCESS_DENIED = {KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORI
                   KafkaError.CLUSTER_AUTHORIZATION_FAILED, KafkaError._AUTHENTICATION,
                   KafkaError.SASL_AUTHENTICATION_FAILED}
 
+# Delivery reports of records dropped by aborting their transaction.
+ABORTED = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}
+
+# The codes of a destination that cannot run transactions at all (ACLs, cluster settings).
+_NO_TRANSACTIONS = {KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+                    KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError._TIMED_OUT,
+                    KafkaError.UNSUPPORTED_FOR_MESSAGE_FORMAT, KafkaError.UNSUPPORTED_VERSION}
+_FENCED = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
+
+
+def is_fenced(error: KafkaError) -> bool:
+    """Whether a newer producer with the same transactional id took over."""
+    return error.code() in _FENCED
+
+
+def is_transaction_refusal(error: KafkaError) -> bool:
+    """Whether ``error`` says this producer may not, or may no longer, run transactions."""
+    return error.code() in _FENCED or (
+        error.code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+
+
+def transaction_failure(name: str, what: str, error: KafkaError, group: str | None) -> str:
+    """One line saying why a transaction call failed, and what to check."""
+    code = error.code()
+    if code in _FENCED:
+        return (f"broker {name}: this copier was fenced: another kcp with group {group} took "
+                "over its partitions (its open transaction was aborted; nothing is lost)")
+    if code in _NO_TRANSACTIONS:
+        return (f"broker {name} cannot run transactions ({error.str()}): --exactly-once needs "
+                f"a Write ACL on transactional ids kcp-{group}- (prefixed), IdempotentWrite on "
+                "the cluster, and transaction.state.log.replication.factor / min.isr no larger "
+                "than the brokers it has")
+    return f"broker {name}: cannot {what} the transaction: {error.str()}"
+
 
 # Broker names that are aliases of the config file (error messages differ for them).
 _ALIASES: set[str] = set()
@@ -59,6 +94,8 @@ def explain(name: str, error: KafkaError, topic: str | None = None,
     librdkafka's texts never hold secrets (it masks sasl.password itself), and neither do ours.
     """
     code = error.code()
+    if is_transaction_refusal(error):
+        return transaction_failure(name, "use", error, group)
     if code == KafkaError.TOPIC_AUTHORIZATION_FAILED:
         return (f"not authorised for topic {topic or '(unnamed)'} on broker {name} "
                 "(the broker has no ACL letting this user use it)")
