@@ -121,6 +121,12 @@ def read_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("-p", "--partition", "partitions", type=int, multiple=True,
                      help="Read only this partition (repeatable)."),
         count_option,
+        click.option("--heartbeat", metavar="TOPIC",
+                     help="Exit 4 when this topic of the source's broker (GCN: gcn.heartbeat) "
+                          "is silent for --heartbeat-timeout seconds."),
+        click.option("--heartbeat-timeout", type=click.FloatRange(min=0.5), default=30.0,
+                     show_default=True, metavar="SECONDS",
+                     help="How long the --heartbeat topic may be silent."),
         click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, metavar="N",
                      help="Decode, filter and encode in N processes (output order kept). "
                           "Pays off with cores to spare: at most cores - 1, fewer when the "
@@ -131,7 +137,7 @@ def read_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def format_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    from .codec import BYTES_MODES, JSON_STYLES
+    from .codec import BYTES_MODES, CODECS, JSON_STYLES
     from .codec.limits import Limits
     from .formats import FORMATS
     from .formats.voevent import CUTOUT_POLICIES
@@ -158,9 +164,24 @@ def format_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--reader-schema", "reader_schema_path", metavar="FILE|DIR",
                      help="Decode every record into this schema (Avro schema evolution; "
                           "decoded by the Python codec, not the native one)."),
-        click.option("--bytes", "bytes_mode", type=click.Choice(BYTES_MODES),
-                     help="How bytes fields (cutouts) appear in JSON [default: size on a "
-                          "terminal, else base64]."),
+        click.option("--fill-missing", is_flag=True,
+                     help="Give the --reader-schema fields a record lacks and that have no "
+                          "default their type's zero (null, 0, \"\", []), and say how many."),
+        click.option("--bytes", "bytes_mode", metavar="|".join(BYTES_MODES) + "|file:DIR",
+                     help="How bytes fields (cutouts) appear in JSON; file:DIR writes each to "
+                          "DIR/<candid or diaSourceId>.<field>.fits, gunzipped "
+                          "[default: size on a terminal, else base64]."),
+        click.option("--codec", type=click.Choice(CODECS),
+                     help="Compress the Avro container files written (.avro files, tar "
+                          "members) [default: null; tar members read as OCF pass unchanged]."),
+        click.option("--save-schema", metavar="FILE",
+                     help="Save the writer schema of the records read to FILE (a further "
+                          "distinct schema to FILE.2, FILE.3 before the extension, said on "
+                          "stderr)."),
+        click.option("--partition-by", metavar="FIELD",
+                     help="Write a folder of files, one subfolder FIELD=VALUE per value of a "
+                          "record field (Hive layout), e.g. night.parquet --partition-by "
+                          "candidate.fid."),
         click.option("--json-style", type=click.Choice(JSON_STYLES), default="kcp",
                      show_default=True,
                      help="kcp: readable JSON for jq; avro: the Avro spec's JSON encoding "
@@ -255,6 +276,10 @@ def run_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--progress", is_flag=True, default=None,
                      help="Show the live count and final summary on stderr (by default they "
                           "show when stderr is a terminal and the data goes elsewhere)."),
+        click.option("--pace", metavar="original|Nx|N/s",
+                     help="Replay at the records' own cadence (ZTF candidate.jd, Rubin "
+                          "diaSource.midpointMjdTai, else the Kafka timestamp), N times "
+                          "faster, or N records a second."),
         click.option("-q", "--quiet", is_flag=True, help="No progress and no summary."),
         click.option("--metrics-port", metavar="[HOST:]PORT",
                      help="Serve Prometheus metrics (records, bytes, errors, lag, age of the "

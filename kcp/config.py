@@ -22,8 +22,13 @@ DEFAULT_BROKER = "localhost:9092"
 DEFAULTABLE = {"bytes", "json_style", "timeout", "on_error"}
 SECRET_WORDS = ("password", "secret", "token", "credential", "key.pem", "keystore",
                 "jaas.config", "oauthbearer.config")
-# Keys that name where a secret is, not the secret itself.
-SECRET_REFERENCES = ("password_file", "password_env")
+# Keys that name where a secret is, not the secret itself, and the librdkafka property each
+# fills in (a SASL password; an OIDC client secret, as GCN Kafka uses).
+SECRET_REFERENCES = {"password_file": "sasl.password", "password_env": "sasl.password",
+                     "client_secret_file": "sasl.oauthbearer.client.secret",
+                     "client_secret_env": "sasl.oauthbearer.client.secret"}
+# Keys of a broker profile that are kcp's own settings, not librdkafka properties.
+KCP_SETTINGS = ("group_prefix", "registry")
 # Values that are secrets whatever their key is called: private keys, key=value settings
 # carrying a secret (sasl.oauthbearer.config's clientSecret=...).
 SECRET_VALUE = re.compile(r"(?i)PRIVATE KEY|(password|secret|token|credential)\w*\s*[=:]")
@@ -38,6 +43,31 @@ def config_path() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_config_dir("kcp")) / "config.toml"
+
+
+@dataclass
+class BrokerProfile:
+    """A broker as a client reaches it: librdkafka properties and kcp's own settings."""
+
+    name: str
+    properties: dict[str, str]
+    # None: the default, the SASL user name and a dash (Rubin's ACLs let a user use only the
+    # consumer groups named after it).
+    explicit_group_prefix: str | None = None
+    # A schema registry serving this broker's schema ids (Rubin).
+    registry: str | None = None
+
+    @property
+    def group_prefix(self) -> str:
+        if self.explicit_group_prefix is not None:
+            return self.explicit_group_prefix
+        user = self.properties.get("sasl.username")
+        return f"{user}-" if user else ""
+
+    def group_id(self, group: str) -> str:
+        """``group`` as this broker knows it: prefixed, unless it is already."""
+        prefix = self.group_prefix
+        return group if group.startswith(prefix) else prefix + group
 
 
 @dataclass
@@ -84,33 +114,58 @@ class Config:
             "config_file_exists": bool(self.path and self.path.is_file()),
             "default_broker": default,
             "default_broker_from": source,
-            "brokers": {name: masked({k: str(v) for k, v in entry.items()})
+            "brokers": {name: {**masked({k: str(v) for k, v in entry.items()}),
+                               "group_prefix": self._profile(name, entry, read_secrets=False)
+                               .group_prefix}
                         for name, entry in self.brokers.items()},
             "defaults": self.defaults,
         }
 
-    def resolve_broker(self, name: str | None) -> tuple[str, dict[str, str]]:
-        """(a display name, librdkafka properties) for an alias, a host list, or the default."""
+    def broker(self, name: str | None) -> BrokerProfile:
+        """The profile of an alias, of a host list, or of the default broker."""
         if name is None:
             name = os.environ.get("KCP_BROKER") or self.default_broker or DEFAULT_BROKER
         entry = self.brokers.get(name)
         if entry is None:
-            return name, {"bootstrap.servers": name}
+            return BrokerProfile(name, {"bootstrap.servers": name})
+        return self._profile(name, entry)
+
+    def _profile(self, name: str, entry: dict[str, Any], read_secrets: bool = True
+                 ) -> BrokerProfile:
         properties: dict[str, str] = {}
         for key, value in entry.items():
             if key == "bootstrap":
                 properties["bootstrap.servers"] = str(value)
-            elif key == "password_file":
-                properties["sasl.password"] = _read_secret_file(Path(value), name)
-            elif key == "password_env":
-                if value not in os.environ:
-                    raise UsageError(f"broker {name}: environment variable {value} is not set")
-                properties["sasl.password"] = os.environ[value]
-            else:
+            elif key in SECRET_REFERENCES:
+                if read_secrets:
+                    properties[SECRET_REFERENCES[key]] = _read_secret(key, str(value), name)
+            elif key not in KCP_SETTINGS:
                 properties[key] = str(value)
         if "bootstrap.servers" not in properties:
             raise UsageError(f"{self.path}: [brokers.{name}] needs bootstrap = \"host:port\"")
-        return name, properties
+        prefix = entry.get("group_prefix")
+        registry = entry.get("registry")
+        return BrokerProfile(name, properties,
+                             explicit_group_prefix=None if prefix is None else str(prefix),
+                             registry=None if registry is None else str(registry))
+
+
+def _read_secret(key: str, value: str, broker: str) -> str:
+    """The secret a ``*_file`` or ``*_env`` key of a broker profile points at."""
+    if key.endswith("_env"):
+        if value not in os.environ:
+            raise UsageError(f"broker {broker}: environment variable {value} is not set")
+        return os.environ[value]
+    path = Path(value).expanduser()
+    warn_if_readable_by_others(path, "holds a password" if key.startswith("password")
+                               else "holds a secret")
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise UsageError(f"broker {broker}: cannot read {key} {path}: "
+                         f"{exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"broker {broker}: {key} {path} is not UTF-8 text") from None
 
 
 def warn_if_readable_by_others(path: Path, what: str) -> None:
@@ -129,18 +184,6 @@ def warn_if_readable_by_others(path: Path, what: str) -> None:
         shown = "~" + shown[len(home):]
     sys.stderr.write(f"kcp: warning: {shown} {what} and is readable by others "
                      f"(chmod 600 it)\n")
-
-
-def _read_secret_file(path: Path, broker: str) -> str:
-    path = path.expanduser()
-    warn_if_readable_by_others(path, "holds a password")
-    try:
-        return path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise UsageError(f"broker {broker}: cannot read password_file {path}: "
-                         f"{exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"broker {broker}: password_file {path} is not UTF-8 text") from None
 
 
 def is_secret(key: str) -> bool:

@@ -32,6 +32,9 @@ class Options:
     schema_dir: str | None = None
     registry: str | None = None
     reader_schema_path: str | None = None
+    # --fill-missing: fields the reader schema adds without a default get their type's zero
+    fill_missing: bool = False
+    save_schema: str | None = None  # a file for the writer schema of the records read
     out_schema_path: str | None = None
     out_schema: Any = None
     # Formats: what payloads are read as and written as (None: detect, or the sink's default).
@@ -46,6 +49,9 @@ class Options:
     colour: bool = False  # set by the plan: only ever for a terminal
     force: bool = False  # binary data even to a terminal
     delimiter: bytes = b"\n"
+    # The codec of the Avro container files written (files, tar members, Kafka payloads);
+    # None: "null" for records encoded, payloads passed on as they were read.
+    codec: str | None = None
     # VOEvent (kcp.formats.voevent): the IVORN authority and cutout policy of alerts written as
     # VOEvent, and the size limit of a packet read (they come from the internet)
     authority: str = "ivo://kcp.local/alerts"
@@ -72,17 +78,22 @@ class Options:
     follow: bool = False
     tail_count: int | None = None
     timeout: float = 30.0
+    # A topic that must not fall silent for longer than heartbeat_timeout seconds (GCN)
+    heartbeat: str | None = None
+    heartbeat_timeout: float = 30.0
     keep_partition: bool = False
     exactly_once: bool = False
     rename: str | None = None
     # Archives per topic ('DIR/{topic}.tar.gz'): finalise one after this many idle seconds
     idle_seconds: float | None = None
+    partition_by: str | None = None  # a file destination becomes a folder per field value
     # Stages: --since/--until, then --where/--map/--pipe-through steps in the order given
     # (("where", EXPR), ("map", TARGET), ("pipe", COMMAND)), then --fields.
     since: str | None = None
     until: str | None = None
     steps: tuple[tuple[str, str], ...] = ()
     fields: str | None = None
+    pace: str | None = None  # replay at the records' own cadence: original, Nx or N/s
     pipe_timeout: float = 30.0
     jobs: int = 1
     # The run

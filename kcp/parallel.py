@@ -24,6 +24,7 @@ from .codec import SchemaStore
 from .contracts import Encode, Reader, Sink
 from .errors import BadInput, KcpError, UsageError
 from .message import Message
+from .pacing import pacer_in
 from .plugins import PipeStage
 from .stages import apply
 
@@ -74,6 +75,8 @@ class Workers:
         if any(isinstance(stage, PipeStage) for stage in stages):
             raise UsageError("--pipe-through runs one program: drop -j (let the program "
                              "use several cores)")
+        if pacer_in(stages) is not None:
+            raise UsageError("--pace releases records one at a time, in order: drop -j")
         self.encodes = sink.traits.encodes_alone
         self.schemas = schemas
         global _work

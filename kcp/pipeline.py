@@ -8,12 +8,13 @@ was handled, so an offset is never committed for a record the sink does not hold
 from __future__ import annotations
 
 import base64
+import functools
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import orjson
@@ -22,6 +23,7 @@ from .contracts import Reader, Sink, SinkTraits, Source
 from .errors import BadInput, Terminated, UsageError
 from .message import Message
 from .options import Options
+from .pacing import pacer_in
 from .parallel import Workers
 from .stages import apply
 
@@ -47,6 +49,11 @@ class Summary:
     bytes_in: int = 0
     seconds: float = 0.0
     last_timestamp: int | None = None  # of the last message read (ms), for its age
+    # What the run has to say beyond its counts (e.g. what --fill-missing filled): one line
+    # each, shown even without --progress.
+    notes: list[str] = field(default_factory=list)
+    # --pace: the night time replayed so far (kcp.pacing.Pacer.night_clock)
+    night_clock: Callable[[], str | None] | None = None
 
     def line(self) -> str:
         rate = self.records / self.seconds if self.seconds > 0 else 0.0
@@ -55,6 +62,9 @@ class Summary:
                 f"({rate:,.0f} records/s, {megabytes / max(self.seconds, 1e-9):.1f} MB/s)")
         if self.skipped:
             text += f"; {self.skipped} bad records skipped"
+        clock = self.night_clock() if self.night_clock is not None else None
+        if clock is not None:
+            text += f"; replayed up to {clock}"
         return text
 
 
@@ -75,9 +85,11 @@ class Progress:
             return
         self.next_draw = now + 0.2
         elapsed = now - self.started
+        clock = summary.night_clock() if summary.night_clock is not None else None
         self.stream.write(f"\r\x1b[Kkcp: {summary.records:,} records, "
                           f"{summary.bytes_in / 1e6:,.1f} MB, "
-                          f"{summary.records / elapsed:,.0f} records/s")
+                          f"{summary.records / elapsed:,.0f} records/s"
+                          + (f", night clock {clock}" if clock else ""))
         self.stream.flush()
         self.drawn = True
 
@@ -147,6 +159,13 @@ class SignalGuard:
     def __exit__(self, *exc_info: Any) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+
+    def deliver_pending(self) -> None:
+        """Deliver a signal that arrived while a record was in hand, before it is written
+        (a record held back by --pace)."""
+        if self.pending is not None:
+            interruption, self.pending = self.pending, None
+            raise interruption()
 
     def release(self) -> None:
         """The record in hand is done: deliver a signal that arrived meanwhile."""
@@ -218,12 +237,16 @@ class CallbackSink:
 
 
 def stages_for(options: Options) -> list[Stage]:
-    """The stages the options ask for: the time window, then --where, --map and
-    --pipe-through in the order given, then the --fields projection."""
+    """The stages the options ask for: --save-schema, the time window, then --where, --map
+    and --pipe-through in the order given, then --pace, then the --fields projection."""
     from .plugins import MapStage, PipeStage
     from .stages import project_stage, time_window_stage, where_stage
 
     stages: list[Stage] = []
+    if options.save_schema:
+        from .schema_file import SchemaSaver
+
+        stages.append(SchemaSaver(options.save_schema))  # as read, before any stage reshapes
     if options.since or options.until:
         stages.append(time_window_stage(options.since, options.until))
     try:
@@ -238,6 +261,11 @@ def stages_for(options: Options) -> list[Stage]:
     except BaseException:
         close_stages(stages)
         raise
+    if options.pace:
+        from .pacing import Pacer
+
+        # Last but --fields: records are held back only once kept, and by their own time.
+        stages.append(Pacer(options.pace))
     if options.fields:
         stages.append(project_stage(options.fields))
     return stages
@@ -265,6 +293,10 @@ def run(source: Source, sink: Sink, options: Options, decoder: Reader | None = N
     completed = False
     guard = SignalGuard()
     source.flush_before_commit(sink.flush)
+    pacer = pacer_in(stages)
+    if pacer is not None:
+        pacer.on_wait = functools.partial(_while_paced, sink, progress, summary, guard)
+        summary.night_clock = pacer.night_clock
     try:
         with guard:
             if workers is not None:
@@ -276,6 +308,7 @@ def run(source: Source, sink: Sink, options: Options, decoder: Reader | None = N
     finally:
         summary.seconds = time.monotonic() - started
         summary.bytes_in = summary.bytes_in or source.bytes_read
+        summary.notes.extend(_notes(options))
         policy.close()
         close_stages(stages)
         stopped_by = sys.exc_info()[1]
@@ -284,6 +317,23 @@ def run(source: Source, sink: Sink, options: Options, decoder: Reader | None = N
         _finish(source, sink, completed=completed or isinstance(stopped_by, BadInput),
                 commit=completed or not isinstance(stopped_by, BrokenPipeError))
     return summary
+
+
+def _while_paced(sink: Any, progress: Any, summary: Summary, guard: SignalGuard) -> None:
+    """While --pace holds a record back: what was written goes out, the night clock shows,
+    and Ctrl-C stops the replay at once."""
+    sink.idle()
+    if progress is not None:
+        progress(summary)
+    guard.deliver_pending()
+
+
+def _notes(options: Options) -> list[str]:
+    from .codec.schemas import FilledSchema
+
+    reader = options.schemas.reader
+    note = reader.report() if isinstance(reader, FilledSchema) else None
+    return [note] if note else []
 
 
 class _Rhythm:

@@ -19,10 +19,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 from .address import Address, parse_address, parse_offset
 from .codec import RegistryClient, RubinSchemaTree, Schema, load_schema_path
+from .codec.schemas import FilledSchema
 from .config import Config
 from .contracts import Reader, Sink, Source
 from .environment import Environment
@@ -80,6 +82,8 @@ class Run:
             self.observers.done()
         if self.live is not None:
             print(f"kcp: {summary.line()}", file=self.options.environment.stderr)
+        for note in [] if self.options.quiet else summary.notes:
+            print(f"kcp: {note}", file=self.options.environment.stderr)
         return summary
 
 
@@ -116,8 +120,8 @@ def plan(sources: Sequence[str | Address], destination: str | Address | Sink,
         for address in source_addresses:
             opened.append(transport_for(address).open_source(address, options, config))
         source: Source = opened[0] if len(opened) == 1 else Sources(opened)
-        sink = given_sink or transport_for(sink_address).open_sink(sink_address, options,
-                                                                     config)
+        sink = given_sink or _sink_transport(sink_address, options).open_sink(
+            sink_address, options, config)
         sink.copies_from(source)
         if options.exactly_once:
             transport("kafka").exactly_once(source, sink)
@@ -146,6 +150,12 @@ def plan(sources: Sequence[str | Address], destination: str | Address | Sink,
     return Run(source, sink, options, decoder, stages, workers, observers, live)
 
 
+def _sink_transport(destination: Address, options: Options) -> ModuleType:
+    """The transport writing to ``destination``: a file destination partitioned by a field
+    is a folder of files."""
+    return transport("partitioned") if options.partition_by else transport_for(destination)
+
+
 def _check(options: Options, sources: list[Address], destination: Address) -> None:
     """Refuse now, before any I/O, what cannot work."""
     if (options.steps or options.fields) and options.raw:
@@ -164,6 +174,13 @@ def _check(options: Options, sources: list[Address], destination: Address) -> No
             raise UsageError("--exactly-once needs a consumer group: -g GROUP")
     if options.schema_id is not None and not options.schema_path:
         raise UsageError("--schema-id needs --schema")
+    if options.heartbeat and any(source.kind != "kafka" for source in sources):
+        raise UsageError("--heartbeat watches a topic of the source's broker: read a topic")
+    if options.fill_missing and not options.reader_schema_path:
+        raise UsageError("--fill-missing fills the fields of --reader-schema: give one")
+    if options.partition_by and kind_of(destination) != "file":
+        raise UsageError(f"{destination}: --partition-by writes a folder of files: give a file "
+                         "destination such as night.parquet")
 
 
 def _envelope_side(options: Options, sources: list[Address], destination: Address) -> None:
@@ -204,6 +221,8 @@ def _load_schemas(options: Options) -> None:
                                                    registry_id=options.schema_id))
     if options.reader_schema_path:
         store.reader = load_schema_path(options.reader_schema_path)
+        if options.fill_missing:
+            store.reader = FilledSchema(store.reader)
     if options.out_schema_path:
         options.out_schema = load_schema_path(options.out_schema_path)
     if options.schema_dir:
@@ -221,7 +240,8 @@ def _passes_payloads(options: Options, destination: Address) -> bool:
     return (destination.kind == "kafka" and options.write_format is None
             and options.schemas.reader is None and options.reader_schema_path is None
             and not options.steps and not options.fields
-            and not options.since and not options.until)
+            and not options.since and not options.until
+            and not options.save_schema and not options.pace)  # these read the records
 
 
 def _live_progress(options: Options, destination: Address) -> Progress | None:

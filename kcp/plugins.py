@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from .codec import AvroToJson, JsonToAvro, Schema
+from .codec import AvroToJson, JsonToAvro, Schema, inline_bytes_mode
 from .errors import BadInput, KcpError, UsageError
 from .message import Message
 
@@ -170,8 +170,8 @@ class PipeStage:
         self.command = command
         self.timeout = timeout
         self.out_schema = out_schema
-        self.to_json = AvroToJson(options.bytes_mode or "base64", options.json_style)
-        self.to_avro = JsonToAvro(options.bytes_mode or "base64", options.json_style)
+        self.to_json = AvroToJson(inline_bytes_mode(options.bytes_mode), options.json_style)
+        self.to_avro = JsonToAvro(inline_bytes_mode(options.bytes_mode), options.json_style)
         try:
             self.process = subprocess.Popen(shlex.split(command), stdin=subprocess.PIPE,
                                             stdout=subprocess.PIPE, bufsize=0)

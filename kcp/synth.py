@@ -156,6 +156,76 @@ def write_night(
     return n
 
 
+def datum_from_schema(schema: Any, rng: random.Random, items: int = 3) -> Any:
+    """A random datum of any Avro schema parsed by fastavro (Rubin's, for one): each union
+    takes its last branch (the value, not null, in Rubin's ``["null", X]``), each array and
+    map ``items`` entries, each bytes value an uncompressed FITS image as Rubin's cutouts are.
+    """
+    named: dict[str, Any] = {}
+
+    def make(node: Any) -> Any:
+        if isinstance(node, str):
+            if node in named:
+                return make(named[node])
+            return _random_primitive(node, rng)
+        if isinstance(node, list):
+            return make(node[-1])
+        kind = node["type"]
+        logical = node.get("logicalType")
+        if logical in _TIMESTAMP_UNITS:
+            seconds = rng.uniform(1.7e9, 1.8e9)
+            unit = _TIMESTAMP_UNITS[logical]
+            return datetime.datetime.fromtimestamp(round(seconds * unit) / unit,
+                                                   datetime.UTC)
+        if kind in ("record", "error", "enum", "fixed"):
+            named[node["name"]] = node
+        if kind in ("record", "error"):
+            return {f["name"]: make(f["type"]) for f in node["fields"]}
+        if kind == "array":
+            return [make(node["items"]) for _ in range(items)]
+        if kind == "map":
+            return {f"key{i}": make(node["values"]) for i in range(items)}
+        if kind == "enum":
+            return rng.choice(node["symbols"])
+        if kind == "fixed":
+            return rng.randbytes(node["size"])
+        return make(kind)
+
+    return make(schema)
+
+
+_TIMESTAMP_UNITS = {"timestamp-millis": 1000, "timestamp-micros": 1000000}
+
+
+def _random_primitive(kind: str, rng: random.Random) -> Any:
+    if kind == "null":
+        return None
+    if kind == "boolean":
+        return rng.random() < 0.5
+    if kind == "int":
+        return rng.randrange(-(2**31), 2**31)
+    if kind == "long":
+        return rng.randrange(0, 2**62)
+    if kind == "float":  # a value float32 holds exactly, so a round trip compares equal
+        return array.array("f", [rng.uniform(-1e4, 1e4)])[0]
+    if kind == "double":
+        return rng.uniform(-1e4, 1e4)
+    if kind == "string":
+        return "".join(rng.choices(string.ascii_letters, k=rng.randrange(4, 16)))
+    if kind == "bytes":
+        return _fits_stamp(rng)
+    raise ValueError(f"not an Avro type: {kind!r}")
+
+
+def _fits_stamp(rng: random.Random) -> bytes:
+    """A plain (not gzipped) FITS image of a point source, drawn from the stamp pool."""
+    images = _stamp_pool()["difference"]
+    pixels = images[rng.randrange(len(images))]
+    header = _fits_header([*_STATIC_STAMP_CARDS, _fits_card("CRVAL1", rng.uniform(0, 360)),
+                           _fits_card("CRVAL2", rng.uniform(-90, 30))])
+    return header + pixels.to_bytes(_STAMP_PIXEL_BYTES, "big") + _STAMP_DATA_PADDING
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m kcp.synth N OUT.avro [--seed S] [--night YYYYMMDD]``."""
     parser = argparse.ArgumentParser(

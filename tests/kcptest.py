@@ -96,3 +96,61 @@ def positive_nan(value: Any) -> Any:
     if isinstance(value, list):
         return [positive_nan(v) for v in value]
     return value
+
+
+class LoopbackRegistry:
+    """A Confluent-compatible schema registry on 127.0.0.1 answering GET /schemas/ids/{id}
+    from ``schemas`` (id -> schema text, changeable while it runs); ``hits`` lists the paths
+    asked for. A context manager: the server stops on exit."""
+
+    def __init__(self, schemas: dict[int, str]) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.schemas = schemas
+        self.hits: list[str] = []
+        registry = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                registry.hits.append(self.path)
+                parts = self.path.split("?")[0].strip("/").split("/")
+                found = (len(parts) == 3 and parts[:2] == ["schemas", "ids"]
+                         and parts[2].isdigit() and int(parts[2]) in registry.schemas)
+                body = (json.dumps({"schema": registry.schemas[int(parts[2])]}) if found else
+                        json.dumps({"error_code": 40403, "message": "Schema not found"})
+                        ).encode()
+                self.send_response(200 if found else 404)
+                self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def __enter__(self) -> LoopbackRegistry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+def wait_timed(process: subprocess.Popen[bytes], started: float, timeout: float = 30
+               ) -> tuple[int, float, bytes, bytes]:
+    """Wait for ``process`` to end: its status, the seconds since ``started`` (a
+    time.monotonic()), its stdout and stderr."""
+    import time
+
+    status = process.wait(timeout)
+    seconds = time.monotonic() - started
+    stdout, stderr = process.communicate()
+    return status, seconds, stdout, stderr

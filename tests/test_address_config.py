@@ -53,12 +53,12 @@ def write_config(tmp_path: Path, text: str) -> Path:
 
 def test_broker_precedence_environment_then_file_then_default(tmp_path, monkeypatch):
     monkeypatch.delenv("KCP_BROKER", raising=False)
-    assert Config().resolve_broker(None)[0] == "localhost:9092"
+    assert Config().broker(None).name == "localhost:9092"
     config = Config.load(write_config(tmp_path, 'default_broker = "filehost:9092"\n'))
-    assert config.resolve_broker(None)[1]["bootstrap.servers"] == "filehost:9092"
+    assert config.broker(None).properties["bootstrap.servers"] == "filehost:9092"
     monkeypatch.setenv("KCP_BROKER", "envhost:9092")
-    assert config.resolve_broker(None)[1]["bootstrap.servers"] == "envhost:9092"
-    assert config.resolve_broker("cli:1")[1]["bootstrap.servers"] == "cli:1"
+    assert config.broker(None).properties["bootstrap.servers"] == "envhost:9092"
+    assert config.broker("cli:1").properties["bootstrap.servers"] == "cli:1"
 
 
 def test_alias_with_properties_and_secret_sources(tmp_path, monkeypatch):
@@ -75,16 +75,17 @@ password_file = "{secret}"
 bootstrap = "rubin.example.org:9092"
 password_env = "RUBIN_PASSWORD"
 """))
-    name, properties = config.resolve_broker(None)
+    profile = config.broker(None)
+    name, properties = profile.name, profile.properties
     assert name == "ztf"
     assert properties == {"bootstrap.servers": "partnership.example.org:9092",
                           "security.protocol": "SASL_SSL", "sasl.username": "alice",
                           "sasl.password": "s3cret"}
     assert masked(properties)["sasl.password"] == "****"
     with pytest.raises(UsageError, match="RUBIN_PASSWORD is not set"):
-        config.resolve_broker("rubin")
+        config.broker("rubin")
     monkeypatch.setenv("RUBIN_PASSWORD", "pw")
-    assert config.resolve_broker("rubin")[1]["sasl.password"] == "pw"
+    assert config.broker("rubin").properties["sasl.password"] == "pw"
 
 
 def test_broken_config_file_is_a_usage_error(tmp_path, monkeypatch):
@@ -93,6 +94,32 @@ def test_broken_config_file_is_a_usage_error(tmp_path, monkeypatch):
     monkeypatch.setenv("KCP_CONFIG", str(tmp_path / "missing.toml"))
     with pytest.raises(UsageError, match="does not exist"):
         Config.load()
+
+
+def test_group_prefix_and_registry_are_kcp_settings_not_kafka_properties(tmp_path):
+    config = Config.load(write_config(tmp_path, """
+[brokers.rubin]
+bootstrap = "usdf-alert-stream-dev.lsst.cloud:9094"
+"sasl.username" = "jdoe"
+registry = "https://usdf-alert-schemas-dev.slac.stanford.edu"
+[brokers.shared]
+bootstrap = "kafka.example.org:9092"
+"sasl.username" = "team"
+group_prefix = "lab."
+[brokers.open]
+bootstrap = "localhost:9092"
+"""))
+    rubin = config.broker("rubin")
+    assert "registry" not in rubin.properties and "group_prefix" not in rubin.properties
+    assert rubin.registry == "https://usdf-alert-schemas-dev.slac.stanford.edu"
+    assert rubin.group_id("night") == "jdoe-night"
+    assert rubin.group_id("jdoe-night") == "jdoe-night"  # not doubled
+    assert config.broker("shared").group_id("night") == "lab.night"
+    assert config.broker("open").group_id("night") == "night"
+    assert config.broker("host:1").group_id("night") == "night"
+    shown = config.effective()["brokers"]
+    assert [shown[name]["group_prefix"] for name in ("rubin", "shared", "open")] == [
+        "jdoe-", "lab.", ""]
 
 
 def test_secrets_are_masked_by_what_they_are_not_only_by_their_key():
@@ -130,4 +157,4 @@ def test_a_password_file_that_is_not_text_is_a_usage_error(tmp_path):
     config = Config.load(write_config(tmp_path, f'[brokers.b]\nbootstrap = "h:1"\n'
                                                 f'password_file = "{secret}"\n'))
     with pytest.raises(UsageError, match="not UTF-8 text"):
-        config.resolve_broker("b")
+        config.broker("b")

@@ -14,9 +14,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from confluent_kafka import Producer
-from kcptest import KCP, json_lines, kcp_env, run_kcp
+from kcptest import KCP, json_lines, kcp_env, run_kcp, wait_timed
 
 pytestmark = pytest.mark.kafka
 
@@ -50,6 +51,9 @@ def write_profiles(secure: Any, folder: Path) -> Path:
 
     profiles = {
         "alice": user("alice", **{"sasl.password": secure.passwords["alice"]}),
+        # The same account without the group prefix its ACLs ask for.
+        "alice_bare": user("alice", group_prefix="",
+                           **{"sasl.password": secure.passwords["alice"]}),
         "alice_tls": user("alice", tls=True, password_file=str(alice_file)),
         "bob": user("bob", "PLAIN", password_env=BOB_ENV),
         "bob_tls": user("bob", "PLAIN", tls=True, password_env=BOB_ENV),
@@ -147,6 +151,47 @@ def test_reading_without_a_group_needs_no_group_acl(secure_broker, env, readable
     assert [d["n"] for d in json_lines(tail.stdout)] == [2]
 
 
+def test_group_ids_carry_the_users_prefix(secure_broker, env):
+    """Like Rubin's: alice may use only groups named alice-*. Given and generated group ids
+    get the prefix (once); without it the same commands are refused."""
+    from confluent_kafka import ConsumerGroupTopicPartitions
+    from confluent_kafka.admin import AdminClient
+
+    topic = secure_broker.make_topic()
+    producer = Producer({**secure_broker.client("admin"), "log_level": 0})
+    for i in range(2):
+        producer.produce(topic, b'{"n": %d}' % i)
+    assert producer.flush(30) == 0
+    group = f"night{uuid.uuid4().hex[:8]}"
+    grouped = run_kcp(["consume", f"alice:{topic}", "-g", group], env)
+    assert grouped.returncode == 0, grouped.stderr
+    assert [d["n"] for d in json_lines(grouped.stdout)] == [0, 1]
+    admin = AdminClient({**secure_broker.client("admin"), "log_level": 0})
+    request = [ConsumerGroupTopicPartitions(f"alice-{group}")]
+    committed = admin.list_consumer_group_offsets(request)[f"alice-{group}"].result()
+    assert [tp.offset for tp in committed.topic_partitions] == [2]
+    # Already prefixed: the same group, not alice-alice-... (which has committed nothing).
+    again = run_kcp(["consume", f"alice:{topic}", "-g", f"alice-{group}"], env)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == b""
+    shown = orjson.loads(run_kcp(["config", "show"], env).stdout)["brokers"]
+    assert (shown["alice"]["group_prefix"], shown["alice_bare"]["group_prefix"]) == ("alice-", "")
+    mirror = [f"alice:^{topic}$", "alice:", "--rename", "{topic}_copy", "-f", "-c", "2"]
+    copied = run_kcp(["cp", *mirror], env, timeout=60)
+    assert copied.returncode == 0, copied.stderr
+    got = run_kcp(["consume", f"alice:{topic}_copy"], env)
+    assert [d["n"] for d in json_lines(got.stdout)] == [0, 1]
+    tail = run_kcp(["tail", f"alice:^{topic}$", "-n", "1", "-c", "1"], env, timeout=60)
+    assert tail.returncode == 0, tail.stderr
+    assert [d["n"] for d in json_lines(tail.stdout)] == [1]
+    for args in (["consume", f"alice_bare:{topic}", "-g", group],
+                 ["cp", *[a.replace("alice:", "alice_bare:") for a in mirror]]):
+        refused, seconds = timed(args, env)
+        line = one_clear_line(refused)
+        assert refused.returncode == 4, line
+        assert "not authorised for consumer group" in line and seconds < 10, (line, seconds)
+
+
 # -- refusals ------------------------------------------------------------------------------------
 
 REFUSALS = {
@@ -154,7 +199,7 @@ REFUSALS = {
     "no-acl-tail": (["tail", "mallory:{topic}", "-e"], "not authorised for topic {topic}"),
     "no-acl-produce": (["produce", "mallory:{topic}", "--raw"], "not authorised for topic {topic}"),
     "no-acl-group": (["consume", "carol:{topic}", "-g", "sec_readers"],
-                     "not authorised for consumer group sec_readers"),
+                     "not authorised for consumer group carol-sec_readers"),
     "no-write-acl": (["produce", "carol:{topic}", "--raw"], "not authorised"),
     "no-acl-cp-destination": (["cp", "alice:{topic}", "alice:private_{topic}"],
                               "not authorised for topic private_{topic}"),
@@ -214,9 +259,7 @@ def test_an_acl_revoked_while_reading_ends_the_read_in_one_line(secure_broker, e
         started = time.monotonic()
         producer.produce(topic, b'{"n": 2}')  # something to fetch
         assert producer.flush(30) == 0
-        status = reader.wait(30)
-        seconds = time.monotonic() - started
-        _, stderr = reader.communicate()
+        status, seconds, _, stderr = wait_timed(reader, started)
     finally:
         reader.kill()
     assert status == 4, stderr

@@ -25,7 +25,7 @@ import fastavro
 from ..errors import BadInput, UsageError
 from .guard import guard_for
 from .limits import Limits
-from .schemas import Schema, SchemaStore, unreadable_field
+from .schemas import FilledSchema, Schema, SchemaStore, resolution_error
 from .varint import Truncated, read_long, write_long
 
 OCF_MAGIC = b"Obj\x01"
@@ -115,6 +115,23 @@ def _inflate_zstd(data: bytes, limit: int) -> bytes:
         return bytes(memoryview(out)[:written])
 
 
+def _compress_snappy(data: bytes) -> bytes:
+    import cramjam
+
+    return bytes(cramjam.snappy.compress_raw(data)) + struct.pack(">I", zlib.crc32(data))
+
+
+def compress_zstd(data: bytes) -> bytes:
+    import cramjam
+
+    return bytes(cramjam.zstd.compress(data))
+
+
+def _compress_deflate(data: bytes) -> bytes:
+    compressor = zlib.compressobj(wbits=-15)  # raw deflate, as the Avro specification says
+    return compressor.compress(data) + compressor.flush()
+
+
 # Each codec inflates a block into at most ``limit`` bytes, or raises BadInput.
 BLOCK_DECOMPRESSORS: dict[bytes, Callable[[bytes, int], bytes]] = {
     b"null": lambda data, limit: data,
@@ -124,6 +141,16 @@ BLOCK_DECOMPRESSORS: dict[bytes, Callable[[bytes, int], bytes]] = {
     b"bzip2": _inflate_stdlib("bzip2", bz2.BZ2Decompressor),
     b"xz": _inflate_stdlib("xz", lzma.LZMADecompressor),
 }
+BLOCK_COMPRESSORS: dict[bytes, Callable[[bytes], bytes]] = {
+    b"null": bytes,
+    b"deflate": _compress_deflate,
+    b"snappy": _compress_snappy,
+    b"zstandard": compress_zstd,
+    b"bzip2": bz2.compress,
+    b"xz": lzma.compress,
+}
+# The OCF codecs kcp writes (--codec) and reads.
+CODECS = tuple(name.decode() for name in BLOCK_COMPRESSORS)
 
 
 def parse_ocf_header(payload: bytes, store: SchemaStore) -> tuple[Schema, bytes, bytes, int]:
@@ -218,17 +245,16 @@ def read_body(body: io.BytesIO | bytes, writer: Schema, reader: Schema | None, l
     try:
         if reader is None or reader is writer:
             return fastavro.schemaless_reader(fo, writer.parsed, None)
-        return fastavro.schemaless_reader(fo, writer.parsed, reader.parsed)
+        datum = fastavro.schemaless_reader(fo, writer.parsed, reader.parsed)
+        if isinstance(reader, FilledSchema):
+            reader.count(writer)
+        return datum
     except (EOFError, StopIteration):
         raise BadInput("truncated Avro datum") from None
     except UnicodeDecodeError as exc:
         raise BadInput(f"invalid UTF-8 in an Avro string: {exc.reason}") from None
-    except fastavro.read.SchemaResolutionError as exc:
-        field = unreadable_field(writer, reader)
-        at = f" (field {field})" if field else ""
-        detail = str(exc) if len(str(exc)) <= 200 else f"{str(exc)[:197]}..."  # may hold a schema
-        raise BadInput(f"writer schema {writer.name} cannot be read as {reader.name}{at}: "
-                       f"{detail}") from None
+    except fastavro.read.SchemaResolutionError:
+        raise resolution_error(writer, reader) from None
     except MemoryError:
         raise BadInput("corrupt Avro datum (it declares more than memory holds)") from None
     except RecursionError:
@@ -378,23 +404,31 @@ def write_body(datum: Any, schema: Schema) -> bytes:
 
 
 class OcfMessageEncoder:
-    """Writes one OCF per message, reusing each schema's header bytes."""
+    """Writes one OCF per message, reusing each schema's header bytes; ``codec`` compresses
+    its block."""
 
-    def __init__(self) -> None:
+    def __init__(self, codec: str = "null") -> None:
         # Keyed by the Schema itself, not id(): a freed schema's id can be reused by another one.
         self._headers: dict[Schema, tuple[bytes, bytes]] = {}
+        self.codec = codec.encode()
+        try:
+            self.compress = BLOCK_COMPRESSORS[self.codec]
+        except KeyError:
+            raise UsageError(f"unknown OCF codec {codec!r}; known: {', '.join(CODECS)}") from None
 
     def header(self, schema: Schema) -> tuple[bytes, bytes]:
         cached = self._headers.get(schema)
         if cached is None:
             sync = os.urandom(16)
-            cached = (ocf_header(schema, b"null", sync), sync)
+            cached = (ocf_header(schema, self.codec, sync), sync)
             self._headers[schema] = cached
         return cached
 
     def __call__(self, datum: Any, schema: Schema) -> bytes:
         header, sync = self.header(schema)
         body = write_body(datum, schema)
+        if self.codec != b"null":
+            body = self.compress(body)
         return b"".join((header, write_long(1), write_long(len(body)), body, sync))
 
 
@@ -417,10 +451,11 @@ def encode_single_object(datum: Any, schema: Schema) -> bytes:
     return SINGLE_OBJECT_MAGIC + _FINGERPRINT.pack(schema.fingerprint) + write_body(datum, schema)
 
 
-def encoder_for(framing: str) -> Callable[[Any, Schema], bytes]:
-    """A function encoding (datum, schema) into one payload of ``framing``."""
+def encoder_for(framing: str, codec: str = "null") -> Callable[[Any, Schema], bytes]:
+    """A function encoding (datum, schema) into one payload of ``framing`` (an OCF's block
+    compressed with ``codec``)."""
     if framing == "ocf":
-        return OcfMessageEncoder()
+        return OcfMessageEncoder(codec)
     return {"confluent": encode_confluent, "single-object": encode_single_object,
             "schemaless": write_body}[framing]
 

@@ -8,8 +8,11 @@ Rules of the default ``kcp`` style (what ``jq`` users see):
   differ in JSON type (``["null", X]``, as in every ZTF and Rubin schema); a union of two branches
   that JSON writes alike (string and bytes, string and a logical type, record and map, two
   records) needs the ``avro`` style;
-- ``bytes`` and ``fixed`` are base64 strings (``--bytes hex`` for hex; ``size`` writes the length
-  and ``omit`` writes null, both one-way);
+- ``bytes`` and ``fixed`` are base64 strings (``--bytes hex`` for hex; ``data-uri`` for
+  ``data:application/octet-stream;base64,...`` as the 2018 kcp prototype wrote them; ``size``
+  writes the length, ``omit`` writes null and ``file:DIR`` the name of a file holding them, all
+  three one-way).  Reading, a ``data:`` URI is accepted whatever ``--bytes`` says: neither
+  base64 nor hex can start with ``data:``;
 - float and double NaN, +Infinity and -Infinity, which JSON cannot hold, are the strings
   ``"NaN"``, ``"Infinity"`` and ``"-Infinity"``, turned back into floats where the schema says
   float; a NaN with its sign bit set (what C and numpy computations produce) is ``"-NaN"``, so
@@ -33,6 +36,7 @@ import functools
 import io
 import math
 import operator
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable
 from itertools import chain
@@ -45,7 +49,10 @@ import pybase64
 from ..errors import BadInput, UsageError
 from .schemas import Schema, named_types
 
-BYTES_MODES = ("base64", "hex", "size", "omit")
+BYTES_MODES = ("base64", "hex", "data-uri", "size", "omit")
+DATA_URI_PREFIX = "data:application/octet-stream;base64,"
+# --bytes file:DIR: each bytes value to a file of DIR, its name in the JSON (formats/cutout_files)
+FILES_MODE = "file:"
 JSON_STYLES = ("kcp", "avro")
 FLOAT_TOKENS = {"NaN": math.nan, "-NaN": -math.nan, "Infinity": math.inf,
                 "-Infinity": -math.inf}
@@ -61,11 +68,23 @@ def _float_token(value: float) -> str:
     return "Infinity" if value > 0 else "-Infinity"
 
 
+def check_bytes_mode(mode: str) -> None:
+    if mode not in BYTES_MODES and not mode.startswith(FILES_MODE):
+        raise UsageError(f"--bytes must be one of {', '.join(BYTES_MODES)} or {FILES_MODE}DIR")
+
+
+def inline_bytes_mode(mode: str | None) -> str:
+    """The bytes mode of JSON that carries the bytes themselves: with ``--bytes file:DIR`` the
+    files are written by the JSON Lines writer, so everything else keeps base64."""
+    return "base64" if not mode or mode.startswith(FILES_MODE) else mode
+
+
 def _bytes_default(mode: str) -> Callable[[Any], Any]:
     encode = {
         # pybase64 (SIMD) encodes a 60 kB alert's cutouts ~40x faster than the stdlib.
         "base64": pybase64.b64encode_as_string,
         "hex": lambda b: b.hex(),
+        "data-uri": lambda b: DATA_URI_PREFIX + pybase64.b64encode_as_string(b),
         "size": len,
         "omit": lambda b: None,
     }[mode]
@@ -233,8 +252,9 @@ class AvroToJson:
     """Encodes decoded datums as JSON bytes (one line, no newline) in one style."""
 
     def __init__(self, bytes_mode: str = "base64", style: str = "kcp") -> None:
-        if bytes_mode not in BYTES_MODES:
-            raise UsageError(f"--bytes must be one of {', '.join(BYTES_MODES)}")
+        check_bytes_mode(bytes_mode)
+        if bytes_mode.startswith(FILES_MODE):
+            raise UsageError("--bytes file:DIR is for JSON Lines (--to json)")
         if style not in JSON_STYLES:
             raise UsageError(f"--json-style must be one of {', '.join(JSON_STYLES)}")
         self.style = style
@@ -372,9 +392,11 @@ class _InverseCompiler(_Compiler):
         if not isinstance(value, str):
             raise _mismatch(path, f"{self.bytes_mode} bytes", value)
         try:
+            if value.startswith("data:"):
+                return _from_data_uri(value)
             if self.bytes_mode == "hex":
                 return bytes.fromhex(value)
-            if self.bytes_mode == "base64":
+            if self.bytes_mode in ("base64", "data-uri"):
                 return pybase64.b64decode(value, validate=True)
         except (ValueError, binascii.Error):
             raise _mismatch(path, f"{self.bytes_mode} bytes", value) from None
@@ -413,6 +435,16 @@ class _InverseCompiler(_Compiler):
             return {"str", "int", "float"}
         return {"record": {"dict"}, "error": {"dict"}, "map": {"dict"}, "array": {"list"},
                 "enum": {"str"}, "fixed": {"str"}}.get(kind) or self._json_kinds(kind)
+
+
+def _from_data_uri(text: str) -> bytes:
+    """The bytes of an RFC 2397 ``data:`` URI (base64 or percent-encoded)."""
+    header, comma, data = text.partition(",")
+    if not comma:
+        raise ValueError("a data: URI without a comma")
+    if header.endswith(";base64"):
+        return pybase64.b64decode(data, validate=True)
+    return urllib.parse.unquote_to_bytes(data)
 
 
 def _json_kind(value: Any) -> str:
@@ -497,6 +529,8 @@ class JsonToAvro:
     """Turns JSON documents into datums of a schema: the exact inverse of :class:`AvroToJson`."""
 
     def __init__(self, bytes_mode: str = "base64", style: str = "kcp") -> None:
+        if bytes_mode is not None:
+            check_bytes_mode(bytes_mode)
         self.bytes_mode = bytes_mode
         self.style = style
         self._converters: dict[Schema, Callable[[Any, str], Any]] = {}

@@ -381,6 +381,151 @@ def unreadable_field(writer: Schema, reader: Schema) -> str | None:
     return walk(writer.parsed, reader.parsed, "")
 
 
+def missing_fields(writer: Schema, reader: Schema) -> list[str]:
+    """Paths of the fields ``reader`` has without a default and ``writer`` lacks: what keeps
+    records of ``writer`` from being read as ``reader`` when only fields were added."""
+    named_w, named_r = named_types(writer.parsed), named_types(reader.parsed)
+    found: list[str] = []
+    seen: set[tuple[str, str]] = set()
+
+    def walk(w: Any, r: Any, path: str) -> None:
+        w = named_w.get(w, w) if isinstance(w, str) else w
+        r = named_r.get(r, r) if isinstance(r, str) else r
+        if isinstance(w, list) or isinstance(r, list):
+            for w_branch in (w if isinstance(w, list) else [w]):
+                for r_branch in (r if isinstance(r, list) else [r]):
+                    walk(w_branch, r_branch, path)
+            return
+        if not (isinstance(w, dict) and isinstance(r, dict)) or w["type"] != r["type"]:
+            return
+        if w["type"] == "array":
+            walk(w["items"], r["items"], f"{path}[]")
+        elif w["type"] == "map":
+            walk(w["values"], r["values"], f"{path}{{}}")
+        elif w["type"] in ("record", "error") and (w["name"], r["name"]) not in seen:
+            seen.add((w["name"], r["name"]))
+            written = {f["name"]: f for f in w["fields"]}
+            for field in r["fields"]:
+                inner = f"{path}.{field['name']}" if path else field["name"]
+                source = next((written[n] for n in (field["name"], *field.get("aliases", ()))
+                               if n in written), None)
+                if source is not None:
+                    walk(source["type"], field["type"], inner)
+                elif "default" not in field and inner not in found:
+                    found.append(inner)
+
+    walk(writer.parsed, reader.parsed, "")
+    return found
+
+
+def zero_of(node: Any, named: dict[str, Any], namespace: str | None = None) -> Any:
+    """The zero value of an Avro type (a schema definition), as a default says it in JSON:
+    null, false, 0, "", the first enum symbol, empty arrays and maps, records of zeros; a
+    union's first branch (the only one a default may take).  ``named``: every named type by
+    full name (``_named_definitions``)."""
+    if isinstance(node, list):
+        return zero_of(node[0], named, namespace)
+    if isinstance(node, str):
+        if node in PRIMITIVES:
+            return {"null": None, "boolean": False, "int": 0, "long": 0, "float": 0.0,
+                    "double": 0.0, "bytes": "", "string": ""}[node]
+        full = _qualify(node, namespace)
+        target = named.get(full) or named[node]
+        return zero_of(target, named, full.rsplit(".", 1)[0] if "." in full else None)
+    kind = node["type"]
+    if kind in ("record", "error"):
+        inner = _namespace(node) or namespace
+        return {f["name"]: f["default"] if "default" in f else zero_of(f["type"], named, inner)
+                for f in node["fields"]}
+    if kind == "enum":
+        return node["symbols"][0]
+    if kind == "fixed":
+        return "\u0000" * node["size"]
+    if kind == "array":
+        return []
+    if kind == "map":
+        return {}
+    return zero_of(kind, named, namespace)
+
+
+class FilledSchema(Schema):
+    """A reader schema whose fields without a default get their type's zero (--fill-missing),
+    counting, per field, the records it filled."""
+
+    __slots__ = ("_missing", "counts", "original", "records")
+
+    def __init__(self, reader: Schema) -> None:
+        definition = copy.deepcopy(reader.definition)
+        named = _named_definitions([definition])
+
+        def fill(node: Any, namespace: str | None) -> None:
+            if isinstance(node, list):
+                for branch in node:
+                    fill(branch, namespace)
+            elif isinstance(node, dict):
+                kind = node.get("type")
+                if kind in ("record", "error"):
+                    inner = _namespace(node) or namespace
+                    for field in node["fields"]:
+                        if "default" not in field:
+                            field["default"] = zero_of(field["type"], named, inner)
+                        fill(field["type"], inner)
+                elif kind == "array":
+                    fill(node["items"], namespace)
+                elif kind == "map":
+                    fill(node["values"], namespace)
+                else:
+                    fill(kind, namespace)
+
+        fill(definition, _namespace(definition))
+        super().__init__(definition, registry_id=reader.registry_id)
+        self.original = reader  # the schema as given, whose missing fields are counted
+        self.counts: dict[str, int] = {}  # records filled, by field path
+        self.records = 0  # records with at least one field filled
+        self._missing: dict[Schema, list[str]] = {}
+
+    def count(self, writer: Schema) -> None:
+        """One record of ``writer`` was read: count the fields it lacked."""
+        missing = self._missing.get(writer)
+        if missing is None:
+            missing = self._missing[writer] = missing_fields(writer, self.original)
+        if missing:
+            self.records += 1
+        for path in missing:
+            self.counts[path] = self.counts.get(path, 0) + 1
+
+    def report(self, shown: int = 5) -> str | None:
+        """One short line saying what was filled, if anything was."""
+        if not self.counts:
+            return None
+        fields = [f"{path} ({count})" for path, count in self.counts.items()]
+        more = f" and {len(fields) - shown} more" if len(fields) > shown else ""
+        return (f"--fill-missing gave {self.records} record{'s' if self.records != 1 else ''} "
+                f"the zero of fields their schema lacks: {', '.join(fields[:shown])}{more}")
+
+
+def resolution_error(writer: Schema, reader: Schema) -> BadInput:
+    """One short line saying why records of ``writer`` cannot be read as ``reader``.
+
+    fastavro's own messages may hold both schemas whole (ZTF's: ~100 kB on one line).
+    """
+    shown = f"{_version_of(writer)} cannot be read as {_version_of(reader)}"
+    missing = missing_fields(writer, reader)
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        return BadInput(f"{shown}: field {missing[0]}{more} is not in the writer's schema and "
+                        "has no default (--fill-missing gives it its type's zero)")
+    field = unreadable_field(writer, reader)
+    if field:
+        return BadInput(f"{shown}: field {field} has a type the reader schema cannot resolve")
+    return BadInput(f"{shown} (the Avro schema resolution rules refuse it)")
+
+
+def _version_of(schema: Schema) -> str:
+    version = schema.definition.get("version") if isinstance(schema.definition, dict) else None
+    return f"schema {schema.name}" + (f" {version}" if version else "")
+
+
 class RubinSchemaTree:
     """Rubin's schemas laid out as ``<root>/<major>/<minor>/lsst.v<major>_<minor>.alert.avsc``.
 

@@ -16,7 +16,7 @@ from ..contracts import Encode, Reader, Writer
 from ..errors import UsageError
 from ..message import Message
 from ..options import Options
-from . import avro, envelope, fits, json, raw, voevent
+from . import avro, envelope, fits, json, parquet, raw, voevent
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,9 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     # VOEvent XML packets, read into a typed record and written back as they were; other
     # alerts are mapped onto VOEvent 2.0 (docs/voevent.md)
     Format("voevent", voevent.VoeventReader, voevent.VoeventWriter, (".xml",)),
+    # Parquet (pyarrow): the Avro schema in the file, records as structs, row groups streamed;
+    # lossless both ways (docs/parquet.md)
+    Format("parquet", parquet.ParquetReader, parquet.ParquetWriter, (".parquet",)),
     # payloads as they are, one per line (--delimiter); no decoding
     Format("raw", raw.RawReader, raw.RawWriter, ()),
 )}
@@ -75,6 +78,8 @@ def format_for_path(path: str) -> Format | None:
 
 def sniff_format(head: bytes) -> Format:
     """The format of a stream, from its first bytes."""
+    if head.startswith(parquet.MAGIC):
+        return FORMATS["parquet"]
     # UTF-16 and UTF-32 byte order marks: only XML declares such an encoding (lxml reads it).
     if head[:4] in (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff") or head[:2] in (b"\xff\xfe",
                                                                            b"\xfe\xff"):

@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 import fastavro
+import fastavro._write
+import fastavro._write_py
 import fastavro.read
 
 from ..codec import Schema, SchemaStore, decode_payload, encoder_for
@@ -16,6 +18,7 @@ from ..codec.framing import (
     DatumReader,
     OcfStream,
     block_inflater,
+    compress_zstd,
     parse_ocf_header,
     read_block,
     read_long,
@@ -26,6 +29,23 @@ from ..errors import BadInput, UsageError
 from ..message import Message
 from ..options import Options
 from .lines import read_whole
+
+
+def _write_zstandard_block(out: Any, data: bytes, level: int | None) -> None:
+    compressed = compress_zstd(data)
+    # fastavro's compiled writer passes the file, its pure-Python fallback an encoder.
+    if hasattr(out, "write_long"):
+        out.write_long(len(compressed))
+        out._fo.write(compressed)
+    else:
+        out.write(write_long(len(compressed)))
+        out.write(compressed)
+
+
+# fastavro writes zstandard blocks only when backports.zstd is installed; cramjam, which kcp
+# needs anyway (kcp.codec.framing handles zstandard payloads with it), does the job.
+fastavro._write.BLOCK_WRITERS["zstandard"] = _write_zstandard_block
+fastavro._write_py.BLOCK_WRITERS["zstandard"] = _write_zstandard_block
 
 
 class AvroReader:
@@ -133,9 +153,11 @@ class AvroWriter:
         self.schemas = options.schemas
         # The schema of the file a resumed copy continues (set by ``recover``)
         self.continued: Schema | None = None
-        self._encode: Callable[[Any, Schema], bytes] = encoder_for(self.framing)
+        self.codec = options.codec or "null"
+        self._encode: Callable[[Any, Schema], bytes] = encoder_for(self.framing, self.codec)
 
-    def _schema_of(self, message: Message) -> Schema:
+    def schema_of(self, message: Message) -> Schema:
+        """The schema ``message`` is written with (--reader-schema, its own, or --schema)."""
         default = self.schemas.default
         if (default is not None and message.schema is not None
                 and message.schema.fingerprint == default.fingerprint):
@@ -146,7 +168,8 @@ class AvroWriter:
                              "give --schema FILE")
         return schema
 
-    def _datum_of(self, message: Message, schema: Schema) -> Any:
+    def datum_of(self, message: Message, schema: Schema) -> Any:
+        """``message``'s datum as Avro of ``schema`` (plain JSON records mapped onto it)."""
         if message.schema is None and schema is not None and message.datum is not None:
             from ..codec import JsonToAvro
 
@@ -154,8 +177,8 @@ class AvroWriter:
         return message.datum
 
     def encode(self, message: Message) -> bytes:
-        schema = self._schema_of(message)
-        return self._encode(self._datum_of(message, schema), schema)
+        schema = self.schema_of(message)
+        return self._encode(self.datum_of(message, schema), schema)
 
     def recover(self, stream: BinaryIO) -> None:
         cut_torn_ocf_tail(stream)
@@ -206,21 +229,22 @@ class OcfStreamWriter:
         self.writer: fastavro.write.Writer | None = None
 
     def write(self, message: Message) -> None:
-        schema = self.owner._schema_of(message)
+        schema = self.owner.schema_of(message)
         if self.writer is None:
             if self.schema is None:
                 self.schema = schema
                 target: Any = _WriteOnly(self.stream)
             else:  # a recovered file, positioned at its end: fastavro appends to it
                 target = self.stream
-            self.writer = fastavro.write.Writer(target, self.schema.parsed, codec="null")
+            self.writer = fastavro.write.Writer(target, self.schema.parsed,
+                                                codec=self.owner.codec)
         assert self.schema is not None
         if schema is not self.schema and schema.fingerprint != self.schema.fingerprint:
             raise BadInput(f"record has schema {schema.name} ({schema.fingerprint:016x}) but this "
                            f"file holds {self.schema.name} ({self.schema.fingerprint:016x}); "
                            "give --reader-schema to write them all in one shape")
         try:
-            self.writer.write(self.owner._datum_of(message, schema))
+            self.writer.write(self.owner.datum_of(message, schema))
         except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
             raise BadInput(f"record does not match schema {schema.name}: {exc}") from None
         except RecursionError:

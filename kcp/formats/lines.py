@@ -55,7 +55,7 @@ class LineStreamWriter:
 Decode = Callable[[Message], list[Message]]
 
 
-def _decoded(decode: Decode, message: Message, where: str) -> Iterator[Message]:
+def decoded(decode: Decode, message: Message, where: str) -> Iterator[Message]:
     """The records a message decodes to, or the message carrying its error (--on-error)."""
     try:
         yield from decode(message)
@@ -82,7 +82,7 @@ def read_lines(decode: Decode, stream: BinaryIO, source: str, limit: int) -> Ite
             message.error = _too_long(limit).at(message.where())
             yield message
         elif line.strip():
-            yield from _decoded(decode, message, message.where())
+            yield from decoded(decode, message, message.where())
 
 
 def read_whole(decode: Decode, stream: BinaryIO, source: str, limit: int) -> Iterator[Message]:
@@ -91,4 +91,4 @@ def read_whole(decode: Decode, stream: BinaryIO, source: str, limit: int) -> Ite
     if len(payload) > limit:
         yield Message(source=source, error=_too_long(limit).at(source))
         return
-    yield from _decoded(decode, Message(value=payload, source=source), source)
+    yield from decoded(decode, Message(value=payload, source=source), source)

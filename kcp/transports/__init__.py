@@ -19,6 +19,8 @@ TRANSPORTS: dict[str, str] = {
     "stdio": "kcp.transports.stdio",
     "tar": "kcp.transports.tar",
     "archive": "kcp.transports.archive",
+    # a file destination as a folder of files, one per field value (--partition-by)
+    "partitioned": "kcp.transports.partitioned",
 }
 
 

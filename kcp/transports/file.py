@@ -104,6 +104,7 @@ class FileSink(StreamSink):
 
     def close(self, complete: bool = True) -> None:
         try:
+            self.writer.close()  # a format may end its file (Parquet writes its footer)
             self.flush()
         finally:
             self.stream.close()

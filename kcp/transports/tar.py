@@ -367,9 +367,10 @@ class TarSink:
         self.writer = self.format.writer(options)
         self.extension = self.format.extensions[0]
         self.names = MemberNames(options.member_name)
-        # Payloads pass as they are (ZTF's own single-record OCF) unless records were reshaped.
+        # Payloads pass as they are (ZTF's own single-record OCF) unless records were reshaped
+        # or recompressed.
         self.pass_payloads = self.format.name == "avro" and options.schemas.reader is None \
-            and options.fields is None
+            and options.fields is None and options.codec is None
         self.number = 0
         self.dirty = False  # written to since the last flush
         # merge: the names of the members in the archive, and the records skipped for them

@@ -157,11 +157,13 @@ class KafkaBroker:
         extra_properties: dict[str, object] | None = None,
         listeners: dict[str, str] | None = None,
         scram_users: list[tuple[str, str, str]] | None = None,
+        jvm_options: list[str] | None = None,
     ) -> None:
         """``listeners``: extra listeners beside PLAINTEXT, NAME -> security protocol (e.g.
         {"SASL": "SASL_PLAINTEXT"}), each on a port of its own picked at start; configure them
         with ``listener.name.<name>.*`` entries in ``extra_properties``.
-        ``scram_users``: (mechanism, name, password) credentials written at format time."""
+        ``scram_users``: (mechanism, name, password) credentials written at format time.
+        ``jvm_options``: more JVM options, e.g. system properties (``-Dname=value``)."""
         self.libs_dir = Path(libs_dir)
         self.port = port
         self.controller_port: int | None = None
@@ -169,6 +171,7 @@ class KafkaBroker:
         self.listeners = dict(listeners or {})
         self.listener_ports: dict[str, int] = {}
         self.scram_users = list(scram_users or [])
+        self.jvm_options = list(jvm_options or [])
         self.last_start_seconds: float | None = None
         self._given_workdir = Path(workdir) if workdir is not None else None
         self._workdir: Path | None = None
@@ -402,6 +405,7 @@ class KafkaBroker:
         return [
             java,
             *JVM_OPTS,
+            *self.jvm_options,
             f"-Dlog4j2.configurationFile={self._workdir / 'log4j2.properties'}",
             "-cp",
             self._classpath(),

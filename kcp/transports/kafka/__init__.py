@@ -33,6 +33,7 @@ from confluent_kafka import (
 )
 
 from ...address import Address, parse_offset
+from ...codec import RegistryClient
 from ...config import Config
 from ...contracts import SinkTraits, Source
 from ...errors import TransportError, UsageError
@@ -46,7 +47,7 @@ from .client import (
     ACCESS_DENIED,
     NO_SUCH_TOPIC,
     absent_topic,
-    broker_properties,
+    broker_profile,
     explain,
     fatal_errors,
     is_fenced,
@@ -54,6 +55,7 @@ from .client import (
     topic_metadata,
     transaction_failure,
 )
+from .heartbeat import Heartbeat
 from .offsets import OFFSETS_TOPIC, PositionStore, position_record, transactional_id
 
 __all__ = ["KafkaSink", "KafkaSource", "describe_topics", "exactly_once", "group_lag",
@@ -73,8 +75,12 @@ class KafkaSource:
             raise UsageError(f"{address}: name a topic to read (NAME:topic)")
         self.address = address
         self.options = options
-        self.name, properties = broker_properties(address, options, config)
-        self.group = options.group or address.group
+        profile = broker_profile(address, options, config)
+        self.name, properties = profile.name, profile.properties
+        given = options.group or address.group
+        self.group = profile.group_id(given) if given else None
+        if profile.registry:
+            options.schemas.add_id_resolver(RegistryClient(profile.registry))
         # --since starts reading where the window starts instead of filtering from the beginning
         self.offset = options.offset or (f"@{parse_time(options.since)}" if options.since
                                          else options.default_offset)
@@ -84,7 +90,7 @@ class KafkaSource:
         callbacks, self._errors = fatal_errors(self.name, group=bool(self.group)
                                                 or self.watches_patterns)
         settings = {
-            "group.id": self.group or f"kcp-{uuid.uuid4().hex}",
+            "group.id": self.group or profile.group_id(f"kcp-{uuid.uuid4().hex}"),
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             "auto.offset.reset": "earliest" if self.offset == "beginning" else "latest",
@@ -118,6 +124,8 @@ class KafkaSource:
         self._lag = 0
         self._lag_due = 0.0
         self._subscribe()
+        self.heartbeat = (Heartbeat(profile, options.heartbeat, options.heartbeat_timeout,
+                                    options.timeout) if options.heartbeat else None)
 
     # -- assignment ---------------------------------------------------------------------------
     def _topics(self) -> list[str]:
@@ -255,6 +263,8 @@ class KafkaSource:
                 raise TransportError(explain(self.name, exc.args[0], None, self.group)) from None
             raise_fatal(self.name, self._errors, topics, self.group)
             self._refresh_lag()
+            if self.heartbeat is not None:
+                self.heartbeat.check()
             if not batch:
                 yield None
             for record in batch:
@@ -359,6 +369,8 @@ class KafkaSource:
                                      f"{error.str()}") from None
 
     def close(self) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.close()
         with contextlib.suppress(KafkaException, RuntimeError):
             self.consumer.close()
 
@@ -384,7 +396,8 @@ class KafkaSink:
                              "template holding {topic}, e.g. 'mirror_{topic}'")
         self.partitions_of: Any = None
         self._ready_topics: set[str] = set()
-        self.name, properties = broker_properties(address, options, config)
+        profile = broker_profile(address, options, config)
+        self.name, properties = profile.name, profile.properties
         self._properties = dict(properties)
         callbacks, self._errors = fatal_errors(self.name)
         settings = {

@@ -17,10 +17,10 @@ from confluent_kafka import (
 )
 
 from ...address import Address
-from ...config import Config
+from ...config import BrokerProfile, Config
 from ...errors import TransportError
 from ...options import Options
-from .client import broker_properties, fatal_errors, topic_metadata
+from .client import broker_profile, fatal_errors, topic_metadata
 
 # How far before a partition's end ``kcp ls`` looks for its last record when the end is a
 # transaction marker (the copy commits about once a second: a few markers at most).
@@ -34,7 +34,9 @@ def group_lag(address: Address, group: str, options: Options, config: Config
     from confluent_kafka import ConsumerGroupTopicPartitions
     from confluent_kafka.admin import AdminClient
 
-    name, properties = broker_properties(address, options, config)
+    profile = broker_profile(address, options, config)
+    name, properties = profile.name, profile.properties
+    group = profile.group_id(group)
     callbacks, errors = fatal_errors(name)
     admin = AdminClient({**properties, **callbacks})
     topic_metadata(admin, name, None, options.timeout, errors)
@@ -46,7 +48,7 @@ def group_lag(address: Address, group: str, options: Options, config: Config
         raise TransportError(f"group {group} on broker {name}: {exc.args[0].str()}") from None
     if not committed:
         raise TransportError(f"group {group} has committed no offsets on broker {name}")
-    consumer = _position_reader("kcp-lag", properties, callbacks)
+    consumer = _position_reader("kcp-lag", profile, callbacks)
     try:
         rows, unread = [], []
         for tp in sorted(committed, key=lambda tp: (tp.topic, tp.partition)):
@@ -75,9 +77,11 @@ def group_lag(address: Address, group: str, options: Options, config: Config
 
 def topic_names(address: Address, options: Options, config: Config) -> list[str]:
     """The topic names of a broker, internal ones left out (shell completion)."""
-    name, properties = broker_properties(address, options, config)
+    profile = broker_profile(address, options, config)
+    name, properties = profile.name, profile.properties
     callbacks, errors = fatal_errors(name)
-    consumer = Consumer({"group.id": "kcp-completion", **properties, **callbacks})
+    consumer = Consumer({"group.id": profile.group_id("kcp-completion"), **properties,
+                         **callbacks})
     try:
         metadata = topic_metadata(consumer, name, None, options.timeout, errors)
         return sorted(t for t in metadata.topics if not t.startswith("__"))
@@ -88,9 +92,10 @@ def topic_names(address: Address, options: Options, config: Config) -> list[str]
 def describe_topics(address: Address, options: Options, config: Config) -> list[dict[str, Any]]:
     """Each topic of a broker (matching the address's topics or patterns, if any): partitions,
     message count (the span of offsets), and the timestamps of its first and last messages."""
-    name, properties = broker_properties(address, options, config)
+    profile = broker_profile(address, options, config)
+    name = profile.name
     callbacks, errors = fatal_errors(name)
-    consumer = _position_reader("kcp-ls", properties, callbacks)
+    consumer = _position_reader("kcp-ls", profile, callbacks)
     try:
         metadata = topic_metadata(consumer, name, None, options.timeout, errors)
         patterns = [re.compile(t if t.startswith("^") else f"^{re.escape(t)}$")
@@ -130,11 +135,11 @@ def describe_topics(address: Address, options: Options, config: Config) -> list[
         consumer.close()
 
 
-def _position_reader(purpose: str, properties: dict, callbacks: dict) -> Consumer:
+def _position_reader(purpose: str, profile: BrokerProfile, callbacks: dict) -> Consumer:
     """A consumer that reads a record here and there, committed records only."""
-    return Consumer({"group.id": f"{purpose}-{uuid.uuid4().hex}", "enable.auto.commit": False,
-                     "isolation.level": "read_committed", "enable.partition.eof": True,
-                     **properties, **callbacks})
+    return Consumer({"group.id": profile.group_id(f"{purpose}-{uuid.uuid4().hex}"),
+                     "enable.auto.commit": False, "isolation.level": "read_committed",
+                     "enable.partition.eof": True, **profile.properties, **callbacks})
 
 
 def timestamps_at(consumer: Consumer, positions: list[TopicPartition], timeout: float,

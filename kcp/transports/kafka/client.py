@@ -11,7 +11,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 
 from ...address import Address
-from ...config import Config
+from ...config import BrokerProfile, Config
 from ...errors import TransportError
 from ...options import Options
 
@@ -61,14 +61,24 @@ def transaction_failure(name: str, what: str, error: KafkaError, group: str | No
 
 # Broker names that are aliases of the config file (error messages differ for them).
 _ALIASES: set[str] = set()
+# What to check when a broker refuses a login, by broker name; else the SASL password's hint.
+_LOGIN_HINTS: dict[str, str] = {}
+_PASSWORD_HINT = "check sasl.mechanism, sasl.username and the password"
+_OIDC_HINT = ("check sasl.oauthbearer.client.id, the client secret (client_secret_file or "
+              "client_secret_env) and sasl.oauthbearer.token.endpoint.url")
 
 
-def broker_properties(address: Address, options: Options, config: Config) -> tuple[str, dict]:
-    name, properties = config.resolve_broker(address.broker)
-    properties.update(options.kafka_properties)
-    if name in config.brokers:
-        _ALIASES.add(name)
-    return name, properties
+def broker_profile(address: Address, options: Options, config: Config) -> BrokerProfile:
+    """The address's broker: its profile, with the command line's -X properties on top."""
+    profile = config.broker(address.broker)
+    profile.properties.update(options.kafka_properties)
+    if profile.name in config.brokers:
+        _ALIASES.add(profile.name)
+    mechanism = profile.properties.get("sasl.mechanism", profile.properties.get(
+        "sasl.mechanisms", ""))
+    if mechanism.upper() == "OAUTHBEARER":
+        _LOGIN_HINTS[profile.name] = _OIDC_HINT
+    return profile
 
 
 def fatal_errors(name: str, group: bool = True) -> tuple[dict, list[KafkaError]]:
@@ -105,8 +115,8 @@ def explain(name: str, error: KafkaError, topic: str | None = None,
     if code == KafkaError.CLUSTER_AUTHORIZATION_FAILED:
         return f"not authorised by broker {name} ({error.str()})"
     if code in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
-        return (f"broker {name}: authentication failed ({error.str()}); check sasl.mechanism, "
-                "sasl.username and the password")
+        return (f"broker {name}: authentication failed ({error.str()}); "
+                f"{_LOGIN_HINTS.get(name, _PASSWORD_HINT)}")
     if code == KafkaError._SSL:
         return (f"broker {name}: TLS failed ({error.str()}); check ssl.ca.location (the CA "
                 "that signed the broker's certificate)")
