@@ -5,7 +5,12 @@ ZTF alerts of ../shared/data when present, else (and also) kcp's synthetic ones.
 
 - ceiling: fastavro.schemaless_reader on the bodies alone, the schema parsed beforehand;
 - naive:   fastavro.reader(BytesIO(payload)) per message, + json.dumps (bytes as base64);
-- kcp:     kcp's decode of the same OCF payloads, to dicts and to JSON Lines.
+- kcp:     kcp's decode of the same OCF payloads, to dicts and to JSON Lines;
+- native:  kcp's native transcoder (kcp.codec.native) on the same payloads, to JSON Lines.
+
+A second table gives the native transcoder's speed in MB of Avro per second, on ZTF alerts and
+on Rubin-shaped ones (bench/rubin.py), next to this machine's memory-copy speed on the same
+bytes: the physical limit of anything that reads them.
 """
 
 from __future__ import annotations
@@ -19,11 +24,12 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import fastavro
 
-from kcp.codec import AvroToJson, SchemaStore, decode_payload
-from kcp.codec.framing import iter_ocf_blocks, parse_ocf_header
+from kcp.codec import AvroToJson, SchemaStore, decode_payload, native
+from kcp.codec.framing import DatumReader, iter_ocf_blocks, parse_ocf_header
 from kcp.codec.limits import Limits
 from kcp.synth import iter_alerts, load_ztf_like_schema
 
@@ -66,12 +72,8 @@ def timed(function: Callable[[], object], repeat: int) -> float:
 
 
 def measure(payloads: list[bytes], repeat: int) -> dict[str, float]:
-    store = SchemaStore()
-    bodies = []
-    for payload in payloads:  # the ceiling gets bodies and parsed schemas for free
-        schema, codec, sync, pos = parse_ocf_header(payload, store)
-        for _, block in iter_ocf_blocks(payload, codec, sync, pos, Limits()):
-            bodies.append((block, schema.parsed))
+    # the ceiling gets bodies and parsed schemas for free
+    bodies = [(body, schema.parsed) for body, schema in ocf_bodies(payloads)]
 
     def ceiling() -> None:
         for body, parsed in bodies:
@@ -95,15 +97,49 @@ def measure(payloads: list[bytes], repeat: int) -> dict[str, float]:
             for datum, schema in decode_payload(payload, kcp_store):
                 to_json(datum, schema)
 
-    return {name: len(payloads) / timed(function, repeat) for name, function in (
-        ("ceiling", ceiling), ("naive_json", naive_json), ("kcp_dicts", kcp_dicts),
-        ("kcp_json", kcp_json))}
+    transcoder = native.NativeJson("base64", DatumReader(kcp_store), kcp_store.limits)
+
+    def native_json() -> None:
+        for payload in payloads:
+            decode_payload(payload, kcp_store, None, transcoder)
+
+    functions = [("ceiling", ceiling), ("naive_json", naive_json), ("kcp_dicts", kcp_dicts),
+                 ("kcp_json", kcp_json)]
+    if native.BUILT:
+        functions.append(("native_json", native_json))
+    return {name: len(payloads) / timed(function, repeat) for name, function in functions}
+
+
+def transcode_speed(bodies: list[tuple[bytes, Any]], repeat: int) -> tuple[float, float]:
+    """(MB/s of Avro transcoded natively, MB/s of a memory copy of the same bytes)."""
+    megabytes = sum(len(body) for body, _ in bodies) / 1e6
+    transcoder = native.NativeJson("base64", DatumReader(SchemaStore()), Limits())
+    programs = [(body, transcoder.program(schema)) for body, schema in bodies]
+
+    def transcode() -> None:
+        for body, program in programs:
+            program.transcode(body, 1)
+
+    joined = b"".join(body for body, _ in bodies)
+    return (megabytes / timed(transcode, repeat),
+            megabytes / timed(lambda: bytearray(joined), max(repeat, 5)))
+
+
+def ocf_bodies(payloads: list[bytes]) -> list[tuple[bytes, Any]]:
+    store = SchemaStore()
+    bodies = []
+    for payload in payloads:
+        schema, codec, sync, pos = parse_ocf_header(payload, store)
+        blocks = iter_ocf_blocks(payload, codec, sync, pos, Limits())
+        bodies += [(block, schema) for _, block in blocks]
+    return bodies
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--synthetic", type=int, default=2000, help="synthetic alerts (2000)")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--rubin", type=int, default=44, help="Rubin-shaped alerts (44)")
     args = parser.parse_args()
     sets = {"synthetic": synthetic_payloads(args.synthetic)}
     if SHARED.is_dir():
@@ -111,7 +147,8 @@ def main() -> int:
     print(f"kcp codec benchmark — Python {platform.python_version()}, fastavro "
           f"{fastavro.__version__}, {platform.machine()}, best of {args.repeat}")
     print(f"{'alerts':<10} {'n':>6} {'MB':>7} | {'ceiling/s':>9} {'naive/s':>8} | "
-          f"{'kcp dict/s':>10} {'vs ceil':>7} | {'kcp json/s':>10} {'MB/s':>6} {'vs naive':>8}")
+          f"{'kcp dict/s':>10} {'vs ceil':>7} | {'kcp json/s':>10} {'MB/s':>6} {'vs naive':>8} | "
+          f"{'native/s':>8} {'vs ceil':>7}")
     for name, payloads in sets.items():
         rates = measure(payloads, args.repeat)
         megabytes = sum(map(len, payloads)) / 1e6
@@ -119,8 +156,26 @@ def main() -> int:
               f"{rates['naive_json']:>8.0f} | {rates['kcp_dicts']:>10.0f} "
               f"{rates['kcp_dicts'] / rates['ceiling']:>6.2f}x | {rates['kcp_json']:>10.0f} "
               f"{rates['kcp_json'] * megabytes / len(payloads):>6.1f} "
-              f"{rates['kcp_json'] / rates['naive_json']:>7.2f}x")
+              f"{rates['kcp_json'] / rates['naive_json']:>7.2f}x | "
+              f"{rates.get('native_json', 0):>8.0f} "
+              f"{rates.get('native_json', 0) / rates['ceiling']:>6.2f}x")
     print("targets: kcp dict >= 0.90x ceiling; kcp json >= 2x naive", file=sys.stderr)
+    if not native.BUILT:
+        print("the native transcoder is not built (no cargo): no native figures")
+        return 0
+    from rubin import rubin_payloads, rubin_schema  # bench/rubin.py
+
+    speeds = {name: ocf_bodies(payloads) for name, payloads in sets.items()}
+    schema = rubin_schema()
+    if schema is not None:
+        speeds["Rubin v10"] = [(p[5:], schema) for p in rubin_payloads(args.rubin)]
+    print(f"\n{'alerts':<10} {'n':>6} {'MB':>7} | {'native MB/s':>11} {'memcpy MB/s':>11} "
+          f"{'share':>6}")
+    for name, bodies in speeds.items():
+        transcoded, copied = transcode_speed(bodies, args.repeat)
+        megabytes = sum(len(b) for b, _ in bodies) / 1e6
+        print(f"{name:<10} {len(bodies):>6} {megabytes:>7.1f} | {transcoded:>11,.0f} "
+              f"{copied:>11,.0f} {transcoded / copied:>6.1%}")
     return 0
 
 

@@ -1,10 +1,12 @@
 """The loop a user would write to turn a ZTF topic into JSON Lines: kcp's peer in bench B2.
 
-    python bench/user_loop.py BOOTSTRAP TOPIC > alerts.jsonl
+    python bench/user_loop.py BOOTSTRAP TOPIC [SCHEMA.json] > alerts.jsonl
 
 Written plainly, the way the ZTF and broker tutorials do it: poll, fastavro.reader on each
 message (one Avro container file per message), json.dumps with a default for what JSON lacks
 (bytes as base64, anything else as str), one line per alert; stop at the end of every partition.
+Given a schema file (B9, Rubin), messages are in the Confluent wire format instead: the 5-byte
+header skipped, the body read with fastavro.schemaless_reader, as Rubin's tutorials do.
 """
 
 import base64
@@ -25,6 +27,10 @@ def to_json(value):
 
 def main():
     bootstrap, topic = sys.argv[1], sys.argv[2]
+    schema = None
+    if len(sys.argv) > 3:
+        with open(sys.argv[3]) as text:
+            schema = fastavro.parse_schema(json.load(text))
     consumer = Consumer({
         "bootstrap.servers": bootstrap,
         "group.id": "user-loop-" + uuid.uuid4().hex,
@@ -46,7 +52,11 @@ def main():
                     at_end.add(message.partition())
                     continue
                 raise KafkaException(message.error())
-            for alert in fastavro.reader(io.BytesIO(message.value())):
+            if schema is not None:
+                alerts = [fastavro.schemaless_reader(io.BytesIO(message.value()[5:]), schema)]
+            else:
+                alerts = fastavro.reader(io.BytesIO(message.value()))
+            for alert in alerts:
                 out.write(json.dumps(alert, default=to_json) + "\n")
     finally:
         consumer.close()

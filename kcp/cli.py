@@ -11,6 +11,7 @@ import click
 from click.shell_completion import BashComplete, add_completion_class, split_arg_string
 
 from . import __version__
+from .codec.native import codec_name
 from .errors import EXIT_STATUS_HELP, ExitStatus, KcpError, Terminated, UsageError
 
 EXIT_STATUS_TEXT = "\b\nExit status:\n" + "\n".join(
@@ -177,7 +178,8 @@ def _read_format_options() -> list[Callable[..., Any]]:
         click.option("--registry", metavar="URL",
                      help="A Confluent-compatible Schema Registry resolving schema ids."),
         click.option("--reader-schema", "reader_schema_path", metavar="FILE|DIR",
-                     help="Decode every record into this schema (Avro schema evolution)."),
+                     help="Decode every record into this schema (Avro schema evolution; "
+                          "decoded by the Python codec, not the native one)."),
         click.option("--fill-missing", is_flag=True,
                      help="Give the --reader-schema fields a record lacks and that have no "
                           "default their type's zero (null, 0, \"\", []), and say how many."),
@@ -237,7 +239,8 @@ def _write_format_options() -> list[Callable[..., Any]]:
                           "members) [default: null; tar members read as OCF pass unchanged]."),
         click.option("--json-style", type=click.Choice(JSON_STYLES), default="kcp",
                      show_default=True,
-                     help="kcp: readable JSON for jq; avro: the Avro spec's JSON encoding."),
+                     help="kcp: readable JSON for jq; avro: the Avro spec's JSON encoding "
+                          "(written by the Python codec)."),
         click.option("--raw", is_flag=True,
                      help="Pass payloads through undecoded, one per line (like kcat)."),
         click.option("--envelope", is_flag=True,
@@ -280,7 +283,9 @@ TAR_WRITE = _tar_write_options()
 FILTER = [
     click.option("--where", "where", multiple=True, metavar="EXPR",
                  help="Keep records for which EXPR is true, e.g. "
-                      "'candidate.rb > 0.5 and candidate.magpsf < 19' (docs/filtering.md)."),
+                      "'candidate.rb > 0.5 and candidate.magpsf < 19' (docs/filtering.md). "
+                      "Records are then decoded by the Python codec, as with --map, "
+                      "--pipe-through and --fields (docs/performance.md)."),
     click.option("--map", "map_", multiple=True, metavar="TARGET",
                  help="Run each record through a function: MODULE:FUNCTION, "
                       "FILE.py:FUNCTION or an installed plugin (kcp plugins). It returns "
@@ -488,7 +493,8 @@ class KcpGroup(click.Group):
 @click.group(cls=KcpGroup,
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
              epilog=ADDRESS_TEXT + "\n\n" + EXIT_STATUS_TEXT)
-@click.version_option(__version__, prog_name="kcp")
+@click.version_option(__version__, prog_name="kcp",
+                      message=f"%(prog)s %(version)s ({codec_name()})")
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """kcp: netcat for Kafka/Avro. Move astronomical alert streams (ZTF, Rubin, GCN) between

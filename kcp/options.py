@@ -66,6 +66,10 @@ class Options:
     # Set by the plan when nothing downstream needs decoded records (a topic copied to a topic,
     # files produced to Kafka as they are): sources then hand over payloads untouched.
     keep_payloads: bool = False
+    # Set when every record only becomes a JSON Lines document in the kcp style, with no stage
+    # reading its values: Avro readers may then hand over finished JSON documents, transcoded
+    # natively (kcp.codec.native; kcp.formats.json.documents_suffice decides).
+    json_documents: bool = False
     # Kafka
     kafka_properties: dict[str, str] = field(default_factory=dict)
     group: str | None = None

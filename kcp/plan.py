@@ -31,6 +31,7 @@ from .contracts import Reader, Sink, Source
 from .environment import Environment
 from .errors import UsageError
 from .formats import file_extensions, format_for_path, reader_for
+from .formats.json import documents_suffice
 from .message import Message
 from .metrics import Observers, PrometheusMetrics, StatsLines
 from .options import Options
@@ -128,6 +129,7 @@ def plan(sources: Sequence[str | Address], destination: str | Address | Sink,
         sink.copies_from(source)
         if options.exactly_once:
             transport("kafka").exactly_once(source, sink)
+        options.json_documents = documents_suffice(options, sink)
         decoder = None if options.keep_payloads or options.read_format == "raw" else reader_for(
             options.read_format, options)
         workers = None

@@ -18,7 +18,7 @@ import os
 import struct
 import zlib
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import fastavro
 
@@ -269,20 +269,49 @@ def read_body_exactly(body: bytes, writer: Schema, reader: Schema | None, limits
     fo = io.BytesIO(body)
     datum = read_body(fo, writer, reader, limits)
     if fo.tell() != len(body):
-        raise BadInput(f"{len(body) - fo.tell()} bytes left over after the datum "
-                       f"(wrong schema {writer.name}, or not this framing)")
+        raise BadInput(left_over(len(body) - fo.tell(), writer))
     return datum
 
 
-def decode_ocf(payload: bytes, store: SchemaStore) -> list[tuple[Any, Schema]]:
+def left_over(size: int, writer: Schema) -> str:
+    return (f"{size} bytes left over after the datum (wrong schema {writer.name}, or not this "
+            "framing)")
+
+
+class BodyReader(Protocol):
+    """Reads the records of Avro bodies: fastavro's datums (:class:`DatumReader`) or finished
+    JSON documents (:class:`kcp.codec.native.NativeJson`)."""
+
+    def block(self, data: bytes, count: int, writer: Schema) -> list[Any]:
+        """The ``count`` records of an inflated OCF block."""
+
+    def exactly(self, body: bytes, writer: Schema) -> list[Any]:
+        """The one record of a body that holds nothing else."""
+
+
+class DatumReader:
+    """fastavro's datums, resolved into the store's reader schema, within its limits."""
+
+    def __init__(self, store: SchemaStore) -> None:
+        self.store = store
+
+    def block(self, data: bytes, count: int, writer: Schema) -> list[Any]:
+        return list(read_block(count, data, writer, self.store.reader, self.store.limits))
+
+    def exactly(self, body: bytes, writer: Schema) -> list[Any]:
+        return [read_body_exactly(body, writer, self.store.reader, self.store.limits)]
+
+
+def decode_ocf(payload: bytes, store: SchemaStore, read: BodyReader) -> list[tuple[Any, Schema]]:
     writer, codec, sync, pos = parse_ocf_header(payload, store)
-    reader = store.reader
-    return [(datum, reader or writer)
+    schema = store.reader or writer
+    return [(value, schema)
             for count, data in iter_ocf_blocks(payload, codec, sync, pos, store.limits)
-            for datum in read_block(count, data, writer, reader, store.limits)]
+            for value in read.block(data, count, writer)]
 
 
-def decode_confluent(payload: bytes, store: SchemaStore) -> list[tuple[Any, Schema]]:
+def decode_confluent(payload: bytes, store: SchemaStore, read: BodyReader
+                     ) -> list[tuple[Any, Schema]]:
     if len(payload) < 5:
         raise BadInput("truncated Confluent frame (shorter than its 5-byte header)")
     _, schema_id = _CONFLUENT_HEADER.unpack_from(payload)
@@ -290,11 +319,11 @@ def decode_confluent(payload: bytes, store: SchemaStore) -> list[tuple[Any, Sche
     if writer is None:
         raise BadInput(f"unknown schema id {schema_id} in a Confluent frame: no schema source "
                        "knows it (give --registry URL, --schema FILE or --schema-dir DIR)")
-    datum = read_body_exactly(payload[5:], writer, store.reader, store.limits)
-    return [(datum, store.reader or writer)]
+    return [(value, store.reader or writer) for value in read.exactly(payload[5:], writer)]
 
 
-def decode_single_object(payload: bytes, store: SchemaStore) -> list[tuple[Any, Schema]]:
+def decode_single_object(payload: bytes, store: SchemaStore, read: BodyReader
+                         ) -> list[tuple[Any, Schema]]:
     if len(payload) < 10:
         raise BadInput("truncated single-object frame (shorter than its 10-byte header)")
     (value,) = _FINGERPRINT.unpack_from(payload, 2)
@@ -302,16 +331,15 @@ def decode_single_object(payload: bytes, store: SchemaStore) -> list[tuple[Any, 
     if writer is None:
         raise BadInput(f"single-object frame has fingerprint {value:016x}, which matches no "
                        "known schema (give --schema FILE)")
-    datum = read_body_exactly(payload[10:], writer, store.reader, store.limits)
-    return [(datum, store.reader or writer)]
+    return [(value, store.reader or writer) for value in read.exactly(payload[10:], writer)]
 
 
-def decode_schemaless(payload: bytes, store: SchemaStore) -> list[tuple[Any, Schema]]:
+def decode_schemaless(payload: bytes, store: SchemaStore, read: BodyReader
+                      ) -> list[tuple[Any, Schema]]:
     writer = store.default
     if writer is None:
         raise UsageError("schemaless Avro needs its schema: give --schema FILE")
-    datum = read_body_exactly(payload, writer, store.reader, store.limits)
-    return [(datum, store.reader or writer)]
+    return [(value, store.reader or writer) for value in read.exactly(payload, writer)]
 
 
 DECODERS = {
@@ -344,22 +372,24 @@ def detect_framing(payload: bytes, store: SchemaStore) -> str:
                    f"{', '.join(FRAMINGS)}); give --from FORMAT, or --schema for schemaless Avro")
 
 
-def decode_payload(payload: bytes, store: SchemaStore, framing: str | None = None
-                   ) -> list[tuple[Any, Schema]]:
-    """Every (datum, schema) a payload holds, in the given framing or the detected one."""
+def decode_payload(payload: bytes, store: SchemaStore, framing: str | None = None,
+                   read: BodyReader | None = None) -> list[tuple[Any, Schema]]:
+    """Every (datum, schema) a payload holds, in the given framing or the detected one;
+    ``read`` reads the bodies (fastavro's datums by default)."""
+    read = read or DatumReader(store)
     if framing is None:
         framing = detect_framing(payload, store)
         if framing == "schemaless" and payload[:1] == CONFLUENT_MAGIC and len(payload) >= 5:
             # 0x00 starts many bare bodies and every Confluent frame, also one whose id no source
             # knows but whose schema the user gave (Rubin with --schema): the exact reading wins.
             try:
-                return decode_schemaless(payload, store)
+                return decode_schemaless(payload, store, read)
             except BadInput as exc:
                 try:
-                    return decode_confluent(payload, store)
+                    return decode_confluent(payload, store, read)
                 except BadInput:
                     raise exc from None
-    return DECODERS[framing](payload, store)
+    return DECODERS[framing](payload, store, read)
 
 
 def write_body(datum: Any, schema: Schema) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
@@ -14,12 +15,16 @@ import fastavro.read
 from ..codec import Schema, SchemaStore, decode_payload, encoder_for
 from ..codec.framing import (
     OCF_MAGIC,
+    DatumReader,
     OcfStream,
+    block_inflater,
     compress_zstd,
     parse_ocf_header,
+    read_block,
     read_long,
     write_long,
 )
+from ..codec.native import json_transcoder
 from ..errors import BadInput, UsageError
 from ..message import Message
 from ..options import Options
@@ -49,11 +54,14 @@ class AvroReader:
     def __init__(self, options: Options) -> None:
         self.schemas = options.schemas
         self.keep_payloads = options.keep_payloads
+        # Finished JSON documents when that is all the run needs (kcp.codec.native), else datums.
+        self.documents = json_transcoder(options)
+        self.read_bodies = self.documents or DatumReader(self.schemas)
 
     def decode(self, message: Message) -> list[Message]:
         if message.value is None:
             raise BadInput("empty payload (a tombstone?) where an Avro record was expected")
-        records = decode_payload(message.value, self.schemas, self.framing)
+        records = decode_payload(message.value, self.schemas, self.framing, self.read_bodies)
         if len(records) == 1:
             message.datum, message.schema = records[0]
             message.decoded = True
@@ -64,6 +72,9 @@ class AvroReader:
         head = stream.peek(4)[:4] if hasattr(stream, "peek") else b""
         if head == OCF_MAGIC and self.keep_payloads:
             yield from self._read_ocf_payloads(stream, source)
+            return
+        if head == OCF_MAGIC and self.documents is not None:
+            yield from self._read_ocf_documents(stream, source)
             return
         if head == OCF_MAGIC or (not head and self.framing in (None, "ocf")):
             yield from self._read_ocf_file(stream, source)
@@ -85,6 +96,24 @@ class AvroReader:
                     yield message
                 else:
                     yield from self.decode(message)
+        except BadInput as exc:
+            yield _bad_record(source, number, exc)
+
+    def _read_ocf_documents(self, stream: BinaryIO, source: str) -> Iterator[Message]:
+        """An OCF file's records as JSON documents (kcp.codec.native), block by block, with the
+        records and the errors of the Python path (``_read_ocf_file``)."""
+        assert self.documents is not None
+        number = 0
+        try:
+            ocf = OcfStream(stream, self.schemas)
+            inflated = block_inflater(ocf.codec, ocf.limits)
+            for count, data in ocf.blocks():
+                block = inflated(data)
+                python = functools.partial(read_block, count, block, ocf.schema, None, ocf.limits)
+                for document in self.documents.file_block(block, count, ocf.schema, python):
+                    number += 1
+                    yield Message(datum=document, schema=ocf.schema, decoded=True, source=source,
+                                  position=f"record {number}")
         except BadInput as exc:
             yield _bad_record(source, number, exc)
 

@@ -14,6 +14,7 @@ from typing import BinaryIO
 import orjson
 
 from ..codec import FILES_MODE, AvroToJson, JsonToAvro, inline_bytes_mode
+from ..codec.native import JsonDocument
 from ..errors import BadInput, UsageError
 from ..message import Message
 from ..options import Options
@@ -211,9 +212,15 @@ class JsonWriter:
         self.colour = options.colour
 
     def encode(self, message: Message) -> bytes:
-        if self.cutout_files is not None:
-            self.cutout_files.replace(message)
-        document = self.to_json(message.datum, message.schema, self.option)
+        datum = message.datum
+        if type(datum) is JsonDocument:  # transcoded natively, already what to_json would write
+            document = datum.text
+            if self.option:
+                document = orjson.dumps(orjson.loads(document), option=self.option)
+        else:
+            if self.cutout_files is not None:
+                self.cutout_files.replace(message)
+            document = self.to_json(datum, message.schema, self.option)
         return colourize(document) if self.colour else document
 
     def recover(self, stream: BinaryIO) -> None:
@@ -221,3 +228,14 @@ class JsonWriter:
 
     def open_stream(self, stream: BinaryIO) -> LineStreamWriter:
         return LineStreamWriter(stream, self.encode)
+
+
+def documents_suffice(options: Options, sink: object) -> bool:
+    """Whether records may reach ``sink`` as finished JSON documents (kcp.codec.native): it
+    writes JSON Lines to a stream (stdout, a file) in the kcp style, and no stage reads record
+    values (--where, --map, --pipe-through, --fields, --bytes file:DIR) or reshapes them
+    (--reader-schema).  --since/--until read only Kafka timestamps."""
+    return (isinstance(getattr(sink, "format_writer", None), JsonWriter)
+            and options.json_style == "kcp" and not options.steps and not options.fields
+            and not (options.bytes_mode or "").startswith(FILES_MODE)
+            and options.schemas.reader is None)
