@@ -366,7 +366,6 @@ def run(source: Source, sink: Sink, options: Options, decoder: Reader | None = N
                 completed = _loop(source, sink, decoder, stages, policy, summary, limit,
                                   progress, guard)
         finally:
-            summary.seconds = time.monotonic() - started
             summary.bytes_in = summary.bytes_in or source.bytes_read
             summary.notes.extend(_notes(options))
             policy.close()
@@ -378,6 +377,8 @@ def run(source: Source, sink: Sink, options: Options, decoder: Reader | None = N
             with guard.finishing(stopped_by):
                 _finish(source, sink, completed=completed or isinstance(stopped_by, BadInput),
                         commit=completed or not isinstance(stopped_by, BrokenPipeError))
+            # the time until the sink holds everything (a producer's last deliveries included)
+            summary.seconds = time.monotonic() - started
     return summary
 
 
