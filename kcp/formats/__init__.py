@@ -16,7 +16,7 @@ from ..contracts import Encode, Reader, Writer
 from ..errors import UsageError
 from ..message import Message
 from ..options import Options
-from . import avro, envelope, fits, json, parquet, raw, template, voevent
+from . import avro, envelope, fits, gcn_text, json, parquet, raw, template, voevent
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     # lossless both ways (docs/parquet.md)
     Format("parquet", parquet.ParquetReader, parquet.ParquetWriter, (".parquet",)),
     # payloads as they are, one per line (--delimiter); no decoding
+    # GCN's classic text notices (KEY: value lines) as records of their fields, and back
+    Format("gcn-text", gcn_text.GcnTextReader, gcn_text.GcnTextWriter, ()),
     Format("raw", raw.RawReader, raw.RawWriter, ()),
     # one line per record shaped by -F/--format-template, like kcat -f (output only)
     Format("template", template.TemplateReader, template.TemplateWriter, ()),
