@@ -74,7 +74,7 @@ demo: venv kafka-libs $(CACHE)/.jq-ok
 # FUZZ_SECONDS; a failing input is saved in tests/fuzz-corpus, which make test replays.
 FUZZ_SECONDS ?= 60
 fuzz: venv
-	FUZZ_SECONDS=$(FUZZ_SECONDS) $(PY) -m pytest -q -s tests/test_fuzz.py -k for_a_while
+	FUZZ_SECONDS=$(FUZZ_SECONDS) $(PY) -m pytest -q -s --timeout 0 tests/test_fuzz.py -k for_a_while
 
 lint: venv
 	$(VENV)/bin/ruff check kcp tests scripts

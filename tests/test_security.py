@@ -342,4 +342,5 @@ def test_exactly_once_to_a_destination_refusing_transactions_is_one_line(secure_
     assert result.returncode == 4, line
     assert seconds < 10, f"took {seconds:.1f} s"
     assert "broker alice cannot run transactions" in line, line
-    assert f"transactional ids kcp-{group}-" in line, line
+    # the group as the broker sees it: alice's profile prefixes her groups with "alice-"
+    assert f"transactional ids kcp-alice-{group}-" in line, line
