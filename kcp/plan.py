@@ -95,7 +95,8 @@ def plan(sources: Sequence[str | Address], destination: str | Address | Sink,
     """The run that copies every record of ``sources`` to ``destination``: an address, or a
     sink of the caller's (e.g. ``kcp.pipeline.CallbackSink``).
 
-    ``options`` is not changed: the plan works on a copy, with what was left open decided.
+    ``options`` is not changed (but for its SchemaStore, which gains the schemas the options
+    name): the plan works on a copy, with what was left open decided.
     """
     config = config or Config.load()
     options = dataclasses.replace(options or Options(),

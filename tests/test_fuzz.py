@@ -27,7 +27,7 @@ import pytest
 from hostile import CASES, LINKED, POINT, fits_with, good_ocf, tar_of, varint
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from hypothesis.database import DirectoryBasedExampleDatabase
+from hypothesis.database import DirectoryBasedExampleDatabase, ReadOnlyDatabase
 
 from kcp.codec import AvroToJson, JsonToAvro, Schema, decode_payload, write_body
 from kcp.errors import BadInput
@@ -37,8 +37,12 @@ from kcp.options import Options
 CORPUS = Path(__file__).parent / "fuzz-corpus"
 FUZZ_SECONDS = float(os.environ.get("FUZZ_SECONDS", "0"))
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "100"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=5000, database=DirectoryBasedExampleDatabase(
-    str(CORPUS)), suppress_health_check=list(HealthCheck), derandomize=False)
+# make test replays the corpus without writing to it (a test run changes no file of the
+# checkout); make fuzz saves what fails there.
+CORPUS_DATABASE = DirectoryBasedExampleDatabase(str(CORPUS))
+FUZZ = settings(max_examples=EXAMPLES, deadline=5000,
+                database=CORPUS_DATABASE if FUZZ_SECONDS else ReadOnlyDatabase(CORPUS_DATABASE),
+                suppress_health_check=list(HealthCheck), derandomize=False)
 HOSTILE_VARINTS = [-1, -2, 1 << 31, 1 << 62, -(1 << 62), 10**9, 0]
 
 
