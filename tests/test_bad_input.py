@@ -408,26 +408,20 @@ def test_hostile_and_malformed_voevent_packets(folder, kafka_bootstrap):
 
 
 def test_tar_member_escaping_the_folder_through_a_pipe(folder):
-    import tarfile
+    from hostile import tar_of
 
-    members = [("1.avro", ocf([body(0)])), ("../../evil.avro", ocf([body(1)])),
-               ("2.avro", ocf([body(2)]))]
-    archive = io.BytesIO()
-    with tarfile.open(fileobj=archive, mode="w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+    archive = tar_of([("1.avro", ocf([body(0)])), ("../../evil.avro", ocf([body(1)])),
+                      ("2.avro", ocf([body(2)]))])
     env = kcp_env(None, folder)
     before = sorted(folder.parent.iterdir())
-    failed = run_kcp(["cp", "-", str(folder / "out.jsonl")], env, stdin=archive.getvalue())
+    failed = run_kcp(["cp", "-", str(folder / "out.jsonl")], env, stdin=archive)
     assert failed.returncode == 3
     assert one_line(failed.stderr).startswith("kcp: <stdin>:member ../../evil.avro: an unsafe "
                                               "member name")
     assert _ns((folder / "out.jsonl").read_bytes()) == [0]
     letters = folder / "dead.jsonl"
     dead = run_kcp(["cp", "-", "-", "--on-error", f"dead-letter:{letters}"], env,
-                   stdin=archive.getvalue())
+                   stdin=archive)
     assert dead.returncode == 0 and _ns(dead.stdout) == [0, 2]
     (letter,) = json_lines(letters.read_bytes())
     assert letter["where"] == "<stdin>:member ../../evil.avro"
