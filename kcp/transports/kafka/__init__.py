@@ -118,6 +118,7 @@ class KafkaSource:
         self.assigned: set[tuple[str, int]] = set()
         self.positions: dict[tuple[str, int], int] = {}
         self.committed: dict[tuple[str, int], int] = {}
+        self._callback_failure: Exception | None = None
         self.transaction: CopyTransaction | None = None
         # Set by the pipeline: makes the sink durable before a rebalance commits.
         self.flush_sink: Any = None
@@ -155,8 +156,9 @@ class KafkaSource:
         if self.group or self.watches_patterns:
             # A subscription to the patterns themselves picks up topics created later.
             wanted = list(self.address.topics) if self.watches_patterns else topics
-            self.consumer.subscribe(wanted, on_assign=self._on_assign, on_revoke=self._on_revoke,
-                                    on_lost=self._on_lost)
+            self.consumer.subscribe(wanted, on_assign=self._deferring(self._on_assign),
+                                    on_revoke=self._deferring(self._on_revoke),
+                                    on_lost=self._deferring(self._on_lost))
             return
         partitions = []
         for topic in topics:
@@ -205,6 +207,24 @@ class KafkaSource:
                 if tp.offset == OFFSET_END:
                     self.done.add((tp.topic, tp.partition))
         self.assigned.update((tp.topic, tp.partition) for tp in partitions)
+
+    def _deferring(self, handler: Callable[[Consumer, list[TopicPartition]], None]
+                   ) -> Callable[[Consumer, list[TopicPartition]], None]:
+        """``handler`` as a rebalance callback whose exception waits for the client call that
+        ran it (poll, close) to return: an exception left set inside the client breaks the next
+        Python callback it runs (a SystemError in error_cb instead of "fenced")."""
+        def deferred(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            if self._callback_failure is None:
+                try:
+                    handler(consumer, partitions)
+                except Exception as exc:  # re-raised by _raise_callback_failure
+                    self._callback_failure = exc
+        return deferred
+
+    def _raise_callback_failure(self) -> None:
+        failure, self._callback_failure = self._callback_failure, None
+        if failure is not None:
+            raise failure
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self.options.partitions:
@@ -283,6 +303,7 @@ class KafkaSource:
                 batch = [first, *consume(BATCH - 1, 0)] if first is not None else []
             except KafkaException as exc:  # a fatal consumer error
                 raise TransportError(explain(self.name, exc.args[0], None, self.group)) from None
+            self._raise_callback_failure()
             raise_fatal(self.name, self._errors, topics, self.group)
             self._refresh_lag()
             if self.heartbeat is not None:
@@ -395,6 +416,7 @@ class KafkaSource:
             self.heartbeat.close()
         with contextlib.suppress(KafkaException, RuntimeError):
             self.consumer.close()
+        self._raise_callback_failure()
 
 
 class KafkaSink:
