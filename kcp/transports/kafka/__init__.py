@@ -46,6 +46,7 @@ from .admin import create_topic_like, describe_topics, group_lag, topic_names
 from .client import (
     ABORTED,
     ACCESS_DENIED,
+    CLIENT_FAILURES,
     NO_SUCH_TOPIC,
     absent_topic,
     broker_profile,
@@ -53,6 +54,7 @@ from .client import (
     fatal_errors,
     is_fenced,
     raise_fatal,
+    raised_error,
     topic_metadata,
     transaction_failure,
 )
@@ -301,8 +303,9 @@ class KafkaSource:
                 # for a full batch would hold a lone new alert back (tail latency).
                 first = poll(0.2)
                 batch = [first, *consume(BATCH - 1, 0)] if first is not None else []
-            except KafkaException as exc:  # a fatal consumer error
-                raise TransportError(explain(self.name, exc.args[0], None, self.group)) from None
+            except CLIENT_FAILURES as exc:  # a fatal consumer error
+                raise TransportError(explain(self.name, raised_error(exc), None, self.group)
+                                     ) from None
             self._raise_callback_failure()
             raise_fatal(self.name, self._errors, topics, self.group)
             self._refresh_lag()
@@ -497,8 +500,8 @@ class KafkaSink:
     def _transaction_call(self, what: str, call: Any, *args: Any) -> None:
         try:
             call(*args, self.timeout)
-        except KafkaException as exc:
-            error = exc.args[0]
+        except CLIENT_FAILURES as exc:
+            error = raised_error(exc)
             if error.txn_requires_abort():
                 self.abort_transaction()
             raise TransportError(transaction_failure(self.name, what, error, self.group)
@@ -522,10 +525,10 @@ class KafkaSink:
             self._in_transaction = False
             try:
                 self.producer.abort_transaction(self.timeout)
-            except KafkaException as exc:
-                if is_fenced(exc.args[0]):  # another copier has taken over: stop here
-                    raise TransportError(explain(self.name, exc.args[0], None, self.group)
-                                         ) from None
+            except CLIENT_FAILURES as exc:
+                error = raised_error(exc)
+                if is_fenced(error):  # another copier has taken over: stop here
+                    raise TransportError(explain(self.name, error, None, self.group)) from None
         self.failures.clear()
 
     def _begin(self) -> None:
@@ -607,8 +610,8 @@ class KafkaSink:
     def _poll(self, timeout: float) -> None:
         try:
             self.producer.poll(timeout)
-        except KafkaException as exc:  # poll raises librdkafka's fatal errors
-            raise TransportError(explain(self.name, exc.args[0], self.topic, self.group)
+        except CLIENT_FAILURES as exc:  # poll raises librdkafka's fatal errors
+            raise TransportError(explain(self.name, raised_error(exc), self.topic, self.group)
                                  ) from None
 
     def flush(self) -> None:
@@ -616,9 +619,9 @@ class KafkaSink:
         while len(self.producer) and time.monotonic() < deadline:
             try:
                 self.producer.flush(0.5)
-            except KafkaException as exc:  # a fatal producer error (e.g. idempotence refused)
-                raise TransportError(explain(self.name, exc.args[0], self.topic, self.group)
-                                     ) from None
+            except CLIENT_FAILURES as exc:  # a fatal producer error (e.g. idempotence refused)
+                raise TransportError(explain(self.name, raised_error(exc), self.topic,
+                                             self.group)) from None
             raise_fatal(self.name, self._errors, self.topic, self.group)
         raise_fatal(self.name, self._errors, self.topic, self.group)
         if len(self.producer):

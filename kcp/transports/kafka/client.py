@@ -35,6 +35,20 @@ _NO_TRANSACTIONS = {KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
 _FENCED = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
 
 
+# What a client call that serves callbacks (poll, flush, transactions) raises when it fails.
+CLIENT_FAILURES = (KafkaException, SystemError)
+
+
+def raised_error(exc: Exception) -> KafkaError:
+    """The KafkaError behind an exception of ``CLIENT_FAILURES``. confluent-kafka can leave a
+    fatal error pending while it runs one more of kcp's callbacks; Python then raises a
+    SystemError caused by that KafkaException. Anything else is not the client's: re-raised."""
+    failure = exc if isinstance(exc, KafkaException) else exc.__cause__
+    if not isinstance(failure, KafkaException):
+        raise exc
+    return failure.args[0]
+
+
 def is_fenced(error: KafkaError) -> bool:
     """Whether a newer producer with the same transactional id took over."""
     return error.code() in _FENCED
