@@ -86,13 +86,20 @@ def committed_records(bootstrap: str, topic: str, expected: int) -> list[tuple]:
     there and nothing more comes for two seconds (a duplicate would show meanwhile)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{uuid.uuid4()}",
                          "isolation.level": "read_committed", "auto.offset.reset": "earliest"})
-    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
     got: list[tuple] = []
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 90
     quiet_since = time.monotonic()
+    assigned = False
     while time.monotonic() < deadline and (len(got) < expected
                                            or time.monotonic() - quiet_since < 2):
+        if not assigned:  # a mirror creates the copy of a new topic when it notices it
+            known = consumer.list_topics(timeout=10).topics.get(topic)
+            assigned = known is not None and bool(known.partitions)
+            if assigned:
+                consumer.assign([TopicPartition(topic, p, 0) for p in known.partitions])
+            else:
+                time.sleep(0.5)
+                continue
         batch = [m for m in consumer.consume(1000, 0.5) if m.error() is None]
         if batch:
             quiet_since = time.monotonic()
