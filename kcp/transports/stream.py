@@ -36,6 +36,9 @@ class QuietSource:
     def partition_count(self, topic: str) -> int | None:
         return None
 
+    def done_fraction(self) -> float | None:
+        return None
+
     def close(self) -> None:
         pass
 
@@ -65,6 +68,9 @@ class PathSource(QuietSource):
         self.name = address.text
         self.options = options
         self.bytes_read = 0
+        self._total = sum(os.path.getsize(path) for path in self.paths)
+        self._reading: BinaryIO | None = None
+        self._finished = 0  # the bytes of the files read to their end
 
     def __iter__(self) -> Iterator[Message]:
         for path in self.paths:
@@ -72,9 +78,21 @@ class PathSource(QuietSource):
                 stream = open(path, "rb")
             except OSError as exc:
                 raise UsageError(f"{path}: cannot open: {exc.strerror}") from None
-            self.bytes_read += os.fstat(stream.fileno()).st_size
+            size = os.fstat(stream.fileno()).st_size
+            self.bytes_read += size
+            self._reading = stream
             with stream:
                 yield from self.read_file(stream, path)
+            self._finished += size
+            self._reading = None
+
+    def done_fraction(self) -> float | None:
+        """The bytes of the files read so far, of them all."""
+        if not self._total:
+            return None
+        reading = self._reading
+        current = 0 if reading is None or reading.closed else reading.tell()
+        return min(1.0, (self._finished + current) / self._total)
 
     def read_file(self, stream: BinaryIO, path: str) -> Iterator[Message]:
         raise NotImplementedError
