@@ -43,6 +43,16 @@ class ClosingStage(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class LiveLine(Protocol):
+    """A progress callback that draws on the terminal: its line is cleared before the run's
+    closing words (a copy left unfinished, an interruption) are said."""
+
+    def __call__(self, summary: Summary) -> None: ...
+
+    def done(self) -> None: ...
+
+
 @dataclass
 class Summary:
     records: int = 0
@@ -82,9 +92,9 @@ class Progress:
     """A live one-line count on stderr, redrawn at most five times a second, with the percent
     done and the time left when the source knows where its read ends."""
 
-    def __init__(self, stream: Any, done_fraction: Callable[[], float | None]) -> None:
+    def __init__(self, stream: Any, source: Source) -> None:
         self.stream = stream
-        self.done_fraction = done_fraction
+        self.source = source
         # Redrawing a line only makes sense on a terminal; a log gets the final summary only.
         self.live = stream.isatty()
         self.started = time.monotonic()
@@ -98,7 +108,7 @@ class Progress:
         self.next_draw = now + 0.2
         elapsed = now - self.started
         clock = summary.night_clock() if summary.night_clock is not None else None
-        fraction = self.done_fraction()
+        fraction = self.source.done_fraction()
         share = ""
         if fraction is not None:
             share = f", {fraction:.0%}"
@@ -106,7 +116,7 @@ class Progress:
                 left = round(elapsed * (1 - fraction) / fraction)
                 share += f", {left // 60}:{left % 60:02d} left"
         self.stream.write(f"\r\x1b[Kkcp: {summary.count()}, "
-                          f"{summary.bytes_in / 1e6:,.1f} MB, "
+                          f"{(summary.bytes_in or self.source.bytes_read) / 1e6:,.1f} MB, "
                           f"{summary.records / elapsed:,.0f} records/s{share}"
                           + (f", night clock {clock}" if clock else ""))
         self.stream.flush()
@@ -116,6 +126,7 @@ class Progress:
         if self.drawn:
             self.stream.write("\r\x1b[K")
             self.stream.flush()
+            self.drawn = False
 
 
 class ErrorPolicy:
@@ -397,6 +408,8 @@ def run(source: Source, sink: Sink, options: Options, decoder: Reader | None = N
             summary.notes.extend(_notes(options))
             policy.close()
             close_stages(stages)
+            if isinstance(progress, LiveLine):
+                progress.done()
             stopped_by = sys.exc_info()[1]
             # A copy that ends at bad input under --on-error fail is the input up to its
             # damage: finished.  One stopped by a signal or a failure is not, and its file

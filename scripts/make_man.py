@@ -66,7 +66,8 @@ def option_entries(command: click.Command, ctx: click.Context) -> list[str]:
 def summary(name: str, command: click.Command) -> str:
     """What ``command`` does, whole: the first sentence of its help (click's short help cuts it
     at a width), without a leading "kcp:" that the NAME line already says."""
-    text = " ".join((command.short_help or command.help or "").split())
+    paragraph = re.split(r"\n\s*\n", (command.short_help or command.help or "").strip())[0]
+    text = " ".join(paragraph.split())
     first = re.split(r"(?<=[.])\s+(?=[A-Z])", text, maxsplit=1)[0] if text else ""
     return first.removeprefix(f"{name}: ").rstrip(".")
 

@@ -67,7 +67,6 @@ class PathSource(QuietSource):
         self.paths = expand(address.path or address.text)
         self.name = address.text
         self.options = options
-        self.bytes_read = 0
         self._total = sum(os.path.getsize(path) for path in self.paths)
         self._reading: BinaryIO | None = None
         self._finished = 0  # the bytes of the files read to their end
@@ -79,20 +78,25 @@ class PathSource(QuietSource):
             except OSError as exc:
                 raise UsageError(f"{path}: cannot open: {exc.strerror}") from None
             size = os.fstat(stream.fileno()).st_size
-            self.bytes_read += size
             self._reading = stream
-            with stream:
+            read = 0  # of the file, when left before its end (-c)
+            try:
                 yield from self.read_file(stream, path)
-            self._finished += size
-            self._reading = None
+                read = size
+            finally:
+                self._finished += read or (size if stream.closed else stream.tell())
+                self._reading = None
+                stream.close()
+
+    @property
+    def bytes_read(self) -> int:  # type: ignore[override]
+        """The bytes of the files read so far."""
+        reading = self._reading
+        return self._finished + (0 if reading is None or reading.closed else reading.tell())
 
     def done_fraction(self) -> float | None:
         """The bytes of the files read so far, of them all."""
-        if not self._total:
-            return None
-        reading = self._reading
-        current = 0 if reading is None or reading.closed else reading.tell()
-        return min(1.0, (self._finished + current) / self._total)
+        return min(1.0, self.bytes_read / self._total) if self._total else None
 
     def read_file(self, stream: BinaryIO, path: str) -> Iterator[Message]:
         raise NotImplementedError
