@@ -279,8 +279,10 @@ def _fit_destination(options: Options, destination: Address) -> None:
     elif options.pretty is None:
         options.pretty = to_terminal
     options.colour = options.pretty and to_terminal and options.environment.colour_allowed
+    # text payloads shown as they are, when nothing reads fields of the records
     options.show_text = (to_terminal and options.read_format is None
-                         and options.write_format in (None, "json"))
+                         and options.write_format in (None, "json")
+                         and not options.steps and not options.fields)
     if to_terminal and options.write_format in BINARY_FORMATS and not options.force:
         raise UsageError(f"refusing to write {options.write_format} data to a terminal; "
                          "pipe or redirect it, or give --force")
