@@ -53,6 +53,7 @@ from .client import (
     fatal_errors,
     is_fenced,
     raise_fatal,
+    refused_topic,
     topic_metadata,
     transaction_failure,
 )
@@ -143,8 +144,9 @@ class KafkaSource:
                                 and not t.startswith("__"))
             elif wanted in metadata.topics and metadata.topics[wanted].error is None:
                 names.append(wanted)
-            elif self.options.follow:  # tail -F: a topic made later is read from its start
-                metadata = self._wait_for(wanted)
+            elif self.options.follow and refused_topic(self.consumer, self.name, wanted,
+                                                       self.options.timeout) is None:
+                metadata = self._wait_for(wanted)  # made later, it is read from its start
                 names.append(wanted)
             else:
                 raise TransportError(absent_topic(self.consumer, self.name, wanted,
