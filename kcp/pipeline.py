@@ -90,11 +90,12 @@ def plural(count: int, noun: str) -> str:
 
 class Progress:
     """A live one-line count on stderr, redrawn at most five times a second, with the percent
-    done and the time left when the source knows where its read ends."""
+    done and the time left when the source knows where its read ends (or -c N says)."""
 
-    def __init__(self, stream: Any, source: Source) -> None:
+    def __init__(self, stream: Any, source: Source, limit: int | None = None) -> None:
         self.stream = stream
         self.source = source
+        self.limit = limit
         # Redrawing a line only makes sense on a terminal; a log gets the final summary only.
         self.live = stream.isatty()
         self.started = time.monotonic()
@@ -109,6 +110,8 @@ class Progress:
         elapsed = now - self.started
         clock = summary.night_clock() if summary.night_clock is not None else None
         fraction = self.source.done_fraction()
+        if self.limit:  # -c N may end the read first
+            fraction = max(fraction or 0.0, min(1.0, summary.records / self.limit))
         share = ""
         if fraction is not None:
             share = f", {fraction:.0%}"

@@ -344,7 +344,7 @@ def _live_progress(options: Options, destination: Address, source: Source) -> Pr
     # A caller's own sink (kcp schema, a library user) has its own say: no line by default.
     watched = environment.stderr_isatty and destination.kind not in ("stdio", "callback")
     wanted = options.progress if options.progress is not None else watched
-    return Progress(environment.stderr, source) if wanted else None
+    return Progress(environment.stderr, source, options.count) if wanted else None
 
 
 
