@@ -129,10 +129,10 @@ def plan(sources: Sequence[str | Address], destination: str | Address | Sink,
     sink: Sink | None = None
     pager = None
     try:
-        pager = _pager(options, sink_address)
         for address in source_addresses:
             opened.append(transport_for(address).open_source(address, options, config))
         source: Source = opened[0] if len(opened) == 1 else Sources(opened)
+        pager = _pager(options, sink_address)  # once the sources are there to read
         sink = given_sink or _sink_transport(sink_address, options).open_sink(
             sink_address, options, config)
         sink.copies_from(source)
