@@ -310,7 +310,7 @@ FORCE = [
     click.option("--force", is_flag=True, help="Write binary data even to a terminal."),
 ]
 PAGER = [
-    click.option("--pager/--no-pager", default=True, show_default=True,
+    click.option("--pager/--no-pager", default=True,
                  help="On a terminal, show long output through $PAGER (less by default; "
                       "never when following, nor into a pipe or file)."),
 ]

@@ -78,7 +78,6 @@ class Summary:
             text += f"; replayed up to {clock}"
         return text
 
-
     def count(self) -> str:
         """The records written, as the live line and the summary both say it."""
         return plural(self.records, "record")
@@ -294,6 +293,7 @@ class Sources:
                      if (count := source.partition_count(topic)) is not None), None)
 
     def done_fraction(self) -> float | None:
+        """Each source read a like share of the whole."""
         if self._current is None:
             return 0.0
         current = self._current.done_fraction()
