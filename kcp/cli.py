@@ -56,7 +56,8 @@ def _exit_status(error: BaseException, ctx: click.Context) -> int:
         _quiet_stdout()
         if isinstance(error, Terminated):
             return int(ExitStatus.OK)
-        click.echo("kcp: interrupted", err=True)
+        said = f" ({error})" if str(error) else ""  # the records written (kcp.plan.Run)
+        click.echo(f"kcp: interrupted{said}", err=True)
         return int(ExitStatus.INTERRUPTED)
     if isinstance(error, BrokenPipeError):
         _quiet_stdout()
@@ -216,8 +217,7 @@ def _read_format_options() -> list[Callable[..., Any]]:
 def _write_format_options() -> list[Callable[..., Any]]:
     from .codec import BYTES_MODES, CODECS, JSON_STYLES
     from .formats import FORMATS
-    from .formats.voevent import CUTOUT_POLICIES
-    from .options import Options
+    from .formats.voevent import CUTOUT_POLICIES, DEFAULT_AUTHORITY, DEFAULT_CUTOUTS
 
     names = list(FORMATS)
     return [
@@ -229,11 +229,13 @@ def _write_format_options() -> list[Callable[..., Any]]:
                           "offset, %k key, %T timestamp, %h headers, %s value (decoded JSON), "
                           "%S/%K sizes, e.g. -F '%p %o %k %s'."),
         click.option("--schema-id", type=int, metavar="N",
-                     help="Registry id of --schema (for --to confluent; Rubin: major*100+minor)."),
+                     help="Registry id of --schema (for --to confluent); without --schema, "
+                          "the schema of that id (Rubin's, major*100+minor, resolve offline)."),
         click.option("--bytes", "bytes_mode", metavar="|".join(BYTES_MODES) + "|file:DIR",
                      help="How bytes fields (cutouts) appear in JSON; file:DIR writes each to "
-                          "DIR/<candid or diaSourceId>.<field>.fits, gunzipped "
-                          "[default: size on a terminal, else base64]."),
+                          "DIR/<candid or diaSourceId>.<field>.fits, gunzipped; summary "
+                          "writes e.g. \"<13,958 bytes gzip FITS>\" [default: summary on a "
+                          "terminal, else base64]."),
         click.option("--codec", type=click.Choice(CODECS),
                      help="Compress the Avro container files written (.avro files, tar "
                           "members) [default: null; tar members read as OCF pass unchanged]."),
@@ -250,11 +252,9 @@ def _write_format_options() -> list[Callable[..., Any]]:
                      help="Indented JSON or one line per record on stdout [default: indented "
                           "and coloured on a terminal; files, pipes and Kafka always get one "
                           "line per record]."),
-        click.option("--authority", default=Options.authority, show_default=True,
-                     metavar="IVO://AUTHORITY",
+        click.option("--authority", show_default=DEFAULT_AUTHORITY, metavar="IVO://AUTHORITY",
                      help="VOEvent: the IVORN of an alert written as VOEvent is AUTHORITY#ID."),
-        click.option("--cutouts", type=click.Choice(CUTOUT_POLICIES), default=Options.cutouts,
-                     show_default=True,
+        click.option("--cutouts", type=click.Choice(CUTOUT_POLICIES), show_default=DEFAULT_CUTOUTS,
                      help="VOEvent: an alert's cutouts left out, named (file name and size), "
                           "or embedded as base64."),
     ]
@@ -308,6 +308,11 @@ FILTER = [
 ]
 FORCE = [
     click.option("--force", is_flag=True, help="Write binary data even to a terminal."),
+]
+PAGER = [
+    click.option("--pager/--no-pager", default=True,
+                 help="On a terminal, show long output through $PAGER (less by default; "
+                      "never when following, nor into a pipe or file)."),
 ]
 OUTCOME = [
     click.option("--on-error", default="fail", show_default=True,
@@ -559,7 +564,7 @@ def _as_topic(text: str) -> str:
 @click.option("-f", "--follow", is_flag=True, help="Keep waiting for new records at the end.")
 @click.option("-e", "--exit-at-end", is_flag=True,
               help="Stop at the end (the default; kcat's -e).")
-@options(*READING, *RUNNING)
+@options(*READING, PAGER, *RUNNING)
 def consume(topic: str, follow: bool, exit_at_end: bool, **kw: Any) -> None:
     """Read TOPIC from the beginning to its current end as JSON Lines on stdout.
 
@@ -613,7 +618,7 @@ def tail(topic: str, last: int, exit_at_end: bool, **kw: Any) -> None:
               help="Archives per topic (DST 'DIR/{topic}.tar.gz'): finalise a topic's archive "
                    "once the topic has had no record for DURATION, e.g. 30m, 90s [default: at "
                    "the end of the run].")
-@options(*READING, TAR_WRITE, FILE_WRITE, *RUNNING)
+@options(*READING, TAR_WRITE, FILE_WRITE, PAGER, *RUNNING)
 def cp(addresses: tuple[str, ...], follow: bool, **kw: Any) -> None:
     """Copy records from every SRC to DST: topics, files, globs, stdin/stdout (-).
 
@@ -636,7 +641,7 @@ def cp(addresses: tuple[str, ...], follow: bool, **kw: Any) -> None:
 
 
 @main.command(cls=KcpCommand, epilog=EXIT_STATUS_TEXT)
-@options(COUNT, READ_FORMAT, WRITE_FORMAT, FILTER, FORCE, OUTCOME, DEBUG)
+@options(COUNT, READ_FORMAT, WRITE_FORMAT, FILTER, FORCE, PAGER, OUTCOME, DEBUG)
 def convert(**kw: Any) -> None:
     """Convert records from stdin to stdout: the format-changing stage of a Unix pipe.
 

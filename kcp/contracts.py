@@ -41,6 +41,10 @@ class Source(Protocol):
     def partition_count(self, topic: str) -> int | None:
         """How many partitions ``topic`` has, for a mirror copying it (None: not Kafka)."""
 
+    def done_fraction(self) -> float | None:
+        """How much of a read that ends is done, 0 to 1 (Kafka: offsets up to the end ones of
+        the start; files: bytes), for the live progress; None when unknown (following, stdin)."""
+
     def close(self) -> None: ...
 
 

@@ -7,12 +7,23 @@ data, by :func:`kcp.plan.plan`, with this object: never from ``sys.stdout`` some
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import errno
 import io
 import os
+import shlex
+import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from typing import BinaryIO, NoReturn, TextIO
+
+# What pages long output on a terminal when $PAGER is not set, and how less behaves unless
+# $LESS says otherwise (as git does): quit when it fits one screen, keep colours, leave the
+# text on the screen.
+DEFAULT_PAGER = "less"
+DEFAULT_LESS = "FRX"
 
 
 @dataclass(frozen=True)
@@ -34,6 +45,34 @@ class Environment:
                    stdin_isatty=_isatty(sys.stdin), stdout_isatty=_isatty(sys.stdout),
                    stderr_isatty=_isatty(sys.stderr),
                    colour_allowed="NO_COLOR" not in os.environ)
+
+    def paged(self) -> tuple[Environment, Pager | None]:
+        """This environment with stdout going through ``$PAGER`` (``less`` by default) to the
+        terminal, and the pager to close at the end; unchanged, and no pager, when stdout is
+        not a terminal, or ``$PAGER`` is empty, ``cat`` or not installed."""
+        command = os.environ.get("PAGER", DEFAULT_PAGER)
+        words = shlex.split(command) if self.stdout_isatty else []
+        if not words or words == ["cat"] or shutil.which(words[0]) is None:
+            return self, None
+        pager = Pager(command, self.stdout)
+        return dataclasses.replace(self, stdout=pager.stdin), pager
+
+
+class Pager:
+    """A running ``$PAGER`` whose stdin is the run's stdout."""
+
+    def __init__(self, command: str, terminal: BinaryIO) -> None:
+        self.process = subprocess.Popen(command, shell=True, stdin=subprocess.PIPE,
+                                        stdout=terminal,
+                                        env={"LESS": DEFAULT_LESS, **os.environ})
+        assert self.process.stdin is not None
+        self.stdin: BinaryIO = self.process.stdin
+
+    def close(self) -> None:
+        """The end of the output: the pager shows the rest, until its reader quits it."""
+        with contextlib.suppress(OSError):  # the reader quit it before the end (as | head)
+            self.stdin.close()
+        self.process.wait()
 
 
 class _Closed(io.RawIOBase):

@@ -48,15 +48,22 @@ class Options:
     pretty: bool | None = None
     colour: bool = False  # set by the plan: only ever for a terminal
     force: bool = False  # binary data even to a terminal
+    # Set by the plan for JSON read on a terminal: payloads that are plain text (GCN's classic
+    # notices) are shown as that text; pipes and files get what they always get.
+    show_text: bool = False
+    # Long output read on a terminal goes through $PAGER (the CLI's consume, convert and cp;
+    # --no-pager): never when following, nor into a pipe or file.
+    pager: bool = False
     delimiter: bytes = b"\n"
     template: str | None = None  # -F: the line each record becomes (kcp.formats.template)
     # The codec of the Avro container files written (files, tar members, Kafka payloads);
     # None: "null" for records encoded, payloads passed on as they were read.
     codec: str | None = None
     # VOEvent (kcp.formats.voevent): the IVORN authority and cutout policy of alerts written as
-    # VOEvent, and the size limit of a packet read (they come from the internet)
-    authority: str = "ivo://kcp.local/alerts"
-    cutouts: str = "reference"
+    # VOEvent (None: the format's defaults; given for another output, a usage error), and the
+    # size limit of a packet read (they come from the internet)
+    authority: str | None = None
+    cutouts: str | None = None
     max_xml_bytes: int = 1_000_000
     # Tar archives (kcp.transports.tar): the format and name template of members written, and
     # the size of the largest member read (archives come from the internet too)

@@ -43,6 +43,16 @@ class ClosingStage(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class LiveLine(Protocol):
+    """A progress callback that draws on the terminal: its line is cleared before the run's
+    closing words (a copy left unfinished, an interruption) are said."""
+
+    def __call__(self, summary: Summary) -> None: ...
+
+    def done(self) -> None: ...
+
+
 @dataclass
 class Summary:
     records: int = 0
@@ -59,21 +69,32 @@ class Summary:
     def line(self) -> str:
         rate = self.records / self.seconds if self.seconds > 0 else 0.0
         megabytes = self.bytes_in / 1e6
-        text = (f"{self.records} records, {megabytes:.1f} MB in {self.seconds:.2f} s "
+        text = (f"{self.count()}, {megabytes:,.1f} MB in {self.seconds:.2f} s "
                 f"({rate:,.0f} records/s, {megabytes / max(self.seconds, 1e-9):.1f} MB/s)")
         if self.skipped:
-            text += f"; {self.skipped} bad records skipped"
+            text += f"; {plural(self.skipped, 'bad record')} skipped"
         clock = self.night_clock() if self.night_clock is not None else None
         if clock is not None:
             text += f"; replayed up to {clock}"
         return text
 
+    def count(self) -> str:
+        """The records written, as the live line and the summary both say it."""
+        return plural(self.records, "record")
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
 
 class Progress:
-    """A live one-line count on stderr, redrawn at most five times a second."""
+    """A live one-line count on stderr, redrawn at most five times a second, with the percent
+    done and the time left when the source knows where its read ends (or -c N says)."""
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any, source: Source, limit: int | None = None) -> None:
         self.stream = stream
+        self.source = source
+        self.limit = limit
         # Redrawing a line only makes sense on a terminal; a log gets the final summary only.
         self.live = stream.isatty()
         self.started = time.monotonic()
@@ -87,9 +108,18 @@ class Progress:
         self.next_draw = now + 0.2
         elapsed = now - self.started
         clock = summary.night_clock() if summary.night_clock is not None else None
-        self.stream.write(f"\r\x1b[Kkcp: {summary.records:,} records, "
-                          f"{summary.bytes_in / 1e6:,.1f} MB, "
-                          f"{summary.records / elapsed:,.0f} records/s"
+        fraction = self.source.done_fraction()
+        if self.limit:  # -c N may end the read first
+            fraction = max(fraction or 0.0, min(1.0, summary.records / self.limit))
+        share = ""
+        if fraction is not None:
+            share = f", {fraction:.0%}"
+            if fraction > 0:
+                left = round(elapsed * (1 - fraction) / fraction)
+                share += f", {left // 60}:{left % 60:02d} left"
+        self.stream.write(f"\r\x1b[Kkcp: {summary.count()}, "
+                          f"{(summary.bytes_in or self.source.bytes_read) / 1e6:,.1f} MB, "
+                          f"{summary.records / elapsed:,.0f} records/s{share}"
                           + (f", night clock {clock}" if clock else ""))
         self.stream.flush()
         self.drawn = True
@@ -98,6 +128,7 @@ class Progress:
         if self.drawn:
             self.stream.write("\r\x1b[K")
             self.stream.flush()
+            self.drawn = False
 
 
 class ErrorPolicy:
@@ -261,6 +292,15 @@ class Sources:
         return next((count for source in self.sources
                      if (count := source.partition_count(topic)) is not None), None)
 
+    def done_fraction(self) -> float | None:
+        """Each source read a like share of the whole."""
+        if self._current is None:
+            return 0.0
+        current = self._current.done_fraction()
+        if current is None:
+            return None
+        return (self.sources.index(self._current) + current) / len(self.sources)
+
     def close(self) -> None:
         for source in self.sources:
             source.close()
@@ -339,15 +379,16 @@ def close_stages(stages: Iterable[Stage]) -> None:
 
 def run(source: Source, sink: Sink, options: Options, decoder: Reader | None = None,
         stages: Iterable[Stage] = (), progress: Callable[[Summary], None] | None = None,
-        workers: Workers | None = None) -> Summary:
+        workers: Workers | None = None, summary: Summary | None = None) -> Summary:
     """Move every record of ``source`` to ``sink``; ``decoder`` decodes raw payloads if given.
 
     A source may yield ``None`` to say it is idle: buffered output is pushed out then.
     ``workers`` (kcp.parallel.Workers) decode, filter and encode in other processes.
+    ``summary`` is counted into (the caller's, to say what a stopped run wrote).
     """
     stages = list(stages)
     policy = ErrorPolicy(options.on_error)
-    summary = Summary()
+    summary = summary if summary is not None else Summary()
     limit = options.count
     started = time.monotonic()
     completed = False
@@ -370,6 +411,8 @@ def run(source: Source, sink: Sink, options: Options, decoder: Reader | None = N
             summary.notes.extend(_notes(options))
             policy.close()
             close_stages(stages)
+            if isinstance(progress, LiveLine):
+                progress.done()
             stopped_by = sys.exc_info()[1]
             # A copy that ends at bad input under --on-error fail is the input up to its
             # damage: finished.  One stopped by a signal or a failure is not, and its file

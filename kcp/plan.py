@@ -28,7 +28,7 @@ from .codec import RegistryClient, RubinSchemaTree, Schema, load_schema_path
 from .codec.schemas import FilledSchema
 from .config import Config
 from .contracts import Reader, Sink, Source
-from .environment import Environment
+from .environment import Environment, Pager
 from .errors import UsageError
 from .formats import file_extensions, format_for_path, reader_for
 from .formats.json import documents_suffice
@@ -72,16 +72,22 @@ class Run:
     workers: Workers | None
     observers: Observers
     live: Progress | None
+    pager: Pager | None = None
 
     def execute(self) -> Summary:
-        """Move every record; returns the summary (also printed on stderr when watched)."""
+        """Move every record; returns the summary (also printed on stderr when watched).
+        Stopped by Ctrl-C, it raises KeyboardInterrupt saying how many records were written."""
+        summary = Summary()
         try:
-            summary = run(self.source, self.sink, self.options, decoder=self.decoder,
-                          stages=self.stages,
-                          progress=self.observers if self.observers.observers else None,
-                          workers=self.workers)
+            run(self.source, self.sink, self.options, decoder=self.decoder, stages=self.stages,
+                progress=self.observers if self.observers.observers else None,
+                workers=self.workers, summary=summary)
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(f"{summary.count()} written") from None
         finally:
             self.observers.done()
+            if self.pager is not None:
+                self.pager.close()
         if self.live is not None:
             print(f"kcp: {summary.line()}", file=self.options.environment.stderr)
         for note in [] if self.options.quiet else summary.notes:
@@ -121,10 +127,12 @@ def plan(sources: Sequence[str | Address], destination: str | Address | Sink,
     stages = stages_for(options)  # compiled first: a bad --where fails before any I/O
     opened: list[Source] = []
     sink: Sink | None = None
+    pager = None
     try:
         for address in source_addresses:
             opened.append(transport_for(address).open_source(address, options, config))
         source: Source = opened[0] if len(opened) == 1 else Sources(opened)
+        pager = _pager(options, sink_address)  # once the sources are there to read
         sink = given_sink or _sink_transport(sink_address, options).open_sink(
             sink_address, options, config)
         sink.copies_from(source)
@@ -145,14 +153,16 @@ def plan(sources: Sequence[str | Address], destination: str | Address | Sink,
         for each in opened:
             each.close()
         close_stages(stages)
+        if pager is not None:
+            pager.close()
         raise
-    live = _live_progress(options, sink_address)
+    live = _live_progress(options, sink_address, source)
     observers = Observers(
         live,
         StatsLines(options.stats_interval, source, options.environment.stderr)
         if options.stats_interval else None,
         PrometheusMetrics(options.metrics_port, source, sink) if options.metrics_port else None)
-    return Run(source, sink, options, decoder, stages, workers, observers, live)
+    return Run(source, sink, options, decoder, stages, workers, observers, live, pager)
 
 
 def _sink_transport(destination: Address, options: Options) -> ModuleType:
@@ -181,8 +191,6 @@ def _check(options: Options, sources: list[Address], destination: Address) -> No
                              "destination")
         if not (options.group or sources[0].group):
             raise UsageError("--exactly-once needs a consumer group: -g GROUP")
-    if options.schema_id is not None and not options.schema_path:
-        raise UsageError("--schema-id needs --schema")
     if options.heartbeat and any(source.kind != "kafka" for source in sources):
         raise UsageError("--heartbeat watches a topic of the source's broker: read a topic")
     if options.fill_missing and not options.reader_schema_path:
@@ -193,6 +201,15 @@ def _check(options: Options, sources: list[Address], destination: Address) -> No
     if options.no_clobber and kind_of(destination) in ("file", "tar") and os.path.lexists(
             os.path.expanduser(destination.path or destination.text)):
         raise UsageError(f"{destination}: exists, and -n/--no-clobber keeps it")
+    if (options.authority or options.cutouts) and _written_format(options,
+                                                                  destination) != "voevent":
+        given = [name for name, value in (("--authority", options.authority),
+                                          ("--cutouts", options.cutouts)) if value]
+        where = "stdout" if destination.kind == "stdio" else destination
+        raise UsageError(f"{' and '.join(given)} shape{'s' if len(given) == 1 else ''} VOEvent "
+                         f"output, and {where} is not written as VOEvent: drop "
+                         f"{'it' if len(given) == 1 else 'them'}, or give --to voevent (a .xml "
+                         "file, a tar's --member-format voevent)")
     if _writes_avro_from_plain_json(options, sources, destination):
         raise UsageError(f"{destination}: writing Avro needs a schema for records read as "
                          "plain JSON: give --schema FILE")
@@ -218,17 +235,22 @@ def _writes_avro_from_plain_json(options: Options, sources: list[Address],
 
     if not sources or not all(reads_json(address) for address in sources):
         return False
-    written = options.write_format
-    if written is None:
-        kind = kind_of(destination)
-        if kind == "kafka":
-            written = "avro"  # one OCF per record, what ZTF sends
-        elif kind in ("tar", "archive"):
-            written = options.member_format or "avro"
-        elif kind == "file":
-            found = format_for_path(destination.path or destination.text)
-            written = found.name if found else None
-    return written in AVRO_FORMATS
+    return _written_format(options, destination) in AVRO_FORMATS
+
+
+def _written_format(options: Options, destination: Address) -> str | None:
+    """The format the records are written in, as the options and the destination say."""
+    if options.write_format is not None:
+        return options.write_format
+    kind = kind_of(destination)
+    if kind == "kafka":
+        return "avro"  # one OCF per record, what ZTF sends
+    if kind in ("tar", "archive"):
+        return options.member_format or "avro"
+    if kind == "file":
+        found = format_for_path(destination.path or destination.text)
+        return found.name if found else None
+    return "json" if kind == "stdio" else None
 
 
 def _envelope_side(options: Options, sources: list[Address], destination: Address) -> None:
@@ -251,15 +273,28 @@ def _fit_destination(options: Options, destination: Address) -> None:
     """How records look, from where they go: for eyes only when they go to this terminal."""
     to_terminal = destination.kind == "stdio" and options.environment.stdout_isatty
     if options.bytes_mode is None:
-        options.bytes_mode = "size" if to_terminal else "base64"
+        options.bytes_mode = "summary" if to_terminal else "base64"
     if destination.kind != "stdio":
         options.pretty = False  # files and Kafka hold JSON Lines, one record a line
     elif options.pretty is None:
         options.pretty = to_terminal
     options.colour = options.pretty and to_terminal and options.environment.colour_allowed
+    # text payloads shown as they are, when nothing reads fields of the records
+    options.show_text = (to_terminal and options.read_format is None
+                         and options.write_format in (None, "json")
+                         and not options.steps and not options.fields)
     if to_terminal and options.write_format in BINARY_FORMATS and not options.force:
         raise UsageError(f"refusing to write {options.write_format} data to a terminal; "
                          "pipe or redirect it, or give --force")
+
+
+def _pager(options: Options, destination: Address) -> Pager | None:
+    """$PAGER for records read on this terminal, when asked (--pager, the CLI's default) and
+    the read ends (not following): the environment's stdout becomes the pager's stdin."""
+    if not options.pager or options.follow or destination.kind != "stdio":
+        return None
+    options.environment, pager = options.environment.paged()
+    return pager
 
 
 def _load_schemas(options: Options) -> None:
@@ -280,6 +315,13 @@ def _load_schemas(options: Options) -> None:
     packaged = RubinSchemaTree.from_package()
     if packaged is not None:
         store.add_id_resolver(packaged)
+    if options.schema_id is not None and not options.schema_path:
+        # --schema-id alone: the schema of that id (Rubin's offline, or the registry's)
+        store.default = store.by_id(options.schema_id)
+        if store.default is None:
+            raise UsageError(f"--schema-id {options.schema_id}: no schema has this id here "
+                             "(Rubin's need the lsst-alert-packet package or --schema-dir; "
+                             "else give --registry or --schema FILE)")
 
 
 def _passes_payloads(options: Options, destination: Address) -> bool:
@@ -292,7 +334,7 @@ def _passes_payloads(options: Options, destination: Address) -> bool:
             and not options.save_schema and not options.pace)  # these read the records
 
 
-def _live_progress(options: Options, destination: Address) -> Progress | None:
+def _live_progress(options: Options, destination: Address, source: Source) -> Progress | None:
     """A live count and final summary on stderr: when asked, or by default when someone
     watches stderr and the records do not go to stdout (where they may reach the same
     terminal, through ``| jq`` say, and a redrawn line would garble them)."""
@@ -302,7 +344,7 @@ def _live_progress(options: Options, destination: Address) -> Progress | None:
     # A caller's own sink (kcp schema, a library user) has its own say: no line by default.
     watched = environment.stderr_isatty and destination.kind not in ("stdio", "callback")
     wanted = options.progress if options.progress is not None else watched
-    return Progress(environment.stderr) if wanted else None
+    return Progress(environment.stderr, source, options.count) if wanted else None
 
 
 

@@ -63,12 +63,20 @@ def option_entries(command: click.Command, ctx: click.Context) -> list[str]:
     return out
 
 
+def summary(name: str, command: click.Command) -> str:
+    """What ``command`` does, whole: the first sentence of its help (click's short help cuts it
+    at a width), without a leading "kcp:" that the NAME line already says."""
+    paragraph = re.split(r"\n\s*\n", (command.short_help or command.help or "").strip())[0]
+    text = " ".join(paragraph.split())
+    first = re.split(r"(?<=[.])\s+(?=[A-Z])", text, maxsplit=1)[0] if text else ""
+    return first.removeprefix(f"{name}: ").rstrip(".")
+
+
 def page(name: str, title: str, command: click.Command, ctx: click.Context) -> str:
     usage = " ".join(command.collect_usage_pieces(ctx))
     description, examples = paragraphs(command.help or "")
-    summary = (command.short_help or command.get_short_help_str(limit=80)).rstrip(".")
     lines = [f'.TH {roff(title)} 1 "" "kcp {__version__}" "kcp manual"', ".SH NAME",
-             f"{roff(name)} \\- {roff(summary)}", ".SH SYNOPSIS",
+             f"{roff(name)} \\- {roff(summary(name, command))}", ".SH SYNOPSIS",
              f"\\fB{roff(name)}\\fR {roff(usage)}", ".SH DESCRIPTION"]
     for paragraph in description:
         lines += [paragraph, ".PP"]
@@ -76,7 +84,7 @@ def page(name: str, title: str, command: click.Command, ctx: click.Context) -> s
         lines.append(".SH COMMANDS")
         for sub_name, sub in sorted(command.commands.items()):
             lines += [".TP", f"\\fB{roff(name)} {roff(sub_name)}\\fR",
-                      roff(sub.get_short_help_str(limit=100))]
+                      roff(summary(sub_name, sub) + ".")]
     options = option_entries(command, ctx)
     if options:
         lines += [".SH OPTIONS", *options]

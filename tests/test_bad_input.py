@@ -186,8 +186,8 @@ def test_bad_file_is_skipped_and_counted(folder, kind):
     assert result.returncode == 0, result.stderr
     assert _ns(result.stdout) == case.skipped_output
     summary = result.stderr.decode().rsplit("\r\x1b[K", 1)[-1].strip()
-    assert summary.startswith(f"kcp: {len(case.skipped_output)} records")
-    assert summary.endswith("; 1 bad records skipped"), summary
+    assert summary.startswith(f"kcp: {len(case.skipped_output)} record")
+    assert summary.endswith("; 1 bad record skipped"), summary
 
 
 @pytest.mark.parametrize("kind", list(FILE_CASES))
@@ -222,7 +222,7 @@ def test_real_file_with_trailing_garbage(folder):
                       kcp_env(None, folder))
     assert skipped.returncode == 0
     assert len(list(json_lines(skipped.stdout))) == 1
-    assert b"; 1 bad records skipped" in skipped.stderr
+    assert b"; 1 bad record skipped" in skipped.stderr
 
 
 # -- the same damage as raw payloads in a real topic -------------------------------------------

@@ -47,3 +47,19 @@ def test_man_renders_without_warnings():
     result = subprocess.run(["groff", "-man", "-Tutf8", "-ww", "-z",
                              str(ROOT / "man" / "kcp-consume.1")], capture_output=True, text=True)
     assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+def test_name_lines_say_the_name_once_and_summaries_whole():
+    pages = generator().pages()
+    assert "\n.SH NAME\nkcp \\- netcat for Kafka/Avro\n" in pages["kcp.1"]
+    for text in pages.values():
+        name_line = text.split(".SH NAME\n", 1)[1].split("\n", 1)[0]
+        assert "kcp:" not in name_line and not name_line.endswith("..."), name_line
+    commands = pages["kcp.1"].split(".SH COMMANDS\n", 1)[1].split(".SH", 1)[0]
+    assert "..." not in commands
+    assert "the lag in messages and in time (the age of the oldest unread message)." in commands
+    if shutil.which("man") is not None:  # as a person reads it: man ./man/kcp.1
+        shown = subprocess.run(["man", str(ROOT / "man" / "kcp.1")], capture_output=True,
+                               text=True, env={"MANWIDTH": "100", "PATH": "/usr/bin:/bin"})
+        assert shown.returncode == 0, shown.stderr
+        assert "kcp - netcat for Kafka/Avro\n" in shown.stdout

@@ -231,7 +231,7 @@ def test_hostile_members_are_bad_input_under_the_policy(kcp, tmp_path, alerts, c
     skipped = kcp("cp", "night.tar", "-", "--on-error", "skip", "--progress")
     assert skipped.exit_code == 0
     assert len(records_of(skipped.stdout_bytes)) == 2
-    assert "1 bad records skipped" in skipped.stderr
+    assert "1 bad record skipped" in skipped.stderr
     # Reading wrote nothing but what was named, and nowhere outside.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["night.tar", "out.jsonl"]
     assert sorted(tmp_path.parent.parent.iterdir()) == around

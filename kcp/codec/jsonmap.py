@@ -10,8 +10,9 @@ Rules of the default ``kcp`` style (what ``jq`` users see):
   records) needs the ``avro`` style;
 - ``bytes`` and ``fixed`` are base64 strings (``--bytes hex`` for hex; ``data-uri`` for
   ``data:application/octet-stream;base64,...`` as the 2018 kcp prototype wrote them; ``size``
-  writes the length, ``omit`` writes null and ``file:DIR`` the name of a file holding them, all
-  three one-way).  Reading, a ``data:`` URI is accepted whatever ``--bytes`` says: neither
+  writes the length, ``summary`` a string for people such as ``"<13,958 bytes gzip FITS>"`` (the
+  default on a terminal), ``omit`` writes null and ``file:DIR`` the name of a file holding them,
+  all four one-way).  Reading, a ``data:`` URI is accepted whatever ``--bytes`` says: neither
   base64 nor hex can start with ``data:``;
 - float and double NaN, +Infinity and -Infinity, which JSON cannot hold, are the strings
   ``"NaN"``, ``"Infinity"`` and ``"-Infinity"``, turned back into floats where the schema says
@@ -38,6 +39,7 @@ import math
 import operator
 import urllib.parse
 import uuid
+import zlib
 from collections.abc import Callable, Iterable
 from itertools import chain
 from typing import Any
@@ -49,7 +51,7 @@ import pybase64
 from ..errors import BadInput, UsageError
 from .schemas import Schema, named_types
 
-BYTES_MODES = ("base64", "hex", "data-uri", "size", "omit")
+BYTES_MODES = ("base64", "hex", "data-uri", "size", "summary", "omit")
 DATA_URI_PREFIX = "data:application/octet-stream;base64,"
 # --bytes file:DIR: each bytes value to a file of DIR, its name in the JSON (formats/cutout_files)
 FILES_MODE = "file:"
@@ -79,6 +81,22 @@ def inline_bytes_mode(mode: str | None) -> str:
     return "base64" if not mode or mode.startswith(FILES_MODE) else mode
 
 
+def bytes_summary(data: bytes) -> str:
+    """Bytes as a person reads them in JSON: their size and, when their magic says so, what
+    they hold (a ZTF cutout is gzipped FITS), e.g. ``<13,958 bytes gzip FITS>``."""
+    kind = ""
+    head = data[:9]
+    if data[:2] == b"\x1f\x8b":
+        try:
+            head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data[:4096], 9)
+        except zlib.error:
+            head = b""
+        kind = " gzip"
+    if head == b"SIMPLE  =":
+        kind += " FITS"
+    return f"<{len(data):,} bytes{kind}>"
+
+
 def _bytes_default(mode: str) -> Callable[[Any], Any]:
     encode = {
         # pybase64 (SIMD) encodes a 60 kB alert's cutouts ~40x faster than the stdlib.
@@ -86,6 +104,7 @@ def _bytes_default(mode: str) -> Callable[[Any], Any]:
         "hex": lambda b: b.hex(),
         "data-uri": lambda b: DATA_URI_PREFIX + pybase64.b64encode_as_string(b),
         "size": len,
+        "summary": bytes_summary,
         "omit": lambda b: None,
     }[mode]
 

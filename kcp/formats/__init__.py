@@ -17,6 +17,7 @@ from ..errors import UsageError
 from ..message import Message
 from ..options import Options
 from . import avro, envelope, fits, gcn_text, json, parquet, raw, template, voevent
+from .lines import as_text
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,8 @@ def sniff_format(head: bytes) -> Format:
 
 
 class AutoReader:
-    """Reads payloads whose format is not given: JSON if they look like it, else Avro."""
+    """Reads payloads whose format is not given: JSON if they look like it, else Avro; for
+    eyes on a terminal (``options.show_text``), plain text as that text."""
 
     def __init__(self, options: Options) -> None:
         self.options = options
@@ -110,7 +112,14 @@ class AutoReader:
         return reader
 
     def decode(self, message: Message) -> list[Message]:
-        return self._reader(sniff_format((message.value or b"")[:16])).decode(message)
+        found = sniff_format((message.value or b"")[:16])
+        # Avro framings start with bytes text never holds; a bare Avro body needs --schema.
+        if (found.name == "avro" and self.options.show_text
+                and self.options.schemas.default is None
+                and (text := as_text(message.value or b"")) is not None):
+            message.datum, message.decoded = text, True
+            return [message]
+        return self._reader(found).decode(message)
 
     def read_stream(self, stream: BinaryIO, source: str) -> Iterator[Message]:
         head = stream.peek(64)[:64]  # type: ignore[attr-defined]  (sources hand peekable ones)

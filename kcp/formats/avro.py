@@ -166,6 +166,10 @@ class AvroWriter:
         if schema is None:
             raise BadInput("writing Avro needs a schema for records read as plain JSON: "
                              "give --schema FILE")
+        if (self.framing == "confluent" and schema.registry_id is None and default is not None
+                and default.registry_id is not None):
+            raise BadInput(f"the record's schema {schema.name} is not schema id "
+                           f"{default.registry_id} ({default.name})")
         return schema
 
     def datum_of(self, message: Message, schema: Schema) -> Any:

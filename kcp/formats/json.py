@@ -19,7 +19,7 @@ from ..errors import BadInput, UsageError
 from ..message import Message
 from ..options import Options
 from .cutout_files import CutoutFiles
-from .lines import LineStreamWriter, cut_after_last_line, decoded, read_lines
+from .lines import LineStreamWriter, Text, cut_after_last_line, decoded, read_lines
 
 
 class JsonReader:
@@ -213,6 +213,8 @@ class JsonWriter:
 
     def encode(self, message: Message) -> bytes:
         datum = message.datum
+        if type(datum) is Text:  # a text payload shown on a terminal (Options.show_text)
+            return datum.rstrip("\n").encode()
         if type(datum) is JsonDocument:  # transcoded natively, already what to_json would write
             document = datum.text
             if self.option:

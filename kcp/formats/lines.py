@@ -9,6 +9,24 @@ from ..errors import BadInput
 from ..message import Message
 
 
+class Text(str):
+    """A payload that is plain text (a GCN classic notice), decoded to be shown as it is."""
+
+
+# Control characters text does not hold (tab, newline, form feed and carriage return it may)
+_NOT_TEXT = frozenset(range(32)) - {9, 10, 12, 13} | {127}
+
+
+def as_text(payload: bytes) -> Text | None:
+    """``payload`` as text when it is UTF-8 without control characters, else None."""
+    if not payload or not _NOT_TEXT.isdisjoint(payload):
+        return None
+    try:
+        return Text(payload.decode())
+    except UnicodeDecodeError:
+        return None
+
+
 def cut_after_last_line(stream: BinaryIO, delimiter: bytes = b"\n") -> None:
     """Truncate a line-based file after its last complete line (a crashed writer's leftovers)."""
     end = stream.seek(0, 2)

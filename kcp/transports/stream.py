@@ -36,6 +36,9 @@ class QuietSource:
     def partition_count(self, topic: str) -> int | None:
         return None
 
+    def done_fraction(self) -> float | None:
+        return None
+
     def close(self) -> None:
         pass
 
@@ -64,7 +67,9 @@ class PathSource(QuietSource):
         self.paths = expand(address.path or address.text)
         self.name = address.text
         self.options = options
-        self.bytes_read = 0
+        self._total = sum(os.path.getsize(path) for path in self.paths)
+        self._reading: BinaryIO | None = None
+        self._finished = 0  # the bytes of the files read to their end
 
     def __iter__(self) -> Iterator[Message]:
         for path in self.paths:
@@ -72,9 +77,26 @@ class PathSource(QuietSource):
                 stream = open(path, "rb")
             except OSError as exc:
                 raise UsageError(f"{path}: cannot open: {exc.strerror}") from None
-            self.bytes_read += os.fstat(stream.fileno()).st_size
-            with stream:
+            size = os.fstat(stream.fileno()).st_size
+            self._reading = stream
+            read = 0  # of the file, when left before its end (-c)
+            try:
                 yield from self.read_file(stream, path)
+                read = size
+            finally:
+                self._finished += read or (size if stream.closed else stream.tell())
+                self._reading = None
+                stream.close()
+
+    @property
+    def bytes_read(self) -> int:  # type: ignore[override]
+        """The bytes of the files read so far."""
+        reading = self._reading
+        return self._finished + (0 if reading is None or reading.closed else reading.tell())
+
+    def done_fraction(self) -> float | None:
+        """The bytes of the files read so far, of them all."""
+        return min(1.0, self.bytes_read / self._total) if self._total else None
 
     def read_file(self, stream: BinaryIO, path: str) -> Iterator[Message]:
         raise NotImplementedError

@@ -21,12 +21,13 @@ from ...errors import BadInput
 from ...message import Message
 from ...options import Options
 from .documents import CHUNK, split_documents
-from .mapping import CUTOUT_POLICIES, AlertMapper
+from .mapping import CUTOUT_POLICIES, DEFAULT_AUTHORITY, DEFAULT_CUTOUTS, AlertMapper
 from .model import voevent_schema
 from .packet import hardened_parser, is_voevent_record, parse_xml, read_packet, write_packet
 
 __all__ = [
-    "CUTOUT_POLICIES", "AlertMapper", "VoeventReader", "VoeventWriter", "cut_torn_document",
+    "CUTOUT_POLICIES", "DEFAULT_AUTHORITY", "DEFAULT_CUTOUTS", "AlertMapper", "VoeventReader",
+    "VoeventWriter", "cut_torn_document",
     "hardened_parser", "read_packet", "split_documents", "voevent_schema", "write_packet",
 ]
 
@@ -78,7 +79,8 @@ class VoeventWriter:
     """VOEvent records as the packets they were read from; other alerts mapped onto VOEvent."""
 
     def __init__(self, options: Options) -> None:
-        self.map_alert = AlertMapper(options.authority, options.cutouts)
+        self.map_alert = AlertMapper(options.authority or DEFAULT_AUTHORITY,
+                                     options.cutouts or DEFAULT_CUTOUTS)
         self.parser = hardened_parser()
 
     def encode(self, message: Message) -> bytes:

@@ -22,6 +22,9 @@ from .model import SCHEMA_LOCATION, VOEVENT_NAMESPACE, XSI_NAMESPACE
 from .packet import NOT_XML_CHARACTER
 
 CUTOUT_POLICIES = ("omit", "reference", "embed")
+# What --authority and --cutouts are when not given
+DEFAULT_AUTHORITY = "ivo://kcp.local/alerts"
+DEFAULT_CUTOUTS = "reference"
 
 # -- alerts as VOEvents -------------------------------------------------------------------------
 # Units (VOUnit) and UCDs (IVOA UCD1+) of ZTF alert fields, from the ZTF schema documentation.

@@ -55,6 +55,7 @@ from .client import (
     is_fenced,
     raise_fatal,
     raised_error,
+    refused_topic,
     topic_metadata,
     transaction_failure,
 )
@@ -87,6 +88,7 @@ class KafkaSource:
         # --since starts reading where the window starts instead of filtering from the beginning
         self.offset = options.offset or (f"@{parse_time(options.since)}" if options.since
                                          else options.default_offset)
+        self.tail_count = options.tail_count  # tail -n N: the last N records of each partition
         self.stop_at_end = not options.follow
         # Following ^patterns: topics that appear later are read too (a mirror, an archiver).
         self.watches_patterns = options.follow and any(t.startswith("^") for t in address.topics)
@@ -116,6 +118,7 @@ class KafkaSource:
         except KafkaException as exc:
             raise UsageError(f"bad Kafka setting: {exc.args[0].str()}") from None
         self.stop_offsets: dict[tuple[str, int], int] = {}
+        self.start_offsets: dict[tuple[str, int], int] = {}  # of a read assigned explicitly
         self.done: set[tuple[str, int]] = set()
         self.assigned: set[tuple[str, int]] = set()
         self.positions: dict[tuple[str, int], int] = {}
@@ -143,15 +146,32 @@ class KafkaSource:
                                 and not t.startswith("__"))
             elif wanted in metadata.topics and metadata.topics[wanted].error is None:
                 names.append(wanted)
+            elif self.options.follow and refused_topic(self.consumer, self.name, wanted,
+                                                       self.options.timeout) is None:
+                metadata = self._wait_for(wanted)  # made later, it is read from its start
+                names.append(wanted)
             else:
                 raise TransportError(absent_topic(self.consumer, self.name, wanted,
-                                                   self.options.timeout))
+                                                  self.options.timeout, metadata.topics))
         if not names and not self.watches_patterns:
             raise TransportError(f"no topic on broker {self.name} matches "
                                  f"{', '.join(self.address.topics)}")
         self._metadata = metadata
         self._topics_at_start = set(metadata.topics)
         return names
+
+    def _wait_for(self, topic: str) -> Any:
+        """The broker's metadata once ``topic`` exists (said once on stderr; Ctrl-C stops)."""
+        print(f"kcp: waiting for topic {topic} to be created on broker {self.name} (Ctrl-C "
+              "to stop)", file=self.options.environment.stderr, flush=True)
+        self.offset, self.tail_count = "beginning", None  # every record of it is new
+        while True:
+            time.sleep(0.5)
+            metadata = topic_metadata(self.consumer, self.name, None, self.options.timeout,
+                                      self._errors)
+            found = metadata.topics.get(topic)
+            if found is not None and found.error is None and found.partitions:
+                return metadata
 
     def _subscribe(self) -> None:
         topics = self._topics()
@@ -181,8 +201,8 @@ class KafkaSource:
         kind, value = parse_offset(self.offset)
         if kind == "named":
             kind, value = "absolute", _NAMED_OFFSETS[value]
-        if self.options.tail_count is not None:
-            kind, value = "from_end", self.options.tail_count
+        if self.tail_count is not None:
+            kind, value = "from_end", self.tail_count
         timeout = self.options.timeout
         for tp in partitions:
             try:
@@ -197,6 +217,8 @@ class KafkaSource:
                     tp.offset = max(low, high - value)
                 elif kind == "absolute":
                     tp.offset = value
+                self.start_offsets[key] = (low if tp.offset == OFFSET_BEGINNING else high
+                                           if tp.offset == OFFSET_END else tp.offset)
             if high <= low or (explicit and kind == "from_end" and value == 0) or (
                     explicit and kind == "absolute" and value == OFFSET_END):
                 self.done.add(key)
@@ -205,9 +227,11 @@ class KafkaSource:
                 tp.offset = value
             found = self.consumer.offsets_for_times(partitions, timeout=timeout)
             for tp, result in zip(partitions, found, strict=True):
+                key = (tp.topic, tp.partition)
                 tp.offset = result.offset if result.offset >= 0 else OFFSET_END
+                self.start_offsets[key] = max(tp.offset, 0)
                 if tp.offset == OFFSET_END:
-                    self.done.add((tp.topic, tp.partition))
+                    self.done.add(key)
         self.assigned.update((tp.topic, tp.partition) for tp in partitions)
 
     def _deferring(self, handler: Callable[[Consumer, list[TopicPartition]], None]
@@ -377,6 +401,21 @@ class KafkaSource:
 
     def flush_before_commit(self, flush: Callable[[], None] | None) -> None:
         self.flush_sink = flush
+
+    def done_fraction(self) -> float | None:
+        """The offsets read of a read that stops at the end, from the start positions to the
+        end offsets of the start; None when following or the start positions are a group's."""
+        if not self.stop_at_end or not self.stop_offsets:
+            return None
+        total = read = 0
+        for key, stop in self.stop_offsets.items():
+            start = self.start_offsets.get(key)
+            if start is None:
+                return None
+            reached = stop if key in self.done else self.positions.get(key, start)
+            total += max(0, stop - start)
+            read += max(0, min(reached, stop) - start)
+        return read / total if total else None
 
     def partition_count(self, topic: str) -> int:
         """How many partitions a source topic has (a mirror creates its copy alike)."""

@@ -4,9 +4,11 @@ errors librdkafka cannot retry away, explained in one line."""
 from __future__ import annotations
 
 import contextlib
+import difflib
 import logging
 import re
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
@@ -157,14 +159,26 @@ def raise_fatal(name: str, seen: list[KafkaError], topic: str | None = None,
         raise TransportError(explain(name, seen[0], topic, group))
 
 
-def absent_topic(client: Any, name: str, topic: str, timeout: float) -> str:
-    """Why ``topic`` is missing from a broker's topic list: absent, or hidden by an ACL."""
+def refused_topic(client: Any, name: str, topic: str, timeout: float) -> str | None:
+    """Why ``topic``, missing from a broker's topic list, is hidden from us (an ACL), if it is."""
     with contextlib.suppress(KafkaException):
         found = client.list_topics(topic, timeout=min(timeout, 5.0)).topics.get(topic)
         if found is not None and found.error is not None and (
                 found.error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED):
             return explain(name, found.error, topic)
-    return f"no such topic {topic!r} on broker {name} (kcp ls lists them)"
+    return None
+
+
+def absent_topic(client: Any, name: str, topic: str, timeout: float,
+                 known: Iterable[str] = ()) -> str:
+    """Why ``topic`` is missing from a broker's topic list: hidden by an ACL, or absent (with
+    the nearest of the ``known`` topic names, a likely typo)."""
+    refused = refused_topic(client, name, topic, timeout)
+    if refused is not None:
+        return refused
+    near = difflib.get_close_matches(topic, [t for t in known if not t.startswith("__")], n=1)
+    hint = f"; did you mean {near[0]}?" if near else ""
+    return f"no such topic {topic!r} on broker {name}{hint} (kcp ls lists them)"
 
 
 def topic_metadata(client: Any, name: str, topic: str | None, timeout: float,
