@@ -113,10 +113,13 @@ def test_a_mistyped_topic_is_answered_with_the_nearest_name(broker_shell, make_t
     assert message.count("\n") == 1 and f"did you mean {topic}?" in message, message
 
 
-def test_tail_waits_for_a_topic_to_be_created_and_reads_it_from_its_start(broker_shell, night):
+@pytest.mark.parametrize("group", [[], ["-g", "watchers"]], ids=["alone", "in a group"])
+def test_tail_waits_for_a_topic_to_be_created_and_reads_it_from_its_start(broker_shell, night,
+                                                                          group):
     shell = broker_shell
     topic = f"later_{time.monotonic_ns()}"
-    follower = subprocess.Popen([KCP, "tail", topic, "--envelope", "-q"], cwd=shell.folder,
+    follower = subprocess.Popen([KCP, "tail", topic, "--envelope", "-q", *group],
+                                cwd=shell.folder,
                                 env=shell.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         said = follower.stderr.readline().decode()

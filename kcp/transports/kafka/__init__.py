@@ -88,7 +88,6 @@ class KafkaSource:
         # --since starts reading where the window starts instead of filtering from the beginning
         self.offset = options.offset or (f"@{parse_time(options.since)}" if options.since
                                          else options.default_offset)
-        self.tail_count = options.tail_count  # tail -n N: the last N records of each partition
         self.stop_at_end = not options.follow
         # Following ^patterns: topics that appear later are read too (a mirror, an archiver).
         self.watches_patterns = options.follow and any(t.startswith("^") for t in address.topics)
@@ -139,6 +138,7 @@ class KafkaSource:
         metadata = topic_metadata(self.consumer, self.name, None, self.options.timeout,
                                   self._errors)
         names = []
+        waited = set()
         for wanted in self.address.topics:
             if wanted.startswith("^"):
                 pattern = re.compile(wanted)
@@ -148,8 +148,9 @@ class KafkaSource:
                 names.append(wanted)
             elif self.options.follow and refused_topic(self.consumer, self.name, wanted,
                                                        self.options.timeout) is None:
-                metadata = self._wait_for(wanted)  # made later, it is read from its start
+                metadata = self._wait_for(wanted)
                 names.append(wanted)
+                waited.add(wanted)
             else:
                 raise TransportError(absent_topic(self.consumer, self.name, wanted,
                                                   self.options.timeout, metadata.topics))
@@ -157,14 +158,15 @@ class KafkaSource:
             raise TransportError(f"no topic on broker {self.name} matches "
                                  f"{', '.join(self.address.topics)}")
         self._metadata = metadata
-        self._topics_at_start = set(metadata.topics)
+        # A topic made while kcp waited is new to it, like one matching a followed pattern
+        # later: read from its first record (or the group's position), whatever -o/-n say.
+        self._topics_at_start = set(metadata.topics) - waited
         return names
 
     def _wait_for(self, topic: str) -> Any:
         """The broker's metadata once ``topic`` exists (said once on stderr; Ctrl-C stops)."""
         print(f"kcp: waiting for topic {topic} to be created on broker {self.name} (Ctrl-C "
               "to stop)", file=self.options.environment.stderr, flush=True)
-        self.offset, self.tail_count = "beginning", None  # every record of it is new
         while True:
             time.sleep(0.5)
             metadata = topic_metadata(self.consumer, self.name, None, self.options.timeout,
@@ -192,7 +194,7 @@ class KafkaSource:
                                      f"(it has {len(ids)})")
                 ids = [p for p in ids if p in self.options.partitions]
             partitions += [TopicPartition(topic, p) for p in ids]
-        self._position(partitions, explicit=True)
+        self._place(partitions, explicit=True)
         self.consumer.assign(partitions)
         self._assignment_seen = True
 
@@ -201,8 +203,8 @@ class KafkaSource:
         kind, value = parse_offset(self.offset)
         if kind == "named":
             kind, value = "absolute", _NAMED_OFFSETS[value]
-        if self.tail_count is not None:
-            kind, value = "from_end", self.tail_count
+        if self.options.tail_count is not None:
+            kind, value = "from_end", self.options.tail_count
         timeout = self.options.timeout
         for tp in partitions:
             try:
@@ -257,18 +259,21 @@ class KafkaSource:
             partitions = [tp for tp in partitions if tp.partition in self.options.partitions]
         explicit = not self.group or self.options.offset is not None or (
             self.options.tail_count is not None)
-        # -o, -n and the tail's "end" place a reader in the topics there were when it started;
-        # a topic created since (a followed ^pattern) is new to it: read from its first record.
+        self._place(partitions, explicit)
+        if self.transaction is not None:
+            self.transaction.assign(partitions, resume=not explicit)
+        consumer.assign(partitions)
+        self._assignment_seen = True
+
+    def _place(self, partitions: list[TopicPartition], explicit: bool) -> None:
+        """Start ``partitions``: -o, -n and the tail's "end" place a reader in the topics there
+        were when it started; a topic created since is new to it: read from its first record."""
         created = [tp for tp in partitions if tp.topic not in self._topics_at_start]
         self._position([tp for tp in partitions if tp.topic in self._topics_at_start],
                        explicit=explicit)
         self._position(created, explicit=False)
         for tp, committed in zip(created, self._committed(created), strict=True):
             tp.offset = committed if committed >= 0 else OFFSET_BEGINNING
-        if self.transaction is not None:
-            self.transaction.assign(partitions, resume=not explicit)
-        consumer.assign(partitions)
-        self._assignment_seen = True
 
     def _committed(self, partitions: list[TopicPartition]) -> list[int]:
         """The group's committed offset of each partition (negative: none, or no group)."""
