@@ -491,7 +491,7 @@ def oauth_broker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
                  ) -> Iterator[OAuthBroker]:
     """A broker whose SASL_SSL listener takes OAUTHBEARER JWTs only, validated by Kafka's
     OAuthBearerValidatorCallbackHandler against the identity provider's JWKS; connections
-    re-authenticate every 10 s, so an expired token that is not renewed ends the session."""
+    re-authenticate every 5 s, so an expired token that is not renewed ends the session."""
     if not KAFKA_LIBS_DIR.is_dir() or not any(KAFKA_LIBS_DIR.glob("*.jar")):
         pytest.skip(f"no Kafka jars in {KAFKA_LIBS_DIR} for the OAuth broker")
     pytest.importorskip("cryptography")
@@ -515,7 +515,7 @@ def oauth_broker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
             "sasl.oauthbearer.expected.audience": OIDC_AUDIENCE,
             "sasl.oauthbearer.expected.issuer": provider.url,
             "sasl.oauthbearer.clock.skew.seconds": 1,
-            "connections.max.reauth.ms": 10000,
+            "connections.max.reauth.ms": 5000,
         },
         # Kafka 4 contacts only the OAuth URLs this system property allows.
         jvm_options=["-Dorg.apache.kafka.sasl.oauthbearer.allowed.urls="

@@ -181,12 +181,12 @@ GCN_SECRET_ENV = "KCP_TEST_GCN_SECRET"
 @pytest.fixture
 def gcn_env(oauth_broker: Any, tmp_path: Path) -> dict[str, str]:
     """Config with the documented `gcn` profile, pointed at the OAuth test broker: `gcn` (the
-    secret in a file), `gcn_env` (in the environment), `gcn_short` (20 s tokens) and
+    secret in a file), `gcn_env` (in the environment), `gcn_short` (10 s tokens) and
     `gcn_wrong` (a wrong secret)."""
     provider = oauth_broker.provider
     (first, first_secret), (second, second_secret), (third, third_secret) = (
         provider.clients.items())
-    provider.lifetimes[third] = 20
+    provider.lifetimes[third] = 10
     documented = documented_profile("gcn")
     assert documented["sasl.oauthbearer.method"] == "oidc"
 
@@ -264,10 +264,10 @@ def test_gcn_wrong_secret_is_one_line_and_exit_4_within_10s(oauth_broker, gcn_en
 
 @pytest.mark.kafka
 def test_gcn_token_expiring_mid_read_is_renewed(oauth_broker, gcn_env):
-    """20 s tokens, a broker that makes connections re-authenticate every 10 s: a follower
-    reading for 40 s gets every notice from the same process, on tokens fetched anew."""
+    """10 s tokens, a broker that makes connections re-authenticate every 5 s: a follower
+    reading for 20 s gets every notice from the same process, on tokens fetched anew."""
     topic = oauth_broker.make_topic()
-    client = next(c for c, s in oauth_broker.provider.lifetimes.items() if s == 20)
+    client = next(c for c, s in oauth_broker.provider.lifetimes.items() if s == 10)
     reader = subprocess.Popen([KCP, "consume", f"gcn_short:{topic}", "-f"], env=gcn_env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -277,7 +277,7 @@ def test_gcn_token_expiring_mid_read_is_renewed(oauth_broker, gcn_env):
             line = reader.stdout.readline()
             assert line, reader.stderr.read()
             seen.append(orjson.loads(line)["trigger_number"])
-            time.sleep(5)
+            time.sleep(2.5)
         assert reader.poll() is None
     finally:
         reader.terminate()
