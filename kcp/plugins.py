@@ -246,6 +246,9 @@ class PipeStage:
     def close(self) -> None:
         if self.process.poll() is None:
             self.process.stdin.close()  # type: ignore[union-attr]
+            # Every answer wanted has been read: a program still writing (endlessly, or to
+            # a pipe nobody reads) ends on EPIPE now instead of at the timeout.
+            self.process.stdout.close()  # type: ignore[union-attr]
             try:
                 self.process.wait(self.timeout)
             except subprocess.TimeoutExpired:

@@ -148,6 +148,7 @@ def test_a_program_that_misbehaves_is_bounded_and_detected(tmp_path):
                   stdin=b'{"n": 1}\n')
     assert endless.exit_code == 1
     assert "answered a line longer than --max-line-size 1 MB" in endless.stderr
+    assert time.monotonic() - started < 25  # the endless writer is not waited for (30 s)
     # Two lines in one write: kcp sees the second before it sends the next record (an extra
     # line arriving only after that is noticed at a later record, or not at all).
     twice = kcp("convert", "--pipe-through", f"{sys.executable} -c 'import sys\nfor line in "
