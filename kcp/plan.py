@@ -17,6 +17,7 @@ wires Kafka (partition counts for a mirror, exactly-once).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from .environment import Environment
 from .errors import UsageError
 from .formats import file_extensions, format_for_path, reader_for
 from .formats.json import documents_suffice
+from .group import ConsumerGroup
 from .message import Message
 from .metrics import Observers, PrometheusMetrics, StatsLines
 from .options import Options
@@ -47,6 +49,7 @@ from .pipeline import (
     stages_for,
 )
 from .transports import kind_of, transport, transport_for
+from .transports.stream import StreamSink
 
 # Formats whose bytes are not text: refused on a terminal without --force.
 AVRO_FORMATS = frozenset({"avro", "ocf", "confluent", "single-object", "schemaless"})
@@ -76,10 +79,11 @@ class Run:
     def execute(self) -> Summary:
         """Move every record; returns the summary (also printed on stderr when watched)."""
         try:
+            chunks = isinstance(self.source, ConsumerGroup)  # the children run the stages
             summary = run(self.source, self.sink, self.options, decoder=self.decoder,
-                          stages=self.stages,
+                          stages=() if chunks else self.stages,
                           progress=self.observers if self.observers.observers else None,
-                          workers=self.workers)
+                          workers=self.workers, chunks=chunks)
         finally:
             self.observers.done()
         if self.live is not None:
@@ -121,24 +125,44 @@ def plan(sources: Sequence[str | Address], destination: str | Address | Sink,
     stages = stages_for(options)  # compiled first: a bad --where fails before any I/O
     opened: list[Source] = []
     sink: Sink | None = None
+    if options.jobs > 1 and any(a.kind != "kafka" for a in source_addresses):
+        raise UsageError("-j decodes records read from Kafka: give a topic source and "
+                         "an output that needs decoding")
+    # -j N from one Kafka source into a byte stream: N consumer processes in one group
+    # (kcp.group), forked before any Kafka client exists here; otherwise -j workers.
+    consumers = (options.jobs > 1 and len(source_addresses) == 1 and given_sink is None
+                 and kind_of(sink_address) in ("stdio", "file") and not options.partition_by)
     try:
-        for address in source_addresses:
-            opened.append(transport_for(address).open_source(address, options, config))
-        source: Source = opened[0] if len(opened) == 1 else Sources(opened)
+        if not consumers:
+            opened = [transport_for(address).open_source(address, options, config)
+                      for address in source_addresses]
         sink = given_sink or _sink_transport(sink_address, options).open_sink(
             sink_address, options, config)
-        sink.copies_from(source)
+        consumers = consumers and isinstance(sink, StreamSink) and sink.traits.encodes_alone
+        if options.jobs > 1 and not consumers and not opened:  # an Avro file, say: workers
+            opened = [transport_for(address).open_source(address, options, config)
+                      for address in source_addresses]
+        source: Source | None = (None if not opened else opened[0] if len(opened) == 1
+                                 else Sources(opened))
+        if source is not None:
+            sink.copies_from(source)
         if options.exactly_once:
             transport("kafka").exactly_once(source, sink)
         options.json_documents = documents_suffice(options, sink)
         decoder = None if options.keep_payloads or options.read_format == "raw" else reader_for(
             options.read_format, options)
         workers = None
-        if options.jobs > 1:
-            if decoder is None or any(a.kind != "kafka" for a in source_addresses):
-                raise UsageError("-j decodes records read from Kafka: give a topic source and "
-                                 "an output that needs decoding")
+        if options.jobs > 1 and decoder is None:
+            raise UsageError("-j decodes records read from Kafka: give a topic source and "
+                             "an output that needs decoding")
+        if consumers:
+            address = source_addresses[0]
+            source = ConsumerGroup(
+                options.jobs, functools.partial(_open_source, address, config=config),
+                options, decoder, stages, sink.format_writer)  # type: ignore[attr-defined]
+        elif options.jobs > 1:
             workers = Workers(options.jobs, decoder, stages, sink, options.schemas)
+        assert source is not None
     except BaseException:
         if sink is not None:
             sink.close(complete=False)
@@ -153,6 +177,10 @@ def plan(sources: Sequence[str | Address], destination: str | Address | Sink,
         if options.stats_interval else None,
         PrometheusMetrics(options.metrics_port, source, sink) if options.metrics_port else None)
     return Run(source, sink, options, decoder, stages, workers, observers, live)
+
+
+def _open_source(address: Address, options: Options, config: Config) -> Source:
+    return transport_for(address).open_source(address, options, config)
 
 
 def _sink_transport(destination: Address, options: Options) -> ModuleType:

@@ -111,6 +111,11 @@ class StreamSink:
     def write_encoded(self, message: Message, data: bytes) -> None:
         cast(RecordStreamWriter, self.writer).write_encoded(data)
 
+    def write_bytes(self, data: bytes) -> None:
+        """Whole records as ``format_writer``'s stream writer makes them, made elsewhere
+        (``-j`` consumer processes, kcp.group), when ``traits.encodes_alone``."""
+        self.stream.write(data)
+
     def copies_from(self, source: object) -> None:
         pass
 

@@ -382,7 +382,9 @@ class KafkaSource:
         return len(metadata.topics[topic].partitions)
 
     def ack(self, message: Message) -> None:
-        if message.topic is not None:
+        # A partition given up since (a -j consumer process acknowledges late) is no longer
+        # ours to commit: its new owner reads on from the last commit.
+        if message.topic is not None and (message.topic, message.partition) in self.assigned:
             self.positions[(message.topic, message.partition)] = message.offset + 1
 
     def checkpoint(self) -> None:
