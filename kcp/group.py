@@ -35,9 +35,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from . import errors
 from .contracts import Reader, SinkTraits, Source, Writer
-from .errors import KcpError, UsageError
+from .errors import BadInput, KcpError, TransportError, UsageError
 from .message import Message
 from .options import Options
 from .pacing import pacer_in
@@ -49,6 +48,8 @@ CHUNK_MESSAGES = 500
 CHUNK_BYTES = 4 << 20
 # How long the main process waits for its children to commit and leave the group at the end.
 STOP_SECONDS = 15.0
+# A child's failure is raised again in the main process as the same kind (its exit status).
+_ERRORS = {kind.status: kind for kind in (KcpError, UsageError, BadInput, TransportError)}
 
 
 @dataclass
@@ -150,8 +151,8 @@ class ConsumerGroup:
                     child.ended = True
                     del live[conn]  # type: ignore[arg-type]
                 else:  # "error": the child's failure, as it would have been in one process
-                    _, name, message, where = report
-                    raise getattr(errors, name, KcpError)(message, where=where)
+                    _, status, message, where = report
+                    raise _ERRORS.get(status, KcpError)(message, where=where)
 
     def ack(self, chunk: Chunk) -> None:  # type: ignore[override]
         self.children[chunk.child].written = (chunk.seq, len(chunk.counts))
@@ -358,9 +359,10 @@ def _child_main(conn: Connection, inherited: list[Connection],
     except (EOFError, BrokenPipeError):
         return  # the main process is gone
     except KcpError as error:
-        _send(conn, ("error", type(error).__name__, error.message, error.where))
+        _send(conn, ("error", error.status, error.message, error.where))
         return
     except Exception as error:  # reported by the main process as a runtime error
-        _send(conn, ("error", "KcpError", f"-j consumer process failed: {error!r}", None))
+        _send(conn, ("error", KcpError.status, f"-j consumer process failed: {error!r}",
+                     None))
         return
     _send(conn, ("end",))
