@@ -105,23 +105,43 @@ class ConsumerGroup:
     bytes_read = 0
 
     def __init__(self, jobs: int, open_source: Callable[[Options], Source], options: Options,
-                 decoder: Reader | None, stages: list[Stage], writer: Writer) -> None:
+                 decoder: Reader | None, stages: list[Stage], writer: Writer,
+                 start: Callable[[Options], None] | None = None) -> None:
+        """``start``: commits for the group where the run starts (-o, -n, tail's end, ...);
+        the first child calls it before the others are started, and all go on from there."""
         check_stages(stages)
-        child_options = dataclasses.replace(
+        options = dataclasses.replace(
             options, count=None, progress=False, quiet=True, stats_interval=None,
             metrics_port=None, group=options.group or throwaway_group())
+        child_options = options if start is None else dataclasses.replace(
+            options, offset=None, tail_count=None)
         context = multiprocessing.get_context("fork")
         self.children: list[_Child] = []
         self.flush_sink: Callable[[], None] | None = None
         for index in range(jobs):
             mine, theirs = context.Pipe()
             others = [child.conn for child in self.children] + [mine]
+            starting = (start, options) if start is not None and index == 0 else None
             process = context.Process(
                 target=_child_main, name=f"kcp -j {index + 1}/{jobs}", daemon=True,
-                args=(theirs, others, open_source, child_options, decoder, stages, writer))
+                args=(theirs, others, open_source, child_options, decoder, stages, writer,
+                      starting))
             process.start()
             theirs.close()
-            self.children.append(_Child(index, process, mine))
+            child = _Child(index, process, mine)
+            self.children.append(child)
+            if starting is not None:  # the others start once the group has its positions
+                self._started(child)
+
+    def _started(self, child: _Child) -> None:
+        try:
+            report = child.conn.recv()
+        except (EOFError, OSError):
+            report = ("error", KcpError.status, "-j: the first consumer process died", None)
+        if report[0] == "error":
+            self.close()
+            _, status, message, where = report
+            raise _ERRORS.get(status, KcpError)(message, where=where)
 
     # -- reading ------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Chunk | None]:
@@ -337,7 +357,8 @@ class _ChildSource:
 
 def _child_main(conn: Connection, inherited: list[Connection],
                 open_source: Callable[[Options], Source], options: Options,
-                decoder: Reader | None, stages: list[Stage], writer: Writer) -> None:
+                decoder: Reader | None, stages: list[Stage], writer: Writer,
+                starting: tuple[Callable[[Options], None], Options] | None) -> None:
     """One consumer process: the ``-j 1`` pipeline into chunks sent on ``conn``."""
     for other in inherited:  # the main process's ends: its death must show here as EOF
         other.close()
@@ -346,6 +367,10 @@ def _child_main(conn: Connection, inherited: list[Connection],
     os.dup2(devnull, 1)  # a `| cat` downstream ends with the main process, not with us
     os.close(devnull)
     try:
+        if starting is not None:
+            start, start_options = starting
+            start(start_options)
+            conn.send(("started",))
         source = _ChildSource(open_source(options))
         sink = source.sink = _ChunkSink(conn, writer, source.source)
 

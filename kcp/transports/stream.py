@@ -14,6 +14,7 @@ from typing import BinaryIO, cast
 from ..address import Address
 from ..contracts import RecordStreamWriter, SinkTraits, Writer
 from ..errors import UsageError
+from ..formats.lines import write_all
 from ..message import Message
 from ..options import Options
 
@@ -114,7 +115,7 @@ class StreamSink:
     def write_bytes(self, data: bytes) -> None:
         """Whole records as ``format_writer``'s stream writer makes them, made elsewhere
         (``-j`` consumer processes, kcp.group), when ``traits.encodes_alone``."""
-        self.stream.write(data)
+        write_all(self.stream, data)
 
     def copies_from(self, source: object) -> None:
         pass

@@ -15,6 +15,7 @@ kept in the destination cluster (``CopyTransaction``; offsets.py tells how and w
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 import sys
 import time
@@ -60,7 +61,7 @@ from .heartbeat import Heartbeat
 from .offsets import OFFSETS_TOPIC, PositionStore, position_record, transactional_id
 
 __all__ = ["KafkaSink", "KafkaSource", "describe_topics", "exactly_once", "group_lag",
-           "open_sink", "open_source", "topic_names"]
+           "open_sink", "open_source", "start_group", "topic_names"]
 
 BATCH = 500
 _NAMED_OFFSETS = {"beginning": OFFSET_BEGINNING, "end": OFFSET_END}
@@ -109,6 +110,7 @@ class KafkaSource:
             **properties,
             **callbacks,
         }
+        self._settings = settings
         try:
             self.consumer = Consumer(settings)
         except KafkaException as exc:
@@ -173,6 +175,7 @@ class KafkaSource:
         self._position(partitions, explicit=True)
         self.consumer.assign(partitions)
         self._assignment_seen = True
+        self.starts = partitions
 
     def _position(self, partitions: list[TopicPartition], explicit: bool) -> None:
         """Set each partition's start offset and remember where its end is now."""
@@ -678,6 +681,37 @@ def exactly_once(source: KafkaSource, sink: KafkaSink) -> None:
     if not sink.transactional:
         raise UsageError("--exactly-once needs a transactional producer")
     source.transaction = CopyTransaction(source, sink)
+
+
+def start_group(address: Address, options: Options, config: Config) -> None:
+    """Commit for the group of ``options`` the positions a reader without a group would start
+    at (-o, -n, --since, the end for tail): ``-j`` consumer processes then start there and go
+    on from each other's commits, whoever owns a partition after a rebalance."""
+    reader = KafkaSource(dataclasses.replace(address, group=None),
+                         dataclasses.replace(options, group=None), config)
+    group = broker_profile(address, options, config).group_id(options.group or address.group)
+    try:
+        starts = []
+        for tp in reader.starts:
+            if tp.offset < 0:  # beginning, end: where they are now
+                try:
+                    low, high = reader.consumer.get_watermark_offsets(tp, options.timeout)
+                except KafkaException as exc:
+                    raise TransportError(f"{tp.topic}[{tp.partition}]: cannot read offsets: "
+                                         f"{exc.args[0].str()}") from None
+                tp = TopicPartition(tp.topic, tp.partition,
+                                    low if tp.offset == OFFSET_BEGINNING else high)
+            starts.append(tp)
+    finally:
+        reader.close()
+    committer = Consumer({**reader._settings, "group.id": group})
+    try:
+        committer.commit(offsets=starts, asynchronous=False)
+    except KafkaException as exc:
+        raise TransportError(f"group {group}: cannot set its start for -j ({exc.args[0].str()}); "
+                             "is the group in use elsewhere?") from None
+    finally:
+        committer.close()
 
 
 def open_source(address: Address, options: Options, config: Config) -> KafkaSource:
