@@ -437,8 +437,9 @@ def test_parallel_consumer_processes_share_a_group(env, night, make_topic, kafka
     """-j 2 into a pipe: two consumer processes in one group, each record once, in partition
     order; the group's commits follow what was written (head, SIGTERM, poison messages)."""
     topic = make_topic(4)
-    for partition in range(4):
-        assert run_kcp(["produce", topic, str(night), "-p", str(partition)], env).returncode == 0
+    producers = [subprocess.Popen([KCP, "produce", topic, str(night), "-p", str(partition)],
+                                  env=env) for partition in range(4)]
+    assert [producer.wait(timeout=60) for producer in producers] == [0] * 4
 
     def positions(data: bytes) -> list[tuple[int, int]]:
         return [(record["partition"], record["offset"]) for record in json_lines(data)]
