@@ -687,8 +687,8 @@ def start_group(address: Address, options: Options, config: Config) -> None:
     """Commit for the group of ``options`` the positions a reader without a group would start
     at (-o, -n, --since, the end for tail): ``-j`` consumer processes then start there and go
     on from each other's commits, whoever owns a partition after a rebalance."""
-    reader = KafkaSource(dataclasses.replace(address, group=None),
-                         dataclasses.replace(options, group=None), config)
+    reader = KafkaSource(dataclasses.replace(address, group=None),  # assigned, not subscribed
+                         dataclasses.replace(options, group=None, follow=False), config)
     group = broker_profile(address, options, config).group_id(options.group or address.group)
     try:
         starts = []
