@@ -58,7 +58,7 @@ class Chunk:
 
     child: int
     seq: int
-    data: bytes
+    data: bytes | memoryview  # valid until the next chunk is read
     ends: list[int]  # where each record's bytes end in ``data``
     counts: list[int]  # records in ``data`` up to and including each message read
     bytes_in: int = 0
@@ -118,6 +118,7 @@ class ConsumerGroup:
         context = multiprocessing.get_context("fork")
         self.children: list[_Child] = []
         self.flush_sink: Callable[[], None] | None = None
+        self.buffer = bytearray()  # the chunk being written
         for index in range(jobs):
             mine, theirs = context.Pipe()
             others = [child.conn for child in self.children] + [mine]
@@ -161,8 +162,12 @@ class ConsumerGroup:
                                    f"{child.process.exitcode}); run it without -j to find "
                                    "out why") from None
                 kind = report[0]
-                if kind == "chunk":
-                    yield Chunk(child.index, *report[1:])
+                if kind == "chunk":  # its bytes follow, into a buffer used over and over
+                    _, seq, size, *rest = report
+                    if len(self.buffer) < size:
+                        self.buffer = bytearray(size + (size >> 1))
+                    conn.recv_bytes_into(self.buffer)  # type: ignore[union-attr]
+                    yield Chunk(child.index, seq, memoryview(self.buffer)[:size], *rest)
                 elif kind == "sync":  # it gives partitions up, or ends: written, then acked
                     if self.flush_sink is not None:
                         self.flush_sink()
@@ -202,7 +207,7 @@ class ConsumerGroup:
         while running and time.monotonic() < deadline:
             for conn in wait(list(running), timeout=max(0.0, deadline - time.monotonic())):
                 try:
-                    conn.recv()  # type: ignore[union-attr]
+                    conn.recv_bytes()  # type: ignore[union-attr]
                 except (EOFError, OSError):  # it has exited
                     del running[conn]  # type: ignore[arg-type]
         for child in self.children:
@@ -267,12 +272,14 @@ class _ChunkSink:
         if not self.positions and self.skipped == self.skipped_sent:
             return
         self.seq += 1
-        self.conn.send(("chunk", self.seq, self.buffer.getvalue(), self.ends, self.counts,
-                        self.bytes_in, self.last_timestamp, self.skipped - self.skipped_sent))
+        size = self.buffer.tell()
+        self.conn.send(("chunk", self.seq, size, self.ends, self.counts, self.bytes_in,
+                        self.last_timestamp, self.skipped - self.skipped_sent))
+        with self.buffer.getbuffer() as view:  # the bytes themselves: not pickled, not copied
+            self.conn.send_bytes(view, 0, size)
         self.skipped_sent = self.skipped
         self.sent.append((self.seq, self.positions))
-        self.buffer.seek(0)
-        self.buffer.truncate()
+        self.buffer.seek(0)  # the buffer is written over, never shrunk: no allocation per chunk
         self.ends, self.counts, self.positions, self.bytes_in = [], [], [], 0
 
     def listen(self, block: bool = False) -> None:

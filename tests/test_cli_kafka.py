@@ -484,3 +484,17 @@ def test_parallel_consumer_processes_share_a_group(env, night, make_topic, kafka
     failed = run_kcp(["consume", topic, "-j", "2", "-p", "2"], env)
     assert failed.returncode == 3 and len(failed.stdout.splitlines()) == 40
     assert failed.stderr.decode().startswith(f"kcp: {topic}[2]@40: ")
+
+
+def test_topic_to_topic_json_is_the_same_from_either_codec(env, night, topic, kafka_bootstrap):
+    """cp T T2 --to json takes the native path (finished documents as payloads): the payloads
+    are those of the Python codec, byte for byte."""
+    assert run_kcp(["produce", topic, str(night)], env).returncode == 0
+    for codec in ("1", "0"):
+        copied = run_kcp(["cp", topic, f"{topic}_json{codec}", "--to", "json"],
+                         {**env, "KCP_NATIVE": codec})
+        assert copied.returncode == 0, copied.stderr
+    native, python = (raw_payloads(kafka_bootstrap, f"{topic}_json{codec}", 40)
+                      for codec in ("1", "0"))
+    assert [m.value() for m in native] == [m.value() for m in python]
+    assert len(native) == 40 and native[0].value().startswith(b"{")
