@@ -157,16 +157,17 @@ def plan(sources: Sequence[str | Address], destination: str | Address | Sink,
                              "an output that needs decoding")
         if consumers:
             address = source_addresses[0]
-            # Where the run starts, unless the user's group says so: committed for the
-            # processes' group first (a throw-away one reads from the beginning by itself).
-            positioned = (options.offset is not None or options.tail_count is not None
-                          or (not (options.group or address.group) and (
-                              options.since or options.default_offset != "beginning")))
+            # Where the run starts is committed for the processes' group first: -o and -n
+            # for every partition; --since and tail's end where the group has no position
+            # (the beginning needs nothing: it stays where it is).
+            explicit = options.offset is not None or options.tail_count is not None
+            moving = bool(options.since) or options.default_offset != "beginning"
             source = ConsumerGroup(
                 options.jobs, functools.partial(_open_source, address, config=config),
                 options, decoder, stages, sink.format_writer,  # type: ignore[attr-defined]
-                functools.partial(transport("kafka").start_group, address, config=config)
-                if positioned else None)
+                functools.partial(transport("kafka").start_group, address, config=config,
+                                  keep_committed=not explicit)
+                if explicit or moving else None)
         elif options.jobs > 1:
             workers = Workers(options.jobs, decoder, stages, sink, options.schemas)
         assert source is not None

@@ -683,10 +683,14 @@ def exactly_once(source: KafkaSource, sink: KafkaSink) -> None:
     source.transaction = CopyTransaction(source, sink)
 
 
-def start_group(address: Address, options: Options, config: Config) -> None:
+def start_group(address: Address, options: Options, config: Config,
+                keep_committed: bool = False) -> None:
     """Commit for the group of ``options`` the positions a reader without a group would start
     at (-o, -n, --since, the end for tail): ``-j`` consumer processes then start there and go
-    on from each other's commits, whoever owns a partition after a rebalance."""
+    on from each other's commits, whoever owns a partition after a rebalance (not from "the
+    end" as it is when a partition changes hands).  ``keep_committed``: only for partitions
+    the group has no position for, and only if the group lets us (its members elsewhere
+    position them otherwise)."""
     reader = KafkaSource(dataclasses.replace(address, group=None),  # assigned, not subscribed
                          dataclasses.replace(options, group=None, follow=False), config)
     group = broker_profile(address, options, config).group_id(options.group or address.group)
@@ -706,10 +710,17 @@ def start_group(address: Address, options: Options, config: Config) -> None:
         reader.close()
     committer = Consumer({**reader._settings, "group.id": group})
     try:
-        committer.commit(offsets=starts, asynchronous=False)
+        if keep_committed:
+            found = committer.committed([TopicPartition(tp.topic, tp.partition)
+                                         for tp in starts], timeout=options.timeout)
+            starts = [tp for tp, known in zip(starts, found, strict=True) if known.offset < 0]
+        if starts:
+            committer.commit(offsets=starts, asynchronous=False)
     except KafkaException as exc:
-        raise TransportError(f"group {group}: cannot set its start for -j ({exc.args[0].str()}); "
-                             "is the group in use elsewhere?") from None
+        if not keep_committed:
+            raise TransportError(f"group {group}: cannot set its start for -j "
+                                 f"({exc.args[0].str()}); is the group in use elsewhere?"
+                                 ) from None
     finally:
         committer.close()
 
