@@ -154,19 +154,10 @@ class ConsumerGroup:
                 continue
             for conn in ready:
                 child = live[conn]  # type: ignore[index]
-                try:
-                    report = conn.recv()  # type: ignore[union-attr]
-                except (EOFError, OSError):
-                    child.process.join(1)
-                    raise KcpError(f"-j: consumer process {child.index + 1} died (exit status "
-                                   f"{child.process.exitcode}); run it without -j to find "
-                                   "out why") from None
+                report = self._receive(child)
                 kind = report[0]
-                if kind == "chunk":  # its bytes follow, into a buffer used over and over
+                if kind == "chunk":
                     _, seq, size, *rest = report
-                    if len(self.buffer) < size:
-                        self.buffer = bytearray(size + (size >> 1))
-                    conn.recv_bytes_into(self.buffer)  # type: ignore[union-attr]
                     yield Chunk(child.index, seq, memoryview(self.buffer)[:size], *rest)
                 elif kind == "sync":  # it gives partitions up, or ends: written, then acked
                     if self.flush_sink is not None:
@@ -178,6 +169,23 @@ class ConsumerGroup:
                 else:  # "error": the child's failure, as it would have been in one process
                     _, status, message, where = report
                     raise _ERRORS.get(status, KcpError)(message, where=where)
+
+    def _receive(self, child: _Child) -> tuple:
+        """A child's next report; a chunk's bytes (which follow it) in ``self.buffer``, a
+        buffer used over and over."""
+        try:
+            report = child.conn.recv()
+            if report[0] == "chunk":
+                size = report[2]
+                if len(self.buffer) < size:
+                    self.buffer = bytearray(size + (size >> 1))
+                child.conn.recv_bytes_into(self.buffer)
+            return report
+        except (EOFError, OSError):
+            child.process.join(1)
+            raise KcpError(f"-j: consumer process {child.index + 1} died (exit status "
+                           f"{child.process.exitcode}); run it without -j to find out why"
+                           ) from None
 
     def ack(self, chunk: Chunk) -> None:  # type: ignore[override]
         self.children[chunk.child].written = (chunk.seq, len(chunk.counts))

@@ -476,6 +476,18 @@ def test_parallel_consumer_processes_share_a_group(env, night, make_topic, kafka
                               env).stdout)
     assert set(before) | set(after) == set(read) and len(before) < len(read)
 
+    following = subprocess.Popen([KCP, "consume", topic, "-j", "2", "-f"], env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert following.stdout.readline()
+        children = subprocess.run(["pgrep", "-P", str(following.pid)], capture_output=True,
+                                  text=True).stdout.split()
+        os.kill(int(children[0]), signal.SIGKILL)  # a dying process is reported, not waited for
+        _, stderr = following.communicate(timeout=30)
+        assert following.returncode == 1 and b"consumer process" in stderr
+    finally:
+        following.kill()
+
     producer = Producer({"bootstrap.servers": kafka_bootstrap})
     producer.produce(topic, b"Obj\x01 torn alert", partition=2)
     producer.flush(10)
