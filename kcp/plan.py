@@ -133,16 +133,14 @@ def plan(sources: Sequence[str | Address], destination: str | Address | Sink,
     consumers = (options.jobs > 1 and len(source_addresses) == 1 and given_sink is None
                  and kind_of(sink_address) in ("stdio", "file") and not options.partition_by)
     try:
-        if not consumers:
-            opened = [transport_for(address).open_source(address, options, config)
-                      for address in source_addresses]
+        if not consumers:  # sources first: a missing topic fails before a file is made
+            opened = [_open_source(address, options, config) for address in source_addresses]
         sink = given_sink or _sink_transport(sink_address, options).open_sink(
             sink_address, options, config)
-        consumers = consumers and isinstance(sink, StreamSink) and sink.traits.encodes_alone
-        if options.jobs > 1 and not consumers and not opened:  # an Avro file, say: workers
-            opened = [transport_for(address).open_source(address, options, config)
-                      for address in source_addresses]
-        source: Source | None = (None if not opened else opened[0] if len(opened) == 1
+        if consumers and not (isinstance(sink, StreamSink) and sink.traits.encodes_alone):
+            consumers = False  # an Avro container or Parquet file: -j workers
+            opened = [_open_source(address, options, config) for address in source_addresses]
+        source: Source | None = (None if consumers else opened[0] if len(opened) == 1
                                  else Sources(opened))
         if source is not None:
             sink.copies_from(source)
