@@ -1,7 +1,8 @@
 """``-j N`` from Kafka into a byte stream: N consumer processes in one consumer group.
 
-Kafka's own way to scale a reader out: each process is a member of the group, owns its share of
-the partitions, and reads, decodes (natively when it can), filters and encodes them itself,
+Kafka's own way to scale a reader out: each process is a member of the group (without ``-g``:
+reads its share of the partitions, assigned directly, as ``-j 1`` reads without a group), owns
+its partitions, and reads, decodes (natively when it can), filters and encodes them itself,
 running the same pipeline as ``-j 1`` (kcp.pipeline.run) into an in-memory buffer.  It sends the
 finished bytes to the main process in chunks (a chunk: whole records, in partition order), never
 messages.  The main process writes each chunk to the real sink as it comes, and acknowledges it
@@ -106,13 +107,15 @@ class ConsumerGroup:
 
     def __init__(self, jobs: int, open_source: Callable[[Options], Source], options: Options,
                  decoder: Reader | None, stages: list[Stage], writer: Writer,
-                 start: Callable[[Options], None] | None = None) -> None:
+                 start: Callable[[Options], None] | None = None, grouped: bool = True) -> None:
         """``start``: commits for the group where the run starts (-o, -n, tail's end, ...);
-        the first child calls it before the others are started, and all go on from there."""
+        the first child calls it before the others are started, and all go on from there.
+        ``grouped``: False when the children read without a group (no -g), each its share of
+        the partitions (``Options.share``), assigned directly: no group, nothing committed."""
         check_stages(stages)
         options = dataclasses.replace(
             options, count=None, progress=False, quiet=True, stats_interval=None,
-            metrics_port=None, group=options.group or throwaway_group())
+            metrics_port=None, group=options.group or (throwaway_group() if grouped else None))
         child_options = options if start is None else dataclasses.replace(
             options, offset=None, tail_count=None)
         context = multiprocessing.get_context("fork")
@@ -125,8 +128,9 @@ class ConsumerGroup:
             starting = (start, options) if start is not None and index == 0 else None
             process = context.Process(
                 target=_child_main, name=f"kcp -j {index + 1}/{jobs}", daemon=True,
-                args=(theirs, others, open_source, child_options, decoder, stages, writer,
-                      starting))
+                args=(theirs, others, open_source, child_options if grouped else
+                      dataclasses.replace(child_options, share=(index, jobs)),
+                      decoder, stages, writer, starting))
             process.start()
             theirs.close()
             child = _Child(index, process, mine)
@@ -331,8 +335,11 @@ class _ChunkSink:
         pass
 
     def close(self, complete: bool = True) -> None:
-        if complete:
-            self.sync()
+        if complete and self.source.commits:
+            self.sync()  # what was sent is written before the positions are committed
+        elif complete:
+            with contextlib.suppress(_Stopped):
+                self.send()
 
 
 class _ChildSource:

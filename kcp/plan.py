@@ -155,9 +155,13 @@ def plan(sources: Sequence[str | Address], destination: str | Address | Sink,
                              "an output that needs decoding")
         if consumers:
             address = source_addresses[0]
-            # Where the run starts is committed for the processes' group first: -o and -n
-            # for every partition; --since and tail's end where the group has no position
-            # (the beginning needs nothing: it stays where it is).
+            # Without -g, the processes share the partitions out among themselves, as -j 1
+            # reads them without a group (a followed ^pattern needs a group, a throw-away one).
+            grouped = bool(options.group or address.group) or (
+                options.follow and any(t.startswith("^") for t in address.topics))
+            # A group's start is committed for it first: -o and -n for every partition;
+            # --since and tail's end where the group has no position (the beginning needs
+            # nothing: it stays where it is).
             explicit = options.offset is not None or options.tail_count is not None
             moving = bool(options.since) or options.default_offset != "beginning"
             source = ConsumerGroup(
@@ -165,7 +169,7 @@ def plan(sources: Sequence[str | Address], destination: str | Address | Sink,
                 options, decoder, stages, sink.format_writer,  # type: ignore[attr-defined]
                 functools.partial(transport("kafka").start_group, address, config=config,
                                   keep_committed=not explicit)
-                if explicit or moving else None)
+                if grouped and (explicit or moving) else None, grouped)
         elif options.jobs > 1:
             workers = Workers(options.jobs, decoder, stages, sink, options.schemas)
         assert source is not None

@@ -172,6 +172,9 @@ class KafkaSource:
                                      f"(it has {len(ids)})")
                 ids = [p for p in ids if p in self.options.partitions]
             partitions += [TopicPartition(topic, p) for p in ids]
+        if self.options.share is not None:
+            index, count = self.options.share
+            partitions = partitions[index::count]
         self._position(partitions, explicit=True)
         self.consumer.assign(partitions)
         self._assignment_seen = True
