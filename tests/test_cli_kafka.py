@@ -453,6 +453,8 @@ def test_parallel_consumer_processes_share_a_group(env, night, make_topic, kafka
         assert offsets == sorted(offsets)
     again = run_kcp(["consume", topic, "-j", "2", "-g", "pair"], env)
     assert (again.returncode, again.stdout) == (0, b"")
+    shared = run_kcp(["consume", topic, "-j", "3", "--envelope"], env)  # no group: shares
+    assert sorted(positions(shared.stdout)) == sorted(read), shared.stderr
 
     started = time.monotonic()
     head = subprocess.run(f"'{KCP}' consume {topic} -j 2 -g heads | head -1", shell=True,
