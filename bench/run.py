@@ -11,7 +11,9 @@ on --bootstrap or KCP_BENCH_BOOTSTRAP; loads N synthetic ZTF-like alerts (kcp.sy
                                                                       the decode-only ceiling
   B3 topic -> topic passthrough copy    kcp cp                     vs B1's raw consume rate
   B4 produce a night from files         kcp produce night.avro     vs kcat -P one file per alert
-  B5 -j N parallel decoding speed-up    kcp consume -j 1           vs -j N (N = cores)
+  B5 -j N parallel decoding speed-up    kcp consume -j 1           vs -j N (N = cores), on B2's
+                                                                      alerts (one partition) and
+                                                                      on B10's (N partitions)
   B6 peak RSS consuming 5 x N alerts    kcp consume, RSS sampled every 0.2 s
   B7 produce -> stdout latency          kcp tail                   vs kcat -C -o end -u
   B8 bytes per alert on the broker      framing x compression      vs ZTF's OCF, uncompressed
@@ -245,9 +247,9 @@ class Kafka:
         self.prefix = f"kcp-bench-{uuid.uuid4().hex[:6]}-"
         self.created: list[str] = []
 
-    def topic(self, name: str) -> str:
+    def topic(self, name: str, partitions: int = 1) -> str:
         topic = self.prefix + name
-        future = self.admin.create_topics([NewTopic(topic, num_partitions=1)])[topic]
+        future = self.admin.create_topics([NewTopic(topic, num_partitions=partitions)])[topic]
         future.result(timeout=30)
         self.created.append(topic)
         deadline = time.monotonic() + 30
@@ -289,13 +291,14 @@ class Kafka:
             consumer.close()
         return values
 
-    def produce(self, topic: str, payloads: list[bytes]) -> None:
+    def produce(self, topic: str, payloads: list[bytes], partitions: int = 1) -> None:
+        """``payloads`` into ``topic``, dealt round-robin over its first ``partitions``."""
         producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 20,
                              "queue.buffering.max.kbytes": 262144})
-        for value in payloads:
+        for i, value in enumerate(payloads):
             while True:
                 try:
-                    producer.produce(topic, value)
+                    producer.produce(topic, value, partition=i % partitions)
                     break
                 except BufferError:
                     producer.poll(0.05)
@@ -550,6 +553,8 @@ class Bench:
                                         self.kafka.bootstrap, topic, str(schema_file)], self.env),
         })
         self.kafka.delete(topic)
+        if self.jobs:
+            self.b5_rubin(payloads)
         (kcp, kcp_walls), (python, python_walls), (user, user_walls) = (
             results["kcp"], results["python codec"], results["user loop"])
         bodies = [payload[5:] for payload in payloads]
@@ -580,6 +585,31 @@ class Bench:
                      n / python.wall / ceiling, "-", None, REPEAT["B10"],
                      f"runs {runs_text(python_walls)}; the path --where, --map, --reader-schema "
                      "take"))
+
+    def b5_rubin(self, payloads: list[bytes]) -> None:
+        """B5 where the work is decoding (B10's Rubin alerts), on a topic of CORES partitions:
+        -j N is N consumer processes of one group, each owning its share of the partitions."""
+        topic = self.kafka.topic("rubin-spread", partitions=CORES)
+        self.kafka.produce(topic, payloads, partitions=CORES)
+        consume = [self.kcp, "consume", topic]
+        results = alternate(REPEAT["B5"], {
+            "-j 1": lambda _: run([*consume, "-j", "1"], self.env),
+            f"-j {CORES}": lambda _: run([*consume, "-j", str(CORES)], self.env),
+        })
+        self.kafka.delete(topic)
+        (j1, j1_walls), (jn, jn_walls) = results["-j 1"], results[f"-j {CORES}"]
+        n = len(payloads)
+        # The broker, the parent process and the children share the cores: what -j N leaves
+        # to the broker (and to everything else on the box) is cores x wall - kcp's CPU.
+        self.add(Row("B5", f"Rubin -j {CORES} speed-up (time -j 1 / time -j {CORES})",
+                     f"-j {CORES} {rate_text(n, jn.wall)}", f"-j 1 {rate_text(n, j1.wall)}",
+                     j1.wall / jn.wall, f">= {0.8 * CORES:g}", None, REPEAT["B5"],
+                     f"{n} alerts on {CORES} partitions, {CORES} cores shared with the broker; "
+                     f"runs -j 1 {runs_text(j1_walls)}, -j {CORES} {runs_text(jn_walls)}; CPU "
+                     f"-j 1 {j1.cpu:.1f} s, -j {CORES} {jn.cpu:.1f} s of "
+                     f"{CORES * jn.wall:.1f} s available",
+                     {"alerts": n, "j1_s": j1.wall, "j1_runs": j1_walls, "j1_cpu_s": j1.cpu,
+                      "jn_s": jn.wall, "jn_runs": jn_walls, "jn_cpu_s": jn.cpu, "n": CORES}))
 
     # B3 -------------------------------------------------------------------------------------
     def b3(self) -> None:
@@ -978,7 +1008,7 @@ def main() -> int:
                              ("B4", bench.b4), ("B6", bench.b6), ("B7", bench.b7),
                              ("B8", bench.b8), ("B9", bench.b9),
                              ("B10", bench.b10)):
-            if only and name not in only and not (name == "B2" and "B5" in only):
+            if only and name not in only and not (name in ("B2", "B10") and "B5" in only):
                 continue
             try:
                 figure()

@@ -146,9 +146,14 @@ COUNT = [
 ]
 JOBS = [
     click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, metavar="N",
-                 help="Decode, filter and encode in N processes (output order kept). "
-                      "Pays off with cores to spare: at most cores - 1, fewer when the "
-                      "broker runs on the same machine (docs/performance.md)."),
+                 help="Read, decode, filter and encode in N processes. From one Kafka "
+                      "address to stdout or a file of records written one after the other "
+                      "(JSON Lines, VOEvent, ...): N consumers, each on its own partitions "
+                      "(members of the -g group; without -g each takes its share), order "
+                      "kept within a partition; scales up to the topic's partitions. To "
+                      "Kafka, tars, Avro "
+                      "and Parquet files: N decode workers fed by one reader, order kept. "
+                      "Pays off with cores to spare beyond the broker's (docs/performance.md)."),
 ]
 
 HEARTBEAT = [

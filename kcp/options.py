@@ -83,6 +83,9 @@ class Options:
     offset: str | None = None
     default_offset: str = "beginning"  # where to start when -o is not given (tail: "end")
     partitions: tuple[int, ...] = ()
+    # (i, n): read only every n-th of the partitions read without a group, from the i-th (the
+    # -j consumer processes of kcp.group without -g share them out this way)
+    share: tuple[int, int] | None = None
     follow: bool = False
     tail_count: int | None = None
     timeout: float = 30.0

@@ -379,12 +379,15 @@ def close_stages(stages: Iterable[Stage]) -> None:
 
 def run(source: Source, sink: Sink, options: Options, decoder: Reader | None = None,
         stages: Iterable[Stage] = (), progress: Callable[[Summary], None] | None = None,
-        workers: Workers | None = None, summary: Summary | None = None) -> Summary:
+        workers: Workers | None = None, summary: Summary | None = None,
+        chunks: bool = False) -> Summary:
     """Move every record of ``source`` to ``sink``; ``decoder`` decodes raw payloads if given.
 
     A source may yield ``None`` to say it is idle: buffered output is pushed out then.
     ``workers`` (kcp.parallel.Workers) decode, filter and encode in other processes.
     ``summary`` is counted into (the caller's, to say what a stopped run wrote).
+    ``chunks``: the source yields finished output (kcp.group.Chunk: the bytes of whole records,
+    made by ``-j`` consumer processes) for the sink's ``write_bytes``.
     """
     stages = list(stages)
     policy = ErrorPolicy(options.on_error)
@@ -400,7 +403,9 @@ def run(source: Source, sink: Sink, options: Options, decoder: Reader | None = N
         summary.night_clock = pacer.night_clock
     with guard:
         try:
-            if workers is not None:
+            if chunks:
+                completed = _chunk_loop(source, sink, summary, limit, progress, guard)
+            elif workers is not None:
                 completed = _parallel_loop(source, sink, workers, policy, summary, limit,
                                            progress, guard)
             else:
@@ -559,6 +564,33 @@ def _parallel_loop(source: Source, sink: Sink, workers: Workers, policy: ErrorPo
         return True
     finally:
         workers.close()
+
+
+def _chunk_loop(source: Any, sink: Any, summary: Summary, limit: int | None,
+                progress: Callable[[Summary], None] | None, guard: SignalGuard) -> bool:
+    """The loop of ``_loop`` for a source of finished output (kcp.group): each chunk is written
+    whole (cut at --count), then acknowledged to the source, so committed after the write."""
+    rhythm = _Rhythm(source, sink, progress, summary)
+    for chunk in source:
+        if chunk is None:
+            rhythm.idle()
+            continue
+        guard.in_hand = True
+        summary.bytes_in += chunk.bytes_in
+        summary.skipped += chunk.skipped
+        summary.last_timestamp = chunk.last_timestamp or summary.last_timestamp
+        if limit is not None and summary.records + len(chunk.ends) >= limit:
+            chunk = chunk.cut(limit - summary.records)
+        sink.write_bytes(chunk.data)
+        summary.records += len(chunk.ends)
+        source.ack(chunk)
+        guard.release()
+        if progress is not None:
+            progress(summary)
+        if limit is not None and summary.records >= limit:
+            break
+        rhythm.checkpoint_if_due()
+    return True
 
 
 def _checkpoint(sink: Sink, source: Source) -> None:

@@ -17,6 +17,7 @@ wires Kafka (partition counts for a mirror, exactly-once).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from .environment import Environment, Pager
 from .errors import UsageError
 from .formats import file_extensions, format_for_path, reader_for
 from .formats.json import documents_suffice
+from .group import ConsumerGroup
 from .message import Message
 from .metrics import Observers, PrometheusMetrics, StatsLines
 from .options import Options
@@ -47,6 +49,7 @@ from .pipeline import (
     stages_for,
 )
 from .transports import kind_of, transport, transport_for
+from .transports.stream import StreamSink
 
 # Formats whose bytes are not text: refused on a terminal without --force.
 AVRO_FORMATS = frozenset({"avro", "ocf", "confluent", "single-object", "schemaless"})
@@ -79,9 +82,11 @@ class Run:
         Stopped by Ctrl-C, it raises KeyboardInterrupt saying how many records were written."""
         summary = Summary()
         try:
-            run(self.source, self.sink, self.options, decoder=self.decoder, stages=self.stages,
+            chunks = isinstance(self.source, ConsumerGroup)  # the children run the stages
+            run(self.source, self.sink, self.options, decoder=self.decoder,
+                stages=() if chunks else self.stages,
                 progress=self.observers if self.observers.observers else None,
-                workers=self.workers, summary=summary)
+                workers=self.workers, summary=summary, chunks=chunks)
         except KeyboardInterrupt:
             raise KeyboardInterrupt(f"{summary.count()} written") from None
         finally:
@@ -128,25 +133,55 @@ def plan(sources: Sequence[str | Address], destination: str | Address | Sink,
     opened: list[Source] = []
     sink: Sink | None = None
     pager = None
+    if options.jobs > 1 and any(a.kind != "kafka" for a in source_addresses):
+        raise UsageError("-j decodes records read from Kafka: give a topic source and "
+                         "an output that needs decoding")
+    # -j N from one Kafka source into a byte stream: N consumer processes in one group
+    # (kcp.group), forked before any Kafka client exists here; otherwise -j workers.
+    consumers = (options.jobs > 1 and len(source_addresses) == 1 and given_sink is None
+                 and kind_of(sink_address) in ("stdio", "file") and not options.partition_by)
     try:
-        for address in source_addresses:
-            opened.append(transport_for(address).open_source(address, options, config))
-        source: Source = opened[0] if len(opened) == 1 else Sources(opened)
+        if not consumers:  # sources first: a missing topic fails before a file is made
+            opened = [_open_source(address, options, config) for address in source_addresses]
         pager = _pager(options, sink_address)  # once the sources are there to read
         sink = given_sink or _sink_transport(sink_address, options).open_sink(
             sink_address, options, config)
-        sink.copies_from(source)
+        if consumers and not (isinstance(sink, StreamSink) and sink.traits.encodes_alone):
+            consumers = False  # an Avro container or Parquet file: -j workers
+            opened = [_open_source(address, options, config) for address in source_addresses]
+        source: Source | None = (None if consumers else opened[0] if len(opened) == 1
+                                 else Sources(opened))
+        if source is not None:
+            sink.copies_from(source)
         if options.exactly_once:
             transport("kafka").exactly_once(source, sink)
         options.json_documents = documents_suffice(options, sink)
         decoder = None if options.keep_payloads or options.read_format == "raw" else reader_for(
             options.read_format, options)
         workers = None
-        if options.jobs > 1:
-            if decoder is None or any(a.kind != "kafka" for a in source_addresses):
-                raise UsageError("-j decodes records read from Kafka: give a topic source and "
-                                 "an output that needs decoding")
+        if options.jobs > 1 and decoder is None:
+            raise UsageError("-j decodes records read from Kafka: give a topic source and "
+                             "an output that needs decoding")
+        if consumers:
+            address = source_addresses[0]
+            # Without -g, the processes share the partitions out among themselves, as -j 1
+            # reads them without a group (a followed ^pattern needs a group, a throw-away one).
+            grouped = bool(options.group or address.group) or (
+                options.follow and any(t.startswith("^") for t in address.topics))
+            # A group's start is committed for it first: -o and -n for every partition;
+            # --since and tail's end where the group has no position (the beginning needs
+            # nothing: it stays where it is).
+            explicit = options.offset is not None or options.tail_count is not None
+            moving = bool(options.since) or options.default_offset != "beginning"
+            source = ConsumerGroup(
+                options.jobs, functools.partial(_open_source, address, config=config),
+                options, decoder, stages, sink.format_writer,  # type: ignore[attr-defined]
+                functools.partial(transport("kafka").start_group, address, config=config,
+                                  keep_committed=not explicit)
+                if grouped and (explicit or moving) else None, grouped)
+        elif options.jobs > 1:
             workers = Workers(options.jobs, decoder, stages, sink, options.schemas)
+        assert source is not None
     except BaseException:
         if sink is not None:
             sink.close(complete=False)
@@ -163,6 +198,10 @@ def plan(sources: Sequence[str | Address], destination: str | Address | Sink,
         if options.stats_interval else None,
         PrometheusMetrics(options.metrics_port, source, sink) if options.metrics_port else None)
     return Run(source, sink, options, decoder, stages, workers, observers, live, pager)
+
+
+def _open_source(address: Address, options: Options, config: Config) -> Source:
+    return transport_for(address).open_source(address, options, config)
 
 
 def _sink_transport(destination: Address, options: Options) -> ModuleType:

@@ -431,3 +431,84 @@ def test_parallel_jobs_keep_order_count_and_error_policy(env, night, topic, kafk
                         "--on-error", "skip"], env)
     assert filtered.stdout == run_kcp(["consume", topic, "--where", "candidate.magpsf < 18",
                                        "--on-error", "skip"], env).stdout
+
+
+def test_parallel_consumer_processes_share_a_group(env, night, make_topic, kafka_bootstrap):
+    """-j 2 into a pipe: two consumer processes in one group, each record once, in partition
+    order; the group's commits follow what was written (head, SIGTERM, poison messages)."""
+    topic = make_topic(4)
+    producers = [subprocess.Popen([KCP, "produce", topic, str(night), "-p", str(partition)],
+                                  env=env) for partition in range(4)]
+    assert [producer.wait(timeout=60) for producer in producers] == [0] * 4
+
+    def positions(data: bytes) -> list[tuple[int, int]]:
+        return [(record["partition"], record["offset"]) for record in json_lines(data)]
+
+    first = run_kcp(["consume", topic, "-j", "2", "-g", "pair", "--envelope"], env)
+    assert first.returncode == 0, first.stderr
+    read = positions(first.stdout)
+    assert sorted(read) == [(p, o) for p in range(4) for o in range(40)]  # each once
+    for partition in range(4):  # in order within a partition
+        offsets = [o for p, o in read if p == partition]
+        assert offsets == sorted(offsets)
+    again = run_kcp(["consume", topic, "-j", "2", "-g", "pair"], env)
+    assert (again.returncode, again.stdout) == (0, b"")
+    shared = run_kcp(["consume", topic, "-j", "3", "--envelope"], env)  # no group: shares
+    assert sorted(positions(shared.stdout)) == sorted(read), shared.stderr
+
+    started = time.monotonic()
+    head = subprocess.run(f"'{KCP}' consume {topic} -j 2 -g heads | head -1", shell=True,
+                          env=env, capture_output=True, timeout=30)
+    assert head.returncode == 0 and len(head.stdout.splitlines()) == 1, head.stderr
+    assert time.monotonic() - started < 15
+
+    stopped = subprocess.Popen([KCP, "consume", topic, "-j", "2", "-g", "stopped",
+                                "--envelope"], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    try:
+        line = stopped.stdout.readline()  # the pipe is full behind it: a run stopped midway
+        stopped.terminate()
+        rest = stopped.stdout.read()
+        assert stopped.wait(timeout=30) == 0
+    finally:
+        stopped.kill()
+    written = line + rest
+    before = positions(written[:written.rfind(b"\n") + 1])  # a record cut by the stop: read again
+    after = positions(run_kcp(["consume", topic, "-j", "2", "-g", "stopped", "--envelope"],
+                              env).stdout)
+    assert set(before) | set(after) == set(read) and len(before) < len(read)
+
+    following = subprocess.Popen([KCP, "consume", topic, "-j", "2", "-f"], env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert following.stdout.readline()
+        children = subprocess.run(["pgrep", "-P", str(following.pid)], capture_output=True,
+                                  text=True).stdout.split()
+        os.kill(int(children[0]), signal.SIGKILL)  # a dying process is reported, not waited for
+        _, stderr = following.communicate(timeout=30)
+        assert following.returncode == 1 and b"consumer process" in stderr
+    finally:
+        following.kill()
+
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    producer.produce(topic, b"Obj\x01 torn alert", partition=2)
+    producer.flush(10)
+    skipped = run_kcp(["consume", topic, "-j", "2", "--on-error", "skip"], env)
+    assert skipped.returncode == 0 and len(skipped.stdout.splitlines()) == 160
+    failed = run_kcp(["consume", topic, "-j", "2", "-p", "2"], env)
+    assert failed.returncode == 3 and len(failed.stdout.splitlines()) == 40
+    assert failed.stderr.decode().startswith(f"kcp: {topic}[2]@40: ")
+
+
+def test_topic_to_topic_json_is_the_same_from_either_codec(env, night, topic, kafka_bootstrap):
+    """cp T T2 --to json takes the native path (finished documents as payloads): the payloads
+    are those of the Python codec, byte for byte."""
+    assert run_kcp(["produce", topic, str(night)], env).returncode == 0
+    for codec in ("1", "0"):
+        copied = run_kcp(["cp", topic, f"{topic}_json{codec}", "--to", "json"],
+                         {**env, "KCP_NATIVE": codec})
+        assert copied.returncode == 0, copied.stderr
+    native, python = (raw_payloads(kafka_bootstrap, f"{topic}_json{codec}", 40)
+                      for codec in ("1", "0"))
+    assert [m.value() for m in native] == [m.value() for m in python]
+    assert len(native) == 40 and native[0].value().startswith(b"{")

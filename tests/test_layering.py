@@ -13,7 +13,7 @@ KCP = Path(__file__).resolve().parent.parent / "kcp"
 LAYERS = [
     {"cli", "__main__"},
     {"__init__", "plan"},
-    {"pipeline", "parallel", "plugins", "metrics"},
+    {"pipeline", "parallel", "group", "plugins", "metrics"},
     {"formats", "transports"},
     {"options", "stages", "schema_file", "pacing"},
     {"where"},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
@@ -45,6 +46,18 @@ def cut_after_last_line(stream: BinaryIO, delimiter: bytes = b"\n") -> None:
     stream.seek(end)
 
 
+def write_all(stream: BinaryIO, data: bytes) -> None:
+    """Write all of ``data``: an unbuffered stream (stdout under PYTHONUNBUFFERED=1) writes
+    only part of it when a signal interrupts the write, and says so only by its count."""
+    view = memoryview(data)
+    while view:
+        written = stream.write(view)
+        if written is None:  # a non-blocking stream that is full: as a blocking one would
+            select.select([], [stream], [])
+            continue
+        view = view[written:]
+
+
 class LineStreamWriter:
     """Records one after the other, each encoded by its format and followed by a separator."""
 
@@ -60,8 +73,8 @@ class LineStreamWriter:
         self.write_encoded(self.encode(message))
 
     def write_encoded(self, data: bytes) -> None:
-        self.stream.write(data)
-        self.stream.write(self.separator)
+        write_all(self.stream, data)
+        write_all(self.stream, self.separator)
 
     def flush(self) -> None:
         self.stream.flush()

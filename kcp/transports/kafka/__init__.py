@@ -15,6 +15,7 @@ kept in the destination cluster (``CopyTransaction``; offsets.py tells how and w
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 import sys
 import time
@@ -63,7 +64,7 @@ from .heartbeat import Heartbeat
 from .offsets import OFFSETS_TOPIC, PositionStore, position_record, transactional_id
 
 __all__ = ["KafkaSink", "KafkaSource", "describe_topics", "exactly_once", "group_lag",
-           "open_sink", "open_source", "topic_names"]
+           "open_sink", "open_source", "start_group", "topic_names"]
 
 BATCH = 500
 _NAMED_OFFSETS = {"beginning": OFFSET_BEGINNING, "end": OFFSET_END}
@@ -112,6 +113,7 @@ class KafkaSource:
             **properties,
             **callbacks,
         }
+        self._settings = settings
         try:
             self.consumer = Consumer(settings)
         except KafkaException as exc:
@@ -194,9 +196,13 @@ class KafkaSource:
                                      f"(it has {len(ids)})")
                 ids = [p for p in ids if p in self.options.partitions]
             partitions += [TopicPartition(topic, p) for p in ids]
+        if self.options.share is not None:
+            index, count = self.options.share
+            partitions = partitions[index::count]
         self._place(partitions, explicit=True)
         self.consumer.assign(partitions)
         self._assignment_seen = True
+        self.starts = partitions
 
     def _position(self, partitions: list[TopicPartition], explicit: bool) -> None:
         """Set each partition's start offset and remember where its end is now."""
@@ -429,7 +435,9 @@ class KafkaSource:
         return len(metadata.topics[topic].partitions)
 
     def ack(self, message: Message) -> None:
-        if message.topic is not None:
+        # A partition given up since (a -j consumer process acknowledges late) is no longer
+        # ours to commit: its new owner reads on from the last commit.
+        if message.topic is not None and (message.topic, message.partition) in self.assigned:
             self.positions[(message.topic, message.partition)] = message.offset + 1
 
     def checkpoint(self) -> None:
@@ -723,6 +731,48 @@ def exactly_once(source: KafkaSource, sink: KafkaSink) -> None:
     if not sink.transactional:
         raise UsageError("--exactly-once needs a transactional producer")
     source.transaction = CopyTransaction(source, sink)
+
+
+def start_group(address: Address, options: Options, config: Config,
+                keep_committed: bool = False) -> None:
+    """Commit for the group of ``options`` the positions a reader without a group would start
+    at (-o, -n, --since, the end for tail): ``-j`` consumer processes then start there and go
+    on from each other's commits, whoever owns a partition after a rebalance (not from "the
+    end" as it is when a partition changes hands).  ``keep_committed``: only for partitions
+    the group has no position for, and only if the group lets us (its members elsewhere
+    position them otherwise)."""
+    reader = KafkaSource(dataclasses.replace(address, group=None),  # assigned, not subscribed
+                         dataclasses.replace(options, group=None, follow=False), config)
+    group = broker_profile(address, options, config).group_id(options.group or address.group)
+    try:
+        starts = []
+        for tp in reader.starts:
+            if tp.offset < 0:  # beginning, end: where they are now
+                try:
+                    low, high = reader.consumer.get_watermark_offsets(tp, options.timeout)
+                except KafkaException as exc:
+                    raise TransportError(f"{tp.topic}[{tp.partition}]: cannot read offsets: "
+                                         f"{exc.args[0].str()}") from None
+                tp = TopicPartition(tp.topic, tp.partition,
+                                    low if tp.offset == OFFSET_BEGINNING else high)
+            starts.append(tp)
+    finally:
+        reader.close()
+    committer = Consumer({**reader._settings, "group.id": group})
+    try:
+        if keep_committed:
+            found = committer.committed([TopicPartition(tp.topic, tp.partition)
+                                         for tp in starts], timeout=options.timeout)
+            starts = [tp for tp, known in zip(starts, found, strict=True) if known.offset < 0]
+        if starts:
+            committer.commit(offsets=starts, asynchronous=False)
+    except KafkaException as exc:
+        if not keep_committed:
+            raise TransportError(f"group {group}: cannot set its start for -j "
+                                 f"({exc.args[0].str()}); is the group in use elsewhere?"
+                                 ) from None
+    finally:
+        committer.close()
 
 
 def open_source(address: Address, options: Options, config: Config) -> KafkaSource:
