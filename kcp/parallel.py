@@ -32,8 +32,9 @@ BATCH = 32
 _work: tuple[Reader, list[Callable[[Message], Any]], Encode | None] | None = None
 
 Fields = tuple[Any, ...]
-# A decoded record as a worker hands it back: its datum and its schema's text (or None).
-Decoded = tuple[Any, str | None]
+# A decoded record as a worker hands it back: its datum, its schema's text (or None) and its
+# place among its message's records (Message.record).
+Decoded = tuple[Any, str | None, str | None]
 Outcome = tuple[list[bytes] | list[Decoded] | None, str | None]
 
 
@@ -58,7 +59,7 @@ def _process(batch: list[Fields]) -> list[Outcome]:
             if encode is not None:
                 outcomes.append(([encode(record) for record in records], None))
             else:
-                outcomes.append(([(r.datum, r.schema.text if r.schema else None)
+                outcomes.append(([(r.datum, r.schema.text if r.schema else None, r.record)
                                   for r in records], None))
         except BadInput as error:
             outcomes.append((None, error.message))
@@ -108,10 +109,11 @@ class Workers:
         if self.encodes:
             sink.write_encoded(message, output)  # type: ignore[arg-type]
             return
-        datum, schema_text = output  # type: ignore[misc]
+        datum, schema_text, record = output  # type: ignore[misc]
         schema = None if schema_text is None else self.schemas.from_header_text(
             schema_text.encode())
-        sink.write(Message(*_fields(message), datum=datum, schema=schema, decoded=True))
+        sink.write(Message(*_fields(message), datum=datum, schema=schema, decoded=True,
+                           record=record))
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)

@@ -34,8 +34,11 @@ import datetime as dt
 import decimal
 import functools
 import io
+import json
 import math
 import operator
+import re
+import struct
 import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable
@@ -45,6 +48,7 @@ from typing import Any
 import fastavro
 import orjson
 import pybase64
+from fastavro.validation import ValidationError, validate
 
 from ..errors import BadInput, UsageError
 from .schemas import Schema, named_types
@@ -251,13 +255,18 @@ def _first_that_applies(converters: list[tuple[type, Converter]], value: Any) ->
 class AvroToJson:
     """Encodes decoded datums as JSON bytes (one line, no newline) in one style."""
 
-    def __init__(self, bytes_mode: str = "base64", style: str = "kcp") -> None:
+    def __init__(self, bytes_mode: str = "base64", style: str = "kcp",
+                 beyond_schema: bool = False) -> None:
+        """``beyond_schema``: datums may hold values their schema does not (what a ``--map``
+        function added): their NaN and infinities too are written as the strings of the
+        mapping (orjson would write them as null), at the cost of a walk over every value."""
         check_bytes_mode(bytes_mode)
         if bytes_mode.startswith(FILES_MODE):
             raise UsageError("--bytes file:DIR is for JSON Lines (--to json)")
         if style not in JSON_STYLES:
             raise UsageError(f"--json-style must be one of {', '.join(JSON_STYLES)}")
         self.style = style
+        self.beyond_schema = beyond_schema
         self._default = _bytes_default(bytes_mode)
         # Keyed by the Schema itself, not id(): a freed schema's id can be reused by another one.
         self._converters: dict[Schema, Converter | None] = {}
@@ -277,11 +286,11 @@ class AvroToJson:
                 raise BadInput(f"cannot write Avro-JSON of schema {schema.name}: {exc}") from None
             return out.getvalue().rstrip("\n").encode()
         try:
-            if schema is not None:
+            if schema is not None and not self.beyond_schema:
                 convert = self._converter(schema)
                 if convert is not None:
                     datum = convert(datum)
-            elif isinstance(datum, (dict, list)):
+            else:
                 datum = _nan_tokens_anywhere(datum)
         except RecursionError:  # JSON input may nest up to orjson's 1024 levels
             raise BadInput("record nested too deeply to write as JSON") from None
@@ -380,7 +389,9 @@ class _InverseCompiler(_Compiler):
     def _primitive(self, kind: str) -> Callable[[Any, str], Any]:
         if kind == "bytes":
             return self._bytes
-        if kind in ("float", "double"):
+        if kind == "float":
+            return _float32_from_json
+        if kind == "double":
             return _float_from_json
         if kind == "int":
             return _INT_FROM_JSON
@@ -472,6 +483,20 @@ def _float_from_json(value: Any, path: str) -> float:
     return token
 
 
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _float32_from_json(value: Any, path: str) -> float:
+    """A float field's value: one beyond float32's range would be written as infinity."""
+    number = _float_from_json(value, path)
+    if not -_FLOAT32_MAX <= number <= _FLOAT32_MAX and math.isfinite(number):
+        try:
+            struct.pack("<f", number)  # rounds to the nearest float32 or overflows
+        except OverflowError:
+            raise _mismatch(path, "a number within float's range (±3.4e38)", value) from None
+    return number
+
+
 def _integer_from_json(bits: int) -> Callable[[Any, str], int]:
     low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
 
@@ -525,6 +550,37 @@ _LOGICAL_FROM_JSON = {
 }
 
 
+# orjson reads an integer outside [-2^63, 2^64) as the nearest float: 10^29 became 1e+29. Such
+# integers have at least 19 digits; a document holding a run that long is parsed again by
+# Python's parser, which hands each integer to _exact_integer.
+_LONG_DIGITS = re.compile(rb"\d{19}")
+_LONG_DIGITS_TEXT = re.compile(r"\d{19}")
+_ORJSON_INTEGERS = range(-(1 << 63), 1 << 64)
+
+
+def _exact_integer(text: str) -> int:
+    number = int(text)
+    if number not in _ORJSON_INTEGERS and float(number) != number:
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        raise BadInput(f"the integer {shown} does not fit in 64 bits and would become the float "
+                       f"{float(number):g}; write it as a string (or as a float)")
+    return number
+
+
+def json_loads(document: bytes | str) -> Any:
+    """A JSON document parsed by orjson (whose JSONDecodeError it raises), with no number
+    silently changed: an integer beyond 64 bits that no float holds exactly is bad input."""
+    value = orjson.loads(document)
+    long_digits = _LONG_DIGITS if isinstance(document, bytes) else _LONG_DIGITS_TEXT
+    if long_digits.search(document):  # type: ignore[arg-type]
+        try:
+            json.loads(document, parse_int=_exact_integer)
+        except (RecursionError, ValueError):  # nested past Python's parser, 4300+ digits
+            raise BadInput("JSON too deeply nested or with too long a number to read exactly"
+                           ) from None
+    return value
+
+
 class JsonToAvro:
     """Turns JSON documents into datums of a schema: the exact inverse of :class:`AvroToJson`."""
 
@@ -538,13 +594,20 @@ class JsonToAvro:
     def __call__(self, document: bytes | str, schema: Schema) -> Any:
         if self.style == "avro":
             try:
-                return next(iter(fastavro.json_reader(io.StringIO(
+                datum = next(iter(fastavro.json_reader(io.StringIO(
                     document.decode() if isinstance(document, bytes) else document),
                     schema.parsed)))
+                # fastavro's JSON reader takes any integer for an int or a long, which its
+                # writer would then encode as they are: an int of 2^40 is no int.
+                validate(datum, schema.parsed, raise_errors=True)
+                return datum
+            except ValidationError as exc:
+                problems = "; ".join(str(e) for e in exc.errors) or str(exc)
+                raise BadInput(f"not Avro-JSON of schema {schema.name}: {problems}") from None
             except Exception as exc:
                 raise BadInput(f"not Avro-JSON of schema {schema.name}: {exc}") from None
         try:
-            value = orjson.loads(document)
+            value = json_loads(document)
         except orjson.JSONDecodeError as exc:
             raise BadInput(f"invalid JSON: {exc}") from None
         return self.datum(value, schema)
