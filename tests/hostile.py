@@ -225,6 +225,9 @@ CASES = [
     Case("avro-json-int-2^40-into-avro", "int.jsonl",  # fastavro's JSON reader took any int
          lambda: b'{"n": 1099511627776, "x": null}\n',
          args=("--schema", "{schema}", "--json-style", "avro"), sink="out.avro"),
+    Case("avro-json-float32-overflow-into-avro", "f32.jsonl",
+         lambda: b'{"n": 1, "x": {"float": 1e39}}\n',
+         args=("--schema", "{schema}", "--json-style", "avro"), sink="out.avro"),
     # 11. size limits (a lowered limit: the default one is 256 MB)
     Case("json-line-over-limit", "long.jsonl", lambda: b'{"s": "' + b"x" * (3 << 20) + b'"}\n',
          args=("--max-line-size", "1"), topic=False),  # the broker's limit is 1 MB

@@ -496,6 +496,39 @@ def _float32_from_json(value: Any, path: str) -> float:
     return number
 
 
+def _check_float32(datum: Any, node: Any, named: dict[str, Any], path: str) -> None:
+    """Refuse, as _float32_from_json does, a float field's value beyond float32's range in a
+    datum of the ``avro`` JSON style (fastavro's JSON reader takes any number, its writer makes
+    it infinite). A union is looked into by the Python type of its value."""
+    if isinstance(node, str):
+        node = named.get(node, node)
+    if isinstance(node, list):
+        for branch in node:
+            branch = named.get(branch, branch) if isinstance(branch, str) else branch
+            kind = branch["type"] if isinstance(branch, dict) else branch
+            if kind == "float" and "double" in node:
+                continue  # a float beyond float32 goes to the double branch
+            if (kind == "float" and isinstance(datum, float)) or (
+                    kind in ("record", "error", "map") and isinstance(datum, dict)) or (
+                    kind == "array" and isinstance(datum, list)):
+                _check_float32(datum, branch, named, path)
+        return
+    kind = node["type"] if isinstance(node, dict) else node
+    if kind == "float" and isinstance(datum, float):
+        _float32_from_json(datum, path)
+    elif kind in ("record", "error") and isinstance(datum, dict):
+        for field in node["fields"]:
+            if field["name"] in datum:
+                _check_float32(datum[field["name"]], field["type"], named,
+                               f"{path}.{field['name']}" if path else field["name"])
+    elif kind == "map" and isinstance(datum, dict):
+        for key, value in datum.items():
+            _check_float32(value, node["values"], named, f"{path}.{key}")
+    elif kind == "array" and isinstance(datum, list):
+        for number, item in enumerate(datum):
+            _check_float32(item, node["items"], named, f"{path}[{number}]")
+
+
 def _integer_from_json(bits: int) -> Callable[[Any, str], int]:
     low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
 
@@ -612,6 +645,7 @@ class JsonToAvro:
                 # fastavro's JSON reader takes any integer for an int or a long, which its
                 # writer would then encode as they are: an int of 2^40 is no int.
                 validate(datum, schema.parsed, raise_errors=True)
+                _check_float32(datum, schema.parsed, named_types(schema.parsed), "")
                 return datum
             except ValidationError as exc:
                 problems = "; ".join(str(e) for e in exc.errors) or str(exc)
