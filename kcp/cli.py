@@ -280,7 +280,8 @@ def _tar_write_options() -> list[Callable[..., Any]]:
         click.option("--name", "member_name", metavar="TEMPLATE",
                      help="Tar destination: member names, e.g. '{objectId}_{candid}' [default: "
                           "candid (ZTF), diaSourceId or alertId (Rubin), else "
-                          "{topic}-{partition}-{offset}]."),
+                          "{topic}-{partition}-{offset}, -{record} added for each of several "
+                          "records of one message]."),
     ]
 
 

@@ -29,6 +29,10 @@ class Message:
     decoded: bool = field(default=False)
     # Set by a source that could not read this record: the pipeline applies --on-error to it.
     error: Exception | None = None
+    # The record's place when one message (a Kafka payload of several records, a --map
+    # returning a list) made several: "2", or "2.1" for the first a --map made of the second.
+    # None for the one record of a message. Tar members are named by it (no two the same).
+    record: str | None = None
 
     def where(self) -> str:
         """Where this record came from, as error messages show it."""

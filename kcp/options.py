@@ -122,3 +122,9 @@ class Options:
 
     def __post_init__(self) -> None:
         self.schemas.limits = self.limits
+
+    @property
+    def mapped(self) -> bool:
+        """Whether a --map function may hand records values their schema does not hold (a
+        field it adds without OUTPUT_FIELDS): JSON writers then look at every value."""
+        return any(kind == "map" for kind, _ in self.steps)

@@ -32,8 +32,10 @@ BATCH = 32
 _work: tuple[Reader, list[Callable[[Message], Any]], Encode | None] | None = None
 
 Fields = tuple[Any, ...]
-# A decoded record as a worker hands it back: its datum and its schema's text (or None).
-Decoded = tuple[Any, str | None]
+# A decoded record as a worker hands it back: its datum, its schema's text (or None), its
+# place among its message's records (Message.record), and whether the message's payload is
+# still its own (not when it is one of several records, or what a --map made of it).
+Decoded = tuple[Any, str | None, str | None, bool]
 Outcome = tuple[list[bytes] | list[Decoded] | None, str | None]
 
 
@@ -58,8 +60,8 @@ def _process(batch: list[Fields]) -> list[Outcome]:
             if encode is not None:
                 outcomes.append(([encode(record) for record in records], None))
             else:
-                outcomes.append(([(r.datum, r.schema.text if r.schema else None)
-                                  for r in records], None))
+                outcomes.append(([(r.datum, r.schema.text if r.schema else None, r.record,
+                                   r.value is not None) for r in records], None))
         except BadInput as error:
             outcomes.append((None, error.message))
         except RecursionError:  # a Python-level walk of a hostile record, as in one process
@@ -108,10 +110,13 @@ class Workers:
         if self.encodes:
             sink.write_encoded(message, output)  # type: ignore[arg-type]
             return
-        datum, schema_text = output  # type: ignore[misc]
+        datum, schema_text, record, own_payload = output  # type: ignore[misc]
         schema = None if schema_text is None else self.schemas.from_header_text(
             schema_text.encode())
-        sink.write(Message(*_fields(message), datum=datum, schema=schema, decoded=True))
+        fields = _fields(message)
+        if not own_payload:
+            fields = (None, *fields[1:])
+        sink.write(Message(*fields, datum=datum, schema=schema, decoded=True, record=record))
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)

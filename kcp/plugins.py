@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from .codec import AvroToJson, JsonToAvro, Schema, inline_bytes_mode
+from .codec import AvroToJson, JsonToAvro, Schema, inline_bytes_mode, json_loads
 from .errors import BadInput, KcpError, UsageError
 from .message import Message
 
@@ -145,7 +145,12 @@ class MapStage:
                                                              for r in results):
             raise BadInput(f"--map {self.target} returned {type(result).__name__}: a function "
                            "returns a record (dict), None, or a list of records")
-        return [_changed(message, datum, schema) for datum in results]
+        if len(results) == 1:
+            return [_changed(message, results[0], schema)]
+        # Several records of one: each its own place, so that none takes another's tar member.
+        prefix = f"{message.record}." if message.record is not None else ""
+        return [_changed(message, datum, schema, f"{prefix}{number}")
+                for number, datum in enumerate(results, 1)]
 
     def close(self) -> None:
         self._users[self.module.__name__] -= 1
@@ -154,12 +159,15 @@ class MapStage:
             self._call_hook(teardown)
 
 
-def _changed(message: Message, datum: Any, schema: Schema | None) -> Message:
-    """A copy of ``message`` carrying ``datum``; its original payload no longer applies."""
+def _changed(message: Message, datum: Any, schema: Schema | None,
+             record: str | None = None) -> Message:
+    """A copy of ``message`` carrying ``datum``; its original payload no longer applies.
+    ``record``: its place among the records a function made of one (Message.record)."""
     return Message(key=message.key, headers=message.headers, topic=message.topic,
                    partition=message.partition, offset=message.offset,
                    timestamp=message.timestamp, source=message.source,
-                   position=message.position, datum=datum, schema=schema, decoded=True)
+                   position=message.position, datum=datum, schema=schema, decoded=True,
+                   record=record if record is not None else message.record)
 
 
 class PipeStage:
@@ -170,7 +178,8 @@ class PipeStage:
         self.command = command
         self.timeout = timeout
         self.out_schema = out_schema
-        self.to_json = AvroToJson(inline_bytes_mode(options.bytes_mode), options.json_style)
+        self.to_json = AvroToJson(inline_bytes_mode(options.bytes_mode), options.json_style,
+                                  options.mapped)
         self.to_avro = JsonToAvro(inline_bytes_mode(options.bytes_mode), options.json_style)
         try:
             self.process = subprocess.Popen(shlex.split(command), stdin=subprocess.PIPE,
@@ -233,7 +242,7 @@ class PipeStage:
         answer = self._read_line()
         self.answered += 1
         try:
-            value = orjson.loads(answer)
+            value = json_loads(answer)
         except orjson.JSONDecodeError:
             raise BadInput(f"--pipe-through {self.command!r} answered with invalid JSON: "
                            f"{answer[:60]!r}") from None

@@ -4,7 +4,7 @@ Each :class:`Case` is one file's bytes, named with the extension that selects it
 how kcp is run on it (extra options, the sink's extension). tests/test_hostile.py runs every
 case through a file, a tar member and a topic; tests/test_fuzz.py starts its fuzzing from them.
 The classes follow issue 15: recursion, header loops, declared counts, codec bombs, FITS
-header bombs, poison schemas, uncaught exceptions and size limits.
+header bombs, poison schemas, uncaught exceptions, size limits and numbers changed silently.
 """
 
 from __future__ import annotations
@@ -215,6 +215,19 @@ CASES = [
          args=("--schema", "{schema}"), sink="out.jsonl"),
     Case("json-into-avro-sink", "doc.jsonl", lambda: b'{"n": 1}\n', sink="out.avro"),
     Case("invalid-utf8-json", "bad.jsonl", lambda: b'{"n": "\xff\xfe"}\n'),
+    # 12. JSON numbers kcp would have changed silently
+    Case("json-integer-beyond-64-bits", "big.jsonl",  # orjson read it as the float 1e+29
+         lambda: b'{"n": 1, "id": 100000000000000000000000000000}\n'),
+    Case("float32-overflow-into-avro", "f32.jsonl", lambda: b'{"n": 1, "x": 1e39}\n',
+         args=("--schema", "{schema}"), sink="out.avro"),  # fastavro wrote it as Infinity
+    Case("int-2^40-into-avro", "int.jsonl", lambda: b'{"n": 1099511627776}\n',
+         args=("--schema", "{schema}"), sink="out.avro"),
+    Case("avro-json-int-2^40-into-avro", "int.jsonl",  # fastavro's JSON reader took any int
+         lambda: b'{"n": 1099511627776, "x": null}\n',
+         args=("--schema", "{schema}", "--json-style", "avro"), sink="out.avro"),
+    Case("avro-json-float32-overflow-into-avro", "f32.jsonl",
+         lambda: b'{"n": 1, "x": {"float": 1e39}}\n',
+         args=("--schema", "{schema}", "--json-style", "avro"), sink="out.avro"),
     # 11. size limits (a lowered limit: the default one is 256 MB)
     Case("json-line-over-limit", "long.jsonl", lambda: b'{"s": "' + b"x" * (3 << 20) + b'"}\n',
          args=("--max-line-size", "1"), topic=False),  # the broker's limit is 1 MB

@@ -1,10 +1,10 @@
 """The fuzz tier: mutated inputs into every reader kcp exposes to other people's bytes.
 
-Targets: framing detection and payload decoding, OCF files, JSON -> Avro, VOEvent packets, tar
-archives and FITS alerts. Each must answer with records or ``BadInput``, nothing else (no other
-exception, no hang: hypothesis' deadline catches slow inputs). Inputs start from seeds built by
-code (tests/hostile.py, kcp's own writers) and are mutated: bytes flipped, cut, inserted, and
-hostile varints spliced in.
+Targets: framing detection and payload decoding, OCF files, JSON -> Avro (values, and JSON
+text in both styles), VOEvent packets, tar archives and FITS alerts. Each must answer with
+records or ``BadInput``, nothing else (no other exception, no hang: hypothesis' deadline
+catches slow inputs). Inputs start from seeds built by code (tests/hostile.py, kcp's own
+writers) and are mutated: bytes flipped, cut, inserted, and hostile varints spliced in.
 
 - ``make test`` runs each target briefly (FUZZ_EXAMPLES, 100 by default) and first replays
   every failing input saved in tests/fuzz-corpus (hypothesis' example database), so a
@@ -108,8 +108,17 @@ def _voevent_seeds() -> list[bytes]:
     writer = VoeventWriter(Options())
     alert = Message(datum={"n": 1, "x": 0.5}, schema=Schema(POINT), decoded=True)
     packet = writer.encode(alert)
+    many = b" ".join(b'p:a%d="v"' % i for i in range(100))  # read by XPath, not items()
     return [packet, packet.replace(b"<What>", b"<What><Param name='a' value='1'/>" * 20),
+            packet.replace(b"<What>", b'<What xmlns:p="urn:p" ' + many + b">"),
             b"<?xml version='1.0'?><!DOCTYPE v [<!ENTITY e SYSTEM 'file:///etc/passwd'>]><v>&e;</v>"]
+
+
+def _json_seeds() -> list[bytes]:
+    return [b'{"n": 1, "x": 0.5}\n{"n": 18446744073709551615, "x": "NaN"}\n',
+            b'[{"n": 1, "x": 3.4e38}, {"n": 100000000000000000000000000000}]',
+            b'{"n": 1, "x": null}\n{"n": -9223372036854775809, "x": 1e39}\n',
+            *_small_seeds(".jsonl")]
 
 
 def _tar_seeds() -> list[bytes]:
@@ -158,6 +167,21 @@ def test_fuzz_json_to_avro(value: Any, definition: Any) -> None:
 
 
 @FUZZ
+@given(mutated(_json_seeds()), st.sampled_from(["kcp", "avro"]))
+def test_fuzz_json_text(data: bytes, style: str) -> None:
+    """JSON text read without a schema, then each line with one in either style: its numbers
+    come back as they were written or are refused (hostile.py's JSON number cases)."""
+    from kcp.formats.json import JsonReader
+
+    _drain(JsonReader(_options()).read_stream(_stream(data), "fuzz.jsonl"))
+    schema = Schema(POINT)
+    to_avro = JsonToAvro(style=style)
+    for line in data.splitlines()[:8]:
+        with contextlib.suppress(BadInput):
+            write_body(to_avro(line, schema), schema)
+
+
+@FUZZ
 @given(mutated(_voevent_seeds()))
 def test_fuzz_voevent(data: bytes) -> None:
     from kcp.formats.voevent import VoeventReader
@@ -182,7 +206,7 @@ def test_fuzz_fits(data: bytes) -> None:
 
 
 TARGETS = [test_fuzz_framing_detection_and_payloads, test_fuzz_ocf_files, test_fuzz_json_to_avro,
-           test_fuzz_voevent, test_fuzz_tar, test_fuzz_fits]
+           test_fuzz_json_text, test_fuzz_voevent, test_fuzz_tar, test_fuzz_fits]
 
 
 @pytest.mark.skipif(not FUZZ_SECONDS, reason="make fuzz sets FUZZ_SECONDS")

@@ -111,6 +111,28 @@ def test_a_map_returning_something_else_than_records_is_bad_input(tmp_path, retu
     assert "returns a record (dict), None, or a list of records" in failed.stderr
 
 
+def test_nan_and_infinity_a_map_adds_outside_the_schema_are_strings_not_null(tmp_path):
+    """orjson writes NaN as null; fields decoded from Avro followed docs/json-mapping.md, but
+    a field a --map added without OUTPUT_FIELDS (the schema's converter never saw it) did not.
+    Through the installed kcp: Avro in, JSON Lines, envelopes and a --pipe-through program out."""
+    definition = {"type": "record", "name": "p", "fields": [{"name": "n", "type": "int"},
+                                                             {"name": "x", "type": "double"}]}
+    avro = io.BytesIO()
+    fastavro.writer(avro, fastavro.parse_schema(definition), [{"n": 1, "x": float("nan")}])
+    source = tmp_path / "in.avro"
+    source.write_bytes(avro.getvalue())
+    stage = module(tmp_path, "def add(r):\n    r['score'] = float('nan')\n"
+                             "    r['more'] = {'a': [float('-inf'), 1.5, float('inf')]}\n"
+                             "    return r\n")
+    expected = {"n": 1, "x": "NaN", "score": "NaN", "more": {"a": ["-Infinity", 1.5, "Infinity"]}}
+    env = kcp_env(None, tmp_path)
+    for extra in ([], ["--pipe-through", "cat"], ["--to", "envelope"]):
+        result = run_kcp(["cp", str(source), "-", "--map", f"{stage}:add", *extra], env)
+        assert result.returncode == 0 and result.stderr == b"", result.stderr
+        [written] = json_lines(result.stdout)
+        assert written.get("value", written) == expected, extra
+
+
 def test_bad_targets_and_fields_are_usage_errors(tmp_path):
     assert "has no function 'nope'" in kcp("convert", "--map", f"{EXAMPLE}:nope").stderr
     assert "not MODULE:FUNCTION" in kcp("convert", "--map", "no-such-plugin").stderr

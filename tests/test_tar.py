@@ -384,3 +384,42 @@ def test_nightly_archive_from_a_topic_and_its_uses(env, topic, tmp_path):
     assert run_kcp(["cp", topic, str(plain), "--fields", "objectId", "--member-format", "json",
                     "-c", "2"], env).returncode == 0
     assert [i.name for i in members_of(plain)] == [f"{topic}-0-0.json", f"{topic}-0-1.json"]
+
+
+@pytest.mark.kafka
+def test_records_of_a_multi_record_payload_extract_as_one_file_each(env, make_topic, tmp_path,
+                                                                    kafka_bootstrap):
+    """A message holding three records (an OCF of one block) named all three members
+    TOPIC-0-0.avro: `tar -x` kept the last. Each is named by its place in the message now, the
+    same names with -j 2, and a --map returning two records of each numbers them below that."""
+    from confluent_kafka import Producer
+
+    definition = {"type": "record", "name": "p", "fields": [{"name": "n", "type": "int"}]}
+    three = io.BytesIO()
+    fastavro.writer(three, fastavro.parse_schema(definition), [{"n": 1}, {"n": 2}, {"n": 3}])
+    topic = make_topic()
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    producer.produce(topic, three.getvalue())
+    producer.produce(topic, ocf({"n": 4}, definition))
+    assert producer.flush(30) == 0
+    stage = tmp_path / "stage.py"
+    stage.write_text("def twice(r):\n    return [r, {'n': r['n'] + 100}]\n")
+    plain = {"0-0-1": 1, "0-0-2": 2, "0-0-3": 3, "0-1": 4}  # partition-offset[-record]
+    expected = {(): plain, ("-j", "2"): plain,
+                ("--map", f"{stage}:twice"): {
+                    "0-0-1.1": 1, "0-0-1.2": 101, "0-0-2.1": 2, "0-0-2.2": 102, "0-0-3.1": 3,
+                    "0-0-3.2": 103, "0-1-1": 4, "0-1-2": 104}}
+    for options, numbers in expected.items():
+        archive = tmp_path / "night.tar"
+        made = run_kcp(["cp", topic, str(archive), *options], env)
+        assert made.returncode == 0 and made.stderr == b"", made.stderr
+        folder = tmp_path / f"x{len(options)}{options[:1]}"
+        folder.mkdir()
+        subprocess.run(["tar", "-xf", str(archive), "-C", str(folder)], check=True)
+        extracted = {}
+        for path in folder.iterdir():
+            with open(path, "rb") as stream:
+                extracted[path.name] = [r["n"] for r in fastavro.reader(stream)]
+        assert extracted == {f"{topic}-{k}.avro": [n] for k, n in numbers.items()}, options
+        # Read again, the names are the same: an archive merged by name takes each record once.
+        assert [i.name for i in members_of(archive)] == [f"{topic}-{k}.avro" for k in numbers]

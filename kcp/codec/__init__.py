@@ -8,11 +8,13 @@ from .jsonmap import (
     AvroToJson,
     JsonToAvro,
     inline_bytes_mode,
+    json_loads,
 )
 from .schemas import RegistryClient, RubinSchemaTree, Schema, SchemaStore, load_schema_path
 
 __all__ = [
     "BYTES_MODES", "CODECS", "FILES_MODE", "FRAMINGS", "JSON_STYLES", "AvroToJson", "JsonToAvro",
     "RegistryClient", "RubinSchemaTree", "Schema", "SchemaStore", "decode_payload",
-    "detect_framing", "encoder_for", "inline_bytes_mode", "load_schema_path", "write_body",
+    "detect_framing", "encoder_for", "inline_bytes_mode", "json_loads", "load_schema_path",
+    "write_body",
 ]

@@ -66,7 +66,8 @@ class AvroReader:
             message.datum, message.schema = records[0]
             message.decoded = True
             return [message]
-        return [_record_of(message, datum, schema) for datum, schema in records]
+        return [_record_of(message, datum, schema, str(number))
+                for number, (datum, schema) in enumerate(records, 1)]
 
     def read_stream(self, stream: BinaryIO, source: str) -> Iterator[Message]:
         head = stream.peek(4)[:4] if hasattr(stream, "peek") else b""
@@ -139,11 +140,12 @@ def _bad_record(source: str, good: int, error: BadInput) -> Message:
     return Message(source=source, position=position, error=error.at(f"{source}:{position}"))
 
 
-def _record_of(message: Message, datum: Any, schema: Schema) -> Message:
+def _record_of(message: Message, datum: Any, schema: Schema, record: str) -> Message:
     return Message(value=None, key=message.key, headers=message.headers, topic=message.topic,
                    partition=message.partition, offset=message.offset,
                    timestamp=message.timestamp, source=message.source,
-                   position=message.position, datum=datum, schema=schema, decoded=True)
+                   position=message.position, datum=datum, schema=schema, decoded=True,
+                   record=record)
 
 
 class AvroWriter:

@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 import orjson
 import pybase64
 
-from ..codec import AvroToJson, JsonToAvro
+from ..codec import AvroToJson, JsonToAvro, json_loads
 from ..errors import BadInput
 from ..message import Message
 from ..options import Options
@@ -79,7 +79,7 @@ def headers_from_json(headers: Any) -> list[tuple[str, bytes | None]]:
 
 class EnvelopeWriter:
     def __init__(self, options: Options) -> None:
-        self.to_json = AvroToJson(options.bytes_mode, options.json_style)
+        self.to_json = AvroToJson(options.bytes_mode, options.json_style, options.mapped)
 
     def encode(self, message: Message) -> bytes:
         envelope: dict[str, Any] = {
@@ -116,7 +116,7 @@ class EnvelopeReader:
 
     def decode(self, message: Message) -> list[Message]:
         try:
-            envelope = orjson.loads(message.value or b"")
+            envelope = json_loads(message.value or b"")
         except orjson.JSONDecodeError as exc:
             raise BadInput(f"invalid JSON: {exc}") from None
         if not isinstance(envelope, dict):

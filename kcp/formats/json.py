@@ -13,7 +13,7 @@ from typing import BinaryIO
 
 import orjson
 
-from ..codec import FILES_MODE, AvroToJson, JsonToAvro, inline_bytes_mode
+from ..codec import FILES_MODE, AvroToJson, JsonToAvro, inline_bytes_mode, json_loads
 from ..codec.native import JsonDocument
 from ..errors import BadInput, UsageError
 from ..message import Message
@@ -36,7 +36,7 @@ class JsonReader:
             message.datum = self.to_avro(message.value, schema)
         else:
             try:
-                message.datum = orjson.loads(message.value)
+                message.datum = json_loads(message.value)
             except orjson.JSONDecodeError as exc:
                 raise BadInput(f"invalid JSON: {exc}") from None
         message.schema = schema
@@ -207,7 +207,8 @@ class JsonWriter:
             if options.json_style != "kcp":
                 raise UsageError("--bytes file:DIR needs --json-style kcp")
             self.cutout_files = CutoutFiles(mode.removeprefix(FILES_MODE))
-        self.to_json = AvroToJson(inline_bytes_mode(mode), options.json_style)
+        self.to_json = AvroToJson(inline_bytes_mode(mode), options.json_style,
+                                  options.mapped)
         self.option = orjson.OPT_INDENT_2 if options.pretty else 0
         self.colour = options.colour
 

@@ -40,7 +40,7 @@ def _number(value: int | None) -> bytes:
 
 class TemplateWriter:
     def __init__(self, options: Options) -> None:
-        self.to_json = AvroToJson(options.bytes_mode, options.json_style)
+        self.to_json = AvroToJson(options.bytes_mode, options.json_style, options.mapped)
         template = (options.template or DEFAULT_TEMPLATE).removesuffix("\\n").removesuffix("\n")
         fields: dict[str, Callable[[Message], bytes]] = {
             "t": lambda m: (m.topic or "").encode(),

@@ -275,14 +275,17 @@ class TarSource(PathSource):
 class MemberNames:
     """``--name TEMPLATE``: a member's name from its record and message (``{objectId}_{candid}``).
 
-    A name in braces is the message's ``topic``, ``partition``, ``offset``, ``timestamp`` or
-    running ``number``, else a field of the record (dotted for nested ones: ``candidate.jd``),
-    with an optional format spec (``{number:06d}``). Without a template: the record's ``candid``
-    (ZTF), ``diaSourceId`` or ``alertId`` (Rubin), else ``{topic}-{partition}-{offset}`` for
-    Kafka messages, else ``{number}``.
+    A name in braces is the message's ``topic``, ``partition``, ``offset``, ``timestamp``,
+    running ``number`` or ``record`` (the record's place in a message holding several: ``2``,
+    ``1`` when it holds one), else a field of the record (dotted for nested ones:
+    ``candidate.jd``), with an optional format spec (``{number:06d}``). Without a template: the
+    record's ``candid`` (ZTF), ``diaSourceId`` or ``alertId`` (Rubin), else
+    ``{topic}-{partition}-{offset}`` for Kafka messages (``-{record}`` added for each record of
+    a message holding several: a 3-record OCF payload at offset 7 makes ``t-0-7-1`` to
+    ``t-0-7-3``, the same names whenever it is read again), else ``{number}``.
     """
 
-    METADATA = ("topic", "partition", "offset", "timestamp", "number")
+    METADATA = ("topic", "partition", "offset", "timestamp", "number", "record")
 
     def __init__(self, template: str | None) -> None:
         self.template = template
@@ -318,7 +321,11 @@ class MemberNames:
         for field in ID_FIELDS:
             if datum.get(field) is not None:
                 return f"{{{field}}}"
-        return "{topic}-{partition}-{offset}" if message.topic is not None else "{number}"
+        if message.topic is None or message.partition is None or message.offset is None:
+            return "{number}"
+        if message.record is not None:
+            return "{topic}-{partition}-{offset}-{record}"
+        return "{topic}-{partition}-{offset}"
 
 
 class _NameFormatter(string.Formatter):
@@ -336,7 +343,12 @@ class _Fields(dict):
 
     def __missing__(self, path: str) -> Any:
         if path in MemberNames.METADATA:
-            value = self.number if path == "number" else getattr(self.message, path)
+            if path == "number":
+                value = self.number
+            elif path == "record":
+                value = self.message.record or "1"
+            else:
+                value = getattr(self.message, path)
         else:
             value = self.message.datum
             for part in path.split("."):
