@@ -461,6 +461,15 @@ class _Rhythm:
             self.progress(self.summary)
         self.checkpoint_if_due()
 
+    def handled(self, item: Any, guard: SignalGuard, limit: int | None) -> bool:
+        """``item`` is written: acknowledged to the source (committed after the write), the
+        signal guard released, progress drawn; True once --count is reached."""
+        self.source.ack(item)
+        guard.release()
+        if self.progress is not None:
+            self.progress(self.summary)
+        return limit is not None and self.summary.records >= limit
+
     def checkpoint_if_due(self) -> None:
         if time.monotonic() - self.last_checkpoint >= CHECKPOINT_SECONDS:
             _checkpoint(self.sink, self.source)
@@ -493,11 +502,7 @@ def _loop(source: Source, sink: Sink, decoder: Reader | None, stages: list[Stage
             error.at(message.where())
             policy.handle(message, error)
             summary.skipped += 1
-        source.ack(message)
-        guard.release()
-        if progress is not None:
-            progress(summary)
-        if limit is not None and summary.records >= limit:
+        if rhythm.handled(message, guard, limit):
             break
         rhythm.checkpoint_if_due()
     return True
@@ -530,11 +535,7 @@ def _parallel_loop(source: Source, sink: Sink, workers: Workers, policy: ErrorPo
                     summary.records += 1
                     if limit is not None and summary.records >= limit:
                         break
-            source.ack(message)
-            guard.release()
-            if progress is not None:
-                progress(summary)
-            if limit is not None and summary.records >= limit:
+            if rhythm.handled(message, guard, limit):
                 return True
         return False
 
@@ -583,11 +584,7 @@ def _chunk_loop(source: Any, sink: Any, summary: Summary, limit: int | None,
             chunk = chunk.cut(limit - summary.records)
         sink.write_bytes(chunk.data)
         summary.records += len(chunk.ends)
-        source.ack(chunk)
-        guard.release()
-        if progress is not None:
-            progress(summary)
-        if limit is not None and summary.records >= limit:
+        if rhythm.handled(chunk, guard, limit):
             break
         rhythm.checkpoint_if_due()
     return True
