@@ -3,21 +3,23 @@
 Kafka's own way to scale a reader out: each process is a member of the group (without ``-g``:
 reads its share of the partitions, assigned directly, as ``-j 1`` reads without a group), owns
 its partitions, and reads, decodes (natively when it can), filters and encodes them itself,
-running the same pipeline as ``-j 1`` (kcp.pipeline.run) into an in-memory buffer.  It sends the
-finished bytes to the main process in chunks (a chunk: whole records, in partition order), never
-messages.  The main process writes each chunk to the real sink as it comes, and acknowledges it
-back once the sink holds it (flushed); only then does the child commit the chunk's positions.
-So the guarantees are those of one process: at least once, order kept within a partition, a
-position committed only after the main process wrote its bytes.
+running the same pipeline as ``-j 1`` (kcp.pipeline.run) into an in-memory buffer.  It writes
+the finished bytes to the run's output itself, a chunk at a time (whole records, in partition
+order) under a lock the processes share, so chunks never interleave; only once a chunk is
+written does the child acknowledge its messages, and it commits them at its next checkpoint
+(made durable first, as ``-j 1`` does).  So the guarantees are those of one process: at least
+once, order kept within a partition, a position committed only after its records were written.
+The bytes never pass through the main process: it forks the children, counts what they report
+(progress, the summary, ``--count``), watches the output's reader, and stops them.
 
-A child giving partitions up in a rebalance first has everything it sent written and
-acknowledged, then commits, then lets go: the new owner starts where the old one stopped.  A
-child ending (its partitions read to their end) does the same before it leaves the group.
+A child giving partitions up in a rebalance, or ending (its partitions read to their end),
+writes and commits what it holds first: the new owner starts where the old one stopped.
 
 The children are forked before any Kafka client exists in the main process, in a process group
-of their own (Ctrl-C and SIGTERM reach the main process only, which stops them), with stdout on
-/dev/null.  A child that dies is reported (exit status 1), never waited for; a child that finds
-the main process gone (its pipe closed) stops.
+of their own (Ctrl-C and SIGTERM reach the main process only, which stops them).  A child that
+dies is reported (exit status 1), never waited for; a child that finds the main process gone
+(its pipe closed) stops.  A child that cannot write (the reader left, the disk is full) says so,
+and the main process ends as ``-j 1`` would have.
 """
 
 from __future__ import annotations
@@ -30,48 +32,53 @@ import multiprocessing
 import os
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import Any, BinaryIO
 
-from .contracts import Reader, SinkTraits, Source, Writer
+from .contracts import Reader, SinkTraits, Source
 from .errors import BadInput, KcpError, TransportError, UsageError
+from .formats.lines import write_all
 from .message import Message
 from .options import Options
 from .pacing import pacer_in
 from .pipeline import Stage, Summary, run
 from .plugins import PipeStage
+from .transports.stream import StreamSink
 
-# A child sends what it has after this many messages or bytes (or when its source is idle).
+# A child writes what it has after this many messages or bytes (or when its source is idle).
 CHUNK_MESSAGES = 500
 CHUNK_BYTES = 4 << 20
 # How long the main process waits for its children to commit and leave the group at the end.
 STOP_SECONDS = 15.0
+# How long the main process waits for a child to finish writing a chunk before it stops them
+# all; longer means the output's reader is not reading (a paused pager, a stuck pipe).
+WRITE_SECONDS = 2.0
 # A child's failure is raised again in the main process as the same kind (its exit status).
 _ERRORS = {kind.status: kind for kind in (KcpError, UsageError, BadInput, TransportError)}
 
 
+def writes_alone(sink: object) -> bool:
+    """True when ``-j`` consumer processes can write into ``sink`` themselves: a byte stream
+    on a file descriptor (stdout, a file, a pager) whose format encodes records one by one."""
+    if not (isinstance(sink, StreamSink) and sink.traits.encodes_alone):
+        return False
+    try:
+        sink.stream.fileno()
+    except (OSError, ValueError):  # a stream of a library caller's (BytesIO)
+        return False
+    return True
+
+
 @dataclass
-class Chunk:
-    """Finished output of a child: the bytes of whole records, and their boundaries."""
+class Written:
+    """What a child reports once it wrote a chunk: counted in the main process's summary."""
 
-    child: int
-    seq: int
-    data: bytes | memoryview  # valid until the next chunk is read
-    ends: list[int]  # where each record's bytes end in ``data``
-    counts: list[int]  # records in ``data`` up to and including each message read
-    bytes_in: int = 0
-    last_timestamp: int | None = None
-    skipped: int = 0  # bad records skipped (--on-error) since the previous chunk
-
-    def cut(self, records: int) -> Chunk:
-        """The first ``records`` records only, and the messages they come from."""
-        messages = bisect.bisect_left(self.counts, records) + 1 if records else 0
-        data = self.data[:self.ends[records - 1]] if records else b""
-        return dataclasses.replace(self, data=data, ends=self.ends[:records],
-                                   counts=self.counts[:messages])
+    records: int
+    bytes_in: int
+    skipped: int  # bad records skipped (--on-error) since its previous report
+    last_timestamp: int | None
 
 
 def throwaway_group() -> str:
@@ -87,32 +94,66 @@ def check_stages(stages: list[Stage]) -> None:
         raise UsageError("--pace releases records one at a time, in order: drop -j")
 
 
+class _Output:
+    """The run's output as the processes share it: the sink (inherited by fork), a lock held
+    while a chunk is written, and how many records may still be written (--count; the main
+    process sets it to 0 to stop all writing)."""
+
+    def __init__(self, sink: StreamSink, limit: int | None) -> None:
+        context = multiprocessing.get_context("fork")
+        self.sink = sink
+        self.lock = context.Lock()
+        self.remaining = context.Value("q", (1 << 62) if limit is None else limit, lock=False)
+        self.descriptor = sink.stream.fileno()
+        self.stream: BinaryIO | None = None  # a child's own unbuffered writer of the descriptor
+
+    def write(self, data: memoryview, ends: list[int]) -> int:
+        """Write the records of ``data`` (ending at ``ends``) that may still be written, in one
+        piece; how many that was."""
+        if self.stream is None:
+            self.stream = open(self.descriptor, "wb", buffering=0, closefd=False)
+        with self.lock:
+            records = min(len(ends), self.remaining.value)
+            if records:
+                write_all(self.stream, data[:ends[records - 1]])
+                self.remaining.value -= records
+        return records
+
+    def stop(self) -> bool:
+        """No child writes from now on; False when one did not finish its chunk in time."""
+        if not self.lock.acquire(timeout=WRITE_SECONDS):
+            return False
+        self.remaining.value = 0
+        self.lock.release()
+        return True
+
+
 @dataclass
 class _Child:
     index: int
     process: Any
     conn: Connection
-    written: tuple[int, int] | None = None  # (seq, messages) of the last chunk written
-    acked: tuple[int, int] | None = None
     ended: bool = False
 
 
 class ConsumerGroup:
-    """The main process's side: a Source whose iteration yields the children's :class:`Chunk`
-    (or None while they have nothing new); ``ack`` a chunk once written, ``checkpoint`` to let
-    the children commit what was acknowledged."""
+    """The main process's side: a Source whose iteration yields what the children report they
+    wrote (:class:`Written`, or None while they have nothing new).  The children commit, each
+    after its own writes, so this source has nothing to commit."""
 
-    commits = True
+    commits = False
     bytes_read = 0
 
     def __init__(self, jobs: int, open_source: Callable[[Options], Source], options: Options,
-                 decoder: Reader | None, stages: list[Stage], writer: Writer,
+                 decoder: Reader | None, stages: list[Stage], sink: StreamSink,
                  start: Callable[[Options], None] | None = None, grouped: bool = True) -> None:
-        """``start``: commits for the group where the run starts (-o, -n, tail's end, ...);
+        """``sink``: the run's output, which the children write (``writes_alone``).
+        ``start``: commits for the group where the run starts (-o, -n, tail's end, ...);
         the first child calls it before the others are started, and all go on from there.
         ``grouped``: False when the children read without a group (no -g), each its share of
         the partitions (``Options.share``), assigned directly: no group, nothing committed."""
         check_stages(stages)
+        self.output = _Output(sink, options.count)
         options = dataclasses.replace(
             options, count=None, progress=False, quiet=True, stats_interval=None,
             metrics_port=None, group=options.group or (throwaway_group() if grouped else None))
@@ -120,8 +161,6 @@ class ConsumerGroup:
             options, offset=None, tail_count=None)
         context = multiprocessing.get_context("fork")
         self.children: list[_Child] = []
-        self.flush_sink: Callable[[], None] | None = None
-        self.buffer = bytearray()  # the chunk being written
         for index in range(jobs):
             mine, theirs = context.Pipe()
             others = [child.conn for child in self.children] + [mine]
@@ -130,7 +169,7 @@ class ConsumerGroup:
                 target=_child_main, name=f"kcp -j {index + 1}/{jobs}", daemon=True,
                 args=(theirs, others, open_source, child_options if grouped else
                       dataclasses.replace(child_options, share=(index, jobs)),
-                      decoder, stages, writer, starting))
+                      decoder, stages, self.output, starting))
             process.start()
             theirs.close()
             child = _Child(index, process, mine)
@@ -149,7 +188,7 @@ class ConsumerGroup:
             raise _ERRORS.get(status, KcpError)(message, where=where)
 
     # -- reading ------------------------------------------------------------------------------
-    def __iter__(self) -> Iterator[Chunk | None]:
+    def __iter__(self) -> Iterator[Written | None]:
         live = {child.conn: child for child in self.children}
         while live:
             ready = wait(list(live), timeout=0.2)
@@ -160,58 +199,52 @@ class ConsumerGroup:
                 child = live[conn]  # type: ignore[index]
                 report = self._receive(child)
                 kind = report[0]
-                if kind == "chunk":
-                    _, seq, size, *rest = report
-                    yield Chunk(child.index, seq, memoryview(self.buffer)[:size], *rest)
-                elif kind == "sync":  # it gives partitions up, or ends: written, then acked
-                    if self.flush_sink is not None:
-                        self.flush_sink()
-                    self._acknowledge(child)
+                if kind == "wrote":
+                    yield Written(*report[1:])
                 elif kind == "end":
                     child.ended = True
                     del live[conn]  # type: ignore[arg-type]
+                elif kind == "output-error":  # as this process would have failed writing
+                    _, number, reason = report
+                    raise OSError(number, reason)
                 else:  # "error": the child's failure, as it would have been in one process
                     _, status, message, where = report
                     raise _ERRORS.get(status, KcpError)(message, where=where)
 
     def _receive(self, child: _Child) -> tuple:
-        """A child's next report; a chunk's bytes (which follow it) in ``self.buffer``, a
-        buffer used over and over."""
         try:
-            report = child.conn.recv()
-            if report[0] == "chunk":
-                size = report[2]
-                if len(self.buffer) < size:
-                    self.buffer = bytearray(size + (size >> 1))
-                child.conn.recv_bytes_into(self.buffer)
-            return report
+            return child.conn.recv()
         except (EOFError, OSError):
             child.process.join(1)
             raise KcpError(f"-j: consumer process {child.index + 1} died (exit status "
                            f"{child.process.exitcode}); run it without -j to find out why"
                            ) from None
 
-    def ack(self, chunk: Chunk) -> None:  # type: ignore[override]
-        self.children[chunk.child].written = (chunk.seq, len(chunk.counts))
+    def ack(self, message: Any) -> None:
+        pass
 
     def checkpoint(self) -> None:
-        for child in self.children:
-            self._acknowledge(child)
-
-    def _acknowledge(self, child: _Child) -> None:
-        if child.written is not None and child.written != child.acked and not child.ended:
-            _send(child.conn, ("ack", *child.written))
-            child.acked = child.written
+        pass
 
     def flush_before_commit(self, flush: Callable[[], None] | None) -> None:
-        self.flush_sink = flush
+        pass
 
     def partition_count(self, topic: str) -> int | None:
         return None
 
+    def done_fraction(self) -> float | None:
+        return None
+
+    def stop_writing(self) -> None:
+        """No child writes after this (the output is closed next).  A child that cannot finish
+        its chunk (nobody reads the output) is killed: what it had not committed is read again
+        next time."""
+        if not self.output.stop():
+            for child in self.children:
+                child.process.kill()
+
     def close(self) -> None:
-        """Stop the children: each commits what was acknowledged and leaves the group.  What
-        they still send meanwhile is dropped (not acknowledged: read again next time)."""
+        """Stop the children: each commits what it wrote and leaves the group."""
         for child in self.children:
             _send(child.conn, ("stop",))
         running = {child.conn: child for child in self.children}
@@ -236,38 +269,37 @@ def _send(conn: Connection, report: tuple) -> None:
 
 
 class _Stopped(Exception):
-    """The main process stopped this child."""
+    """The main process stopped this child, or --count is reached."""
 
 
 class _ChunkSink:
-    """A child's sink: records encoded by the run's own format writer into a buffer, sent to
-    the main process in chunks; positions acknowledged by it go to the child's source."""
+    """A child's sink: records encoded by the run's own format writer into a buffer, written
+    to the run's output a chunk at a time; the messages of a chunk are acknowledged to the
+    child's source once it is written, and the main process told."""
 
     traits = SinkTraits()
 
-    def __init__(self, conn: Connection, writer: Writer, source: Any) -> None:
+    def __init__(self, conn: Connection, output: _Output, source: Any) -> None:
         self.conn = conn
+        self.output = output
         self.buffer = io.BytesIO()
-        self.writer = writer.open_stream(self.buffer)
-        self.source = source  # the KafkaSource, acknowledged as the main process says
+        self.writer = output.sink.format_writer.open_stream(self.buffer)
+        self.source = source  # the KafkaSource
         self.ends: list[int] = []
-        self.counts: list[int] = []
+        self.counts: list[int] = []  # records in the buffer up to and including each message
         self.positions: list[Message] = []
         self.bytes_in = 0
         self.last_timestamp: int | None = None
-        self.seq = 0
-        self.sent: deque[tuple[int, list[Message]]] = deque()
-        self.acked = 0
-        self.stopped = False
         self.skipped = self.skipped_sent = 0  # the child's run's count, and how much was sent
+        self.output_error: OSError | None = None
 
     def write(self, message: Message) -> None:
         self.writer.write(message)
         self.ends.append(self.buffer.tell())
 
     def handled(self, message: Message) -> None:
-        """``message`` is done (written, filtered out, skipped): its position goes with the
-        chunk holding its records."""
+        """``message`` is done (written, filtered out, skipped): its position is acknowledged
+        with the chunk holding its records."""
         self.positions.append(Message(topic=message.topic, partition=message.partition,
                                       offset=message.offset))
         self.counts.append(len(self.ends))
@@ -278,77 +310,60 @@ class _ChunkSink:
             self.send()
 
     def send(self) -> None:
+        """Write the chunk, acknowledge its messages, report it to the main process."""
         self.listen()
-        if self.stopped:
-            raise _Stopped()
         if not self.positions and self.skipped == self.skipped_sent:
             return
-        self.seq += 1
-        size = self.buffer.tell()
-        self.conn.send(("chunk", self.seq, size, self.ends, self.counts, self.bytes_in,
-                        self.last_timestamp, self.skipped - self.skipped_sent))
-        with self.buffer.getbuffer() as view:  # the bytes themselves: not pickled, not copied
-            self.conn.send_bytes(view, 0, size)
+        try:
+            with self.buffer.getbuffer() as view:  # the bytes themselves: not copied
+                records = self.output.write(view, self.ends)
+        except OSError as error:
+            self.output_error = error
+            raise
+        for position in self.positions[:bisect.bisect_right(self.counts, records)]:
+            self.source.ack(position)
+        self.conn.send(("wrote", records, self.bytes_in, self.skipped - self.skipped_sent,
+                        self.last_timestamp))
+        cut = records < len(self.ends)
         self.skipped_sent = self.skipped
-        self.sent.append((self.seq, self.positions))
         self.buffer.seek(0)  # the buffer is written over, never shrunk: no allocation per chunk
         self.ends, self.counts, self.positions, self.bytes_in = [], [], [], 0
+        if cut:
+            raise _Stopped()
 
-    def listen(self, block: bool = False) -> None:
-        """Take the main process's word: acknowledgements, or stop."""
-        while not self.stopped and (block or self.conn.poll(0)):
-            report = self.conn.recv()
-            if report[0] == "stop":
-                self.stopped = True
-            else:
-                self._acknowledged(report[1], report[2])
-            block = False
-
-    def _acknowledged(self, seq: int, messages: int) -> None:
-        while self.sent and self.sent[0][0] <= seq:
-            sent_seq, positions = self.sent.popleft()
-            for position in positions if sent_seq < seq else positions[:messages]:
-                self.source.ack(position)
-        self.acked = seq
+    def listen(self) -> None:
+        """Take the main process's word: stop."""
+        if self.conn.poll(0) and self.conn.recv()[0] == "stop":
+            raise _Stopped()
 
     def sync(self) -> None:
-        """Send what is pending and wait until the main process wrote and acknowledged it all
-        (before a rebalance commits, and at the end)."""
-        if self.stopped:
-            return
-        try:
-            self.send()
-        except _Stopped:
-            return
-        if self.acked < self.seq:
-            self.conn.send(("sync", self.seq))
-            while self.acked < self.seq and not self.stopped:
-                self.listen(block=True)
+        """Write what is pending and make the output durable (before a commit: a rebalance,
+        a checkpoint, the end)."""
+        self.send()
+        self.output.sink.flush()
 
     def idle(self) -> None:
         self.send()
 
     def flush(self) -> None:
-        self.send()
+        self.sync()
 
     def copies_from(self, source: object) -> None:
         pass
 
     def close(self, complete: bool = True) -> None:
-        if complete and self.source.commits:
-            self.sync()  # what was sent is written before the positions are committed
-        elif complete:
-            with contextlib.suppress(_Stopped):
+        if complete:
+            with contextlib.suppress(_Stopped):  # stopped meanwhile: what was written is kept
                 self.send()
+            self.output.sink.flush()
 
 
 class _ChildSource:
-    """The child's Kafka source, acknowledged only once the main process wrote the records."""
-
-    commits = True
+    """The child's Kafka source, acknowledged only once the records are written."""
 
     def __init__(self, source: Source) -> None:
         self.source = source
+        self.commits = source.commits  # without a group: nothing to commit, nothing to fsync
         self.sink: _ChunkSink | None = None
 
     def __iter__(self) -> Iterator[Message | None]:
@@ -366,7 +381,7 @@ class _ChildSource:
         self.source.checkpoint()
 
     def flush_before_commit(self, flush: Callable[[], None] | None) -> None:
-        # A rebalance commits only what the main process holds: everything sent, acknowledged.
+        # A rebalance commits only what is written: the pending chunk goes out first.
         self.source.flush_before_commit(None if flush is None or self.sink is None
                                         else self.sink.sync)
 
@@ -379,22 +394,20 @@ class _ChildSource:
 
 def _child_main(conn: Connection, inherited: list[Connection],
                 open_source: Callable[[Options], Source], options: Options,
-                decoder: Reader | None, stages: list[Stage], writer: Writer,
+                decoder: Reader | None, stages: list[Stage], output: _Output,
                 starting: tuple[Callable[[Options], None], Options] | None) -> None:
-    """One consumer process: the ``-j 1`` pipeline into chunks sent on ``conn``."""
+    """One consumer process: the ``-j 1`` pipeline, written to the output a chunk at a time."""
     for other in inherited:  # the main process's ends: its death must show here as EOF
         other.close()
     os.setpgrp()  # Ctrl-C at the terminal reaches the main process only
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)  # a `| cat` downstream ends with the main process, not with us
-    os.close(devnull)
+    sink = None
     try:
         if starting is not None:
             start, start_options = starting
             start(start_options)
             conn.send(("started",))
         source = _ChildSource(open_source(options))
-        sink = source.sink = _ChunkSink(conn, writer, source.source)
+        sink = source.sink = _ChunkSink(conn, output, source.source)
 
         def count(summary: Summary) -> None:
             sink.skipped = summary.skipped
@@ -403,8 +416,12 @@ def _child_main(conn: Connection, inherited: list[Connection],
             progress=count)
     except _Stopped:
         pass
-    except (EOFError, BrokenPipeError):
+    except EOFError:
         return  # the main process is gone
+    except OSError as error:
+        if sink is not None and error is sink.output_error:
+            _send(conn, ("output-error", error.errno, error.strerror))
+        return  # otherwise the main process is gone
     except KcpError as error:
         _send(conn, ("error", error.status, error.message, error.where))
         return

@@ -386,8 +386,8 @@ def run(source: Source, sink: Sink, options: Options, decoder: Reader | None = N
     A source may yield ``None`` to say it is idle: buffered output is pushed out then.
     ``workers`` (kcp.parallel.Workers) decode, filter and encode in other processes.
     ``summary`` is counted into (the caller's, to say what a stopped run wrote).
-    ``chunks``: the source yields finished output (kcp.group.Chunk: the bytes of whole records,
-    made by ``-j`` consumer processes) for the sink's ``write_bytes``.
+    ``chunks``: the source is ``-j``'s consumer processes (kcp.group), which write to the sink
+    themselves; it yields what they wrote.
     """
     stages = list(stages)
     policy = ErrorPolicy(options.on_error)
@@ -569,24 +569,23 @@ def _parallel_loop(source: Source, sink: Sink, workers: Workers, policy: ErrorPo
 
 def _chunk_loop(source: Any, sink: Any, summary: Summary, limit: int | None,
                 progress: Callable[[Summary], None] | None, guard: SignalGuard) -> bool:
-    """The loop of ``_loop`` for a source of finished output (kcp.group): each chunk is written
-    whole (cut at --count), then acknowledged to the source, so committed after the write."""
+    """The loop of ``_loop`` for ``-j`` consumer processes (kcp.group), which write the output
+    and commit themselves: what they report is counted, until --count."""
     rhythm = _Rhythm(source, sink, progress, summary)
-    for chunk in source:
-        if chunk is None:
-            rhythm.idle()
-            continue
-        guard.in_hand = True
-        summary.bytes_in += chunk.bytes_in
-        summary.skipped += chunk.skipped
-        summary.last_timestamp = chunk.last_timestamp or summary.last_timestamp
-        if limit is not None and summary.records + len(chunk.ends) >= limit:
-            chunk = chunk.cut(limit - summary.records)
-        sink.write_bytes(chunk.data)
-        summary.records += len(chunk.ends)
-        if rhythm.handled(chunk, guard, limit):
-            break
-        rhythm.checkpoint_if_due()
+    try:
+        for written in source:
+            if written is None:
+                rhythm.idle()
+                continue
+            summary.records += written.records
+            summary.bytes_in += written.bytes_in
+            summary.skipped += written.skipped
+            summary.last_timestamp = written.last_timestamp or summary.last_timestamp
+            if rhythm.handled(written, guard, limit):
+                break
+            rhythm.checkpoint_if_due()
+    finally:
+        source.stop_writing()  # before the sink is closed
     return True
 
 

@@ -33,7 +33,7 @@ from .environment import Environment, Pager
 from .errors import UsageError
 from .formats import file_extensions, format_for_path, reader_for
 from .formats.json import documents_suffice
-from .group import ConsumerGroup
+from .group import ConsumerGroup, writes_alone
 from .message import Message
 from .metrics import Observers, PrometheusMetrics, StatsLines
 from .options import Options
@@ -49,7 +49,6 @@ from .pipeline import (
     stages_for,
 )
 from .transports import kind_of, transport, transport_for
-from .transports.stream import StreamSink
 
 # Formats whose bytes are not text: refused on a terminal without --force.
 AVRO_FORMATS = frozenset({"avro", "ocf", "confluent", "single-object", "schemaless"})
@@ -146,7 +145,7 @@ def plan(sources: Sequence[str | Address], destination: str | Address | Sink,
         pager = _pager(options, sink_address)  # once the sources are there to read
         sink = given_sink or _sink_transport(sink_address, options).open_sink(
             sink_address, options, config)
-        if consumers and not (isinstance(sink, StreamSink) and sink.traits.encodes_alone):
+        if consumers and not writes_alone(sink):
             consumers = False  # an Avro container or Parquet file: -j workers
             opened = [_open_source(address, options, config) for address in source_addresses]
         source: Source | None = (None if consumers else opened[0] if len(opened) == 1
@@ -175,7 +174,7 @@ def plan(sources: Sequence[str | Address], destination: str | Address | Sink,
             moving = bool(options.since) or options.default_offset != "beginning"
             source = ConsumerGroup(
                 options.jobs, functools.partial(_open_source, address, config=config),
-                options, decoder, stages, sink.format_writer,  # type: ignore[attr-defined]
+                options, decoder, stages, sink,  # type: ignore[arg-type]
                 functools.partial(transport("kafka").start_group, address, config=config,
                                   keep_committed=not explicit)
                 if grouped and (explicit or moving) else None, grouped)

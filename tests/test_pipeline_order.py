@@ -144,30 +144,29 @@ def test_the_source_learns_the_sink_flush_for_rebalances_and_forgets_it_at_the_e
     assert source.flush is None
 
 
-class ChunkSource(FakeSource):
-    """A source of finished output, as -j consumer processes send it (kcp.group)."""
+class ConsumerProcesses(FakeSource):
+    """What -j consumer processes report (kcp.group): they write and commit by themselves."""
 
-    def ack(self, chunk) -> None:  # type: ignore[override]
-        self.journal.append(("ack", chunk.seq, len(chunk.counts)))
+    commits = False
+
+    def ack(self, written) -> None:  # type: ignore[override]
+        self.journal.append(("counted", written.records))
+
+    def stop_writing(self) -> None:
+        self.journal.append(("stop writing",))
 
 
-class ByteSink(FakeSink):
-    def write_bytes(self, data) -> None:
-        self.journal.append(("write", bytes(data)))
+def test_what_consumer_processes_wrote_is_counted_until_the_count_then_their_writing_stops():
+    from kcp.group import Written
 
-
-def test_finished_chunks_are_written_then_acknowledged_and_cut_at_the_count():
-    from kcp.group import Chunk
-
-    # two messages per chunk, the second of three records: a\n | b\n c\n d\n
-    chunks = [Chunk(0, seq, b"a\nb\nc\nd\n", [2, 4, 6, 8], [1, 4]) for seq in (1, 2)]
+    # the processes cut their own chunks at the count: the third report never comes
+    reports = [Written(4, 100, 0, 5), None, Written(2, 60, 1, 7), Written(3, 90, 0, 9)]
     journal = Journal()
-    summary = pipeline.run(ChunkSource(journal, [chunks[0], None, chunks[1]]), ByteSink(journal),
+    summary = pipeline.run(ConsumerProcesses(journal, reports), FakeSink(journal),
                            Options(count=6), chunks=True)
-    assert summary.records == 6
-    assert journal[:2] == [("write", b"a\nb\nc\nd\n"), ("ack", 1, 2)]
-    # the second chunk is cut after its second record: only its first two messages were
-    # written (the second partly, as one process acknowledges a message cut by --count)
-    assert ("write", b"a\nb\n") in journal and ("ack", 2, 2) in journal
-    assert journal.index(("ack", 2, 2)) > journal.index(("write", b"a\nb\n"))
-    assert journal[-3:] == [("close sink", True), ("commit",), ("close source",)]
+    assert (summary.records, summary.bytes_in, summary.skipped) == (6, 160, 1)
+    assert summary.last_timestamp == 7
+    assert [entry for entry in journal if entry[0] == "counted"] == [("counted", 4),
+                                                                     ("counted", 2)]
+    # nothing is written into the output once it is closed
+    assert journal.index(("stop writing",)) == journal.index(("close sink", True)) - 1

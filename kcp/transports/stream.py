@@ -14,7 +14,6 @@ from typing import BinaryIO, cast
 from ..address import Address
 from ..contracts import RecordStreamWriter, SinkTraits, Writer
 from ..errors import UsageError
-from ..formats.lines import write_all
 from ..message import Message
 from ..options import Options
 
@@ -133,11 +132,6 @@ class StreamSink:
 
     def write_encoded(self, message: Message, data: bytes) -> None:
         cast(RecordStreamWriter, self.writer).write_encoded(data)
-
-    def write_bytes(self, data: bytes) -> None:
-        """Whole records as ``format_writer``'s stream writer makes them, made elsewhere
-        (``-j`` consumer processes, kcp.group), when ``traits.encodes_alone``."""
-        write_all(self.stream, data)
 
     def copies_from(self, source: object) -> None:
         pass
