@@ -95,6 +95,7 @@ def test_a_json_topic_gets_compact_payloads_from_a_terminal(broker_shell, night,
 
 COMMANDS = [
     "kcp consume {topic}",
+    "kcp consume {topic} -j 2",  # consumer processes writing the output themselves
     "kcp tail {topic} -n 5 -e",
     "kcp cp {topic} -",
     "kcp schema {topic}",
