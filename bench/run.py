@@ -69,6 +69,7 @@ LATENCY_MESSAGES = 1000  # B7
 LATENCY_RATE = 200       # B7, messages per second
 B8_SAMPLE = 1000         # alerts per framing x compression
 RUBIN_ALERTS = 220       # B10: histories of 0 to 1,000 sources, 20 of each length
+B5_COPIES = 3            # B5 reads B10's alerts 3 times over (about 200 MB of Avro)
 ZTF_NIGHT = 1_000_000    # alerts, for the B8 savings
 
 
@@ -523,10 +524,12 @@ class Bench:
         self.add(Row("B2", f"consume -j {CORES} -> JSON Lines vs ceiling (rate)",
                      f"{jn_rate:,.0f}/s", f"ceiling {ceiling:,.0f}/s", jn_rate / ceiling,
                      ">= 2", None, times, "", {"kcp_per_s": jn_rate}))
-        self.add(Row("B5", f"-j {CORES} speed-up (time -j 1 / time -j {CORES})",
+        # One partition is read by one process: the target is for the Rubin row (b5_rubin).
+        self.add(Row("B5", f"ZTF on one partition -j {CORES} (time -j 1 / time -j {CORES})",
                      f"-j {CORES} {seconds(jn.wall)}", f"-j 1 {seconds(j1.wall)}",
-                     j1.wall / jn.wall, f">= {0.8 * CORES:g}", None, times,
-                     f"{CORES} cores, shared with the broker; runs -j 1 {runs_text(j1_walls)}",
+                     j1.wall / jn.wall, "-", None, times,
+                     f"B2's topic has one partition, so one consumer process reads it; runs "
+                     f"-j 1 {runs_text(j1_walls)}",
                      {"j1_s": j1.wall, "j1_runs": j1_walls, "j1_cpu_s": j1.cpu, "jn_s": jn.wall,
                       "n": CORES}))
 
@@ -590,6 +593,8 @@ class Bench:
         """B5 where the work is decoding (B10's Rubin alerts), on a topic of CORES partitions:
         -j N is N consumer processes of one group, each owning its share of the partitions."""
         topic = self.kafka.topic("rubin-spread", partitions=CORES)
+        # B10's alerts B5_COPIES times over: decoding, not starting up, is what is timed
+        payloads = payloads * B5_COPIES
         self.kafka.produce(topic, payloads, partitions=CORES)
         consume = [self.kcp, "consume", topic]
         results = alternate(REPEAT["B5"], {
