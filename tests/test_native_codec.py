@@ -1,18 +1,20 @@
 """The native Avro -> JSON transcoder (kcp.codec.native) against the Python path, byte for byte.
 
 Both paths run over every real alert of ../shared/data (skipped when absent), kcp's synthetic
-alerts, and hypothesis-generated schemas and datums, in every framing and file; the JSON bytes
-must be equal.  The native program must also have done the work itself: a fallback to the
-Python path on any of these inputs fails the test.  Then its bounds: hostile bodies are errors
-with a byte position, never a crash.
+alerts, and hypothesis-generated schemas and datums, in every framing and file, whole and
+projected by ``--fields``; the JSON bytes must be equal.  The native program must also have done
+the work itself: a fallback to the Python path on any of these inputs fails the test.  Then its
+bounds: hostile bodies are errors with a byte position, never a crash.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import random
 import struct
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +46,13 @@ from kcp.codec import (
 from kcp.codec.framing import DatumReader, encoder_for
 from kcp.codec.limits import Limits
 from kcp.codec.native import NativeJson
+from kcp.codec.schemas import RubinSchemaTree
 from kcp.errors import BadInput
 from kcp.formats import FORMATS
+from kcp.message import Message
 from kcp.options import Options
-from kcp.synth import iter_alerts, load_ztf_like_schema
+from kcp.stages import apply, field_tree, project_stage
+from kcp.synth import datum_from_schema, iter_alerts, load_ztf_like_schema
 
 pytestmark = pytest.mark.skipif(not native.BUILT,
                                 reason="kcp.codec.compiled is not built (no Rust toolchain)")
@@ -60,7 +65,7 @@ def no_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: Any) -> None:
         raise AssertionError("the native transcoder fell back to the Python path")
 
-    monkeypatch.setattr(NativeJson, "_documents", refuse)
+    monkeypatch.setattr(NativeJson, "_python_path", refuse)
 
 
 def both_paths(payload: bytes, store: SchemaStore, framing: str | None = None,
@@ -87,19 +92,36 @@ def assert_same_in_every_framing(datum: Any, schema: Schema, bytes_mode: str = "
         assert natively == python, framing
 
 
-def file_documents(path: Path, documents: bool, pretty: bool = False
+def file_documents(path: Path, documents: bool, pretty: bool = False, fields: str | None = None
                    ) -> tuple[list[bytes], str | None]:
-    """What `kcp consume FILE` writes for ``path`` on one path, and the error that ended it."""
+    """What `kcp consume FILE [--fields FIELDS]` writes for ``path`` on one path, and the error
+    that ended it."""
     options = Options(json_documents=documents, bytes_mode="size" if pretty else "base64",
-                      pretty=pretty, colour=pretty)
+                      pretty=pretty, colour=pretty, fields=fields)
     writer = FORMATS["json"].writer(options)
+    stages = [project_stage(fields)] if fields else []
     lines = []
     with path.open("rb") as stream:
         for message in FORMATS["avro"].reader(options).read_stream(stream, str(path)):
             if message.error is not None:
                 return lines, type(message.error).__name__
-            lines.append(writer.encode(message))
+            lines += [writer.encode(kept) for kept in apply(stages, message)]
     return lines, None
+
+
+def projected(records: Iterable[tuple[Any, Schema]], fields: str) -> list[bytes]:
+    """What `--fields FIELDS` writes of decoded records: its stage, then the JSON writer."""
+    stage, writer = project_stage(fields), FORMATS["json"].writer(Options())
+    return [writer.encode(stage(Message(datum=datum, schema=schema)))
+            for datum, schema in records]
+
+
+def both_paths_projected(payload: bytes, store: SchemaStore, fields: str,
+                         framing: str | None = None) -> tuple[list[bytes], list[bytes]]:
+    """(Python's JSON, the native JSON) of what `--fields FIELDS` keeps of one payload."""
+    python = projected(decode_payload(payload, store, framing), fields)
+    transcoder = NativeJson("base64", DatumReader(store), store.limits, field_tree(fields))
+    return python, projected(decode_payload(payload, store, framing, transcoder), fields)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,6 +200,84 @@ def test_synthetic_night_as_an_ocf_file(tmp_path: Path) -> None:
     native_lines, error = file_documents(path, True)
     assert error is None and len(native_lines) == 40
     assert file_documents(path, False) == (native_lines, None)
+
+
+# --fields: ZTF's and Rubin's fields, top-level and nested, through nullable records and arrays
+# of records; fields a schema lacks; paths into strings and numbers; whole records and cutouts.
+ZTF_FIELDS = (
+    "objectId,candidate.ra,candidate.dec",
+    "candid,candidate.magpsf,candidate.isdiffpos,prv_candidates.jd,prv_candidates.magpsf,"
+    "fp_hists.forcediffimflux",
+    "cutoutScience.stampData,candidate,objectId.deeper,prv_candidates.nosuch,nosuch.field",
+)
+RUBIN_FIELDS = (
+    "diaSourceId,alertId,diaSource.ra,diaSource.dec,diaObject.ra,diaObject.nosuch",
+    "prvDiaSources.midpointMjdTai,prvDiaForcedSources.psfFlux,cutoutDifference,ssObject,"
+    "diaSource.ra.deeper",
+)
+# A file of each folder: each schema version, each producer.
+ONE_PER_FOLDER = list({str(Path(p).parent): p for p in reversed(ZTF_OCF + RUBIN_OCF)}.values())
+
+
+@pytest.mark.parametrize("relative", ONE_PER_FOLDER)
+def test_real_alerts_projected_by_fields(relative: str) -> None:
+    path = data_file(relative)
+    payload = path.read_bytes()
+    all_fields = ZTF_FIELDS if relative.startswith("ztf") else RUBIN_FIELDS
+    for fields in all_fields:
+        python, natively = both_paths_projected(payload, SchemaStore(), fields)
+        assert python and b"{}" not in python and natively == python, fields
+    assert (file_documents(path, True, fields=fields) == file_documents(path, False, fields=fields)
+            == (python, None))
+
+
+@pytest.mark.parametrize("relative", WIRE_FILES[::3])
+def test_rubin_confluent_wire_format_projected_by_fields(relative: str) -> None:
+    payload = data_file(relative).read_bytes()
+    for fields in RUBIN_FIELDS:
+        python, natively = both_paths_projected(payload, rubin_store(), fields, "confluent")
+        assert len(python) == 1 and python != [b"{}"] and natively == python
+
+
+def test_synthetic_night_projected_by_fields(tmp_path: Path) -> None:
+    path = tmp_path / "night.avro"
+    with path.open("wb") as out:
+        fastavro.writer(out, Schema(load_ztf_like_schema()).parsed, list(iter_alerts(8, seed=4)),
+                        sync_interval=100_000)
+    for fields in ZTF_FIELDS:
+        native_lines, error = file_documents(path, True, fields=fields)
+        assert error is None and len(native_lines) == 8
+        assert file_documents(path, False, fields=fields) == (native_lines, None)
+
+
+def test_synthetic_rubin_alerts_projected_by_fields() -> None:
+    tree = RubinSchemaTree.from_package()
+    if tree is None:
+        pytest.skip("lsst-alert-packet is not installed")
+    schema = Schema(tree.schema_for_id(1000))
+    rng = random.Random(10)
+    for items in (0, 1, 5):
+        payload = encoder_for("ocf")(datum_from_schema(schema.parsed, rng, items=items), schema)
+        for fields in RUBIN_FIELDS:
+            python, natively = both_paths_projected(payload, SchemaStore(), fields)
+            assert python != [b"{}"] and natively == python
+
+
+def test_fields_of_what_is_not_a_record_are_the_python_paths_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.undo()  # the program declines such a datum: the --fields stage says why
+    schema = Schema(["null", {"type": "record", "name": "R", "fields": [
+        {"name": "a", "type": "long"}]}])
+    for datum, expected in ((None, "selects fields of records, not of null"), ({"a": 1}, None)):
+        payload = encoder_for("ocf")(datum, schema)
+        if expected is None:
+            python, natively = both_paths_projected(payload, SchemaStore(), "a,b")
+            assert natively == python == [b'{"a":1}']
+            continue
+        for transcoder in (None, NativeJson("base64", DatumReader(SchemaStore()), Limits(),
+                                            field_tree("a"))):
+            with pytest.raises(BadInput, match=expected):
+                projected(decode_payload(payload, SchemaStore(), None, transcoder), "a")
 
 
 # ---------------------------------------------------------------------------------------------
