@@ -280,6 +280,19 @@ def test_fields_of_what_is_not_a_record_are_the_python_paths_error(
                 projected(decode_payload(payload, SchemaStore(), None, transcoder), "a")
 
 
+def test_a_map_holding_a_key_twice_is_left_to_the_python_path_when_kept(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.undo()  # Python's dict keeps the last value at the first key's place
+    store = SchemaStore()
+    store.default = Schema({"type": "record", "name": "M", "fields": [
+        {"name": "m", "type": {"type": "map", "values": "long"}}]})
+    body = b"\x04\x02a\x02\x02a\x04\x00"  # {"a": 1, "a": 2}
+    for fields, expected in (("m.a", b'{"m":{"a":2}}'), ("m.b", b'{"m":{}}'),
+                             ("m", b'{"m":{"a":2}}')):
+        python, natively = both_paths_projected(body, store, fields, "schemaless")
+        assert natively == python == [expected]
+
+
 # ---------------------------------------------------------------------------------------------
 # Generated schemas and datums
 # ---------------------------------------------------------------------------------------------
@@ -303,6 +316,36 @@ def test_generated_ocf_files(tmp_path_factory: pytest.TempPathFactory, case: tup
     native_lines, error = file_documents(path, True)
     assert error is None and len(native_lines) == len(datums)
     assert file_documents(path, False) == (native_lines, None)
+
+
+def paths_in(value: Any, prefix: str = "", depth: int = 4) -> list[str]:
+    """The dotted paths --fields can name in a datum: its records' fields and its maps' keys."""
+    paths = []
+    if isinstance(value, dict) and depth:
+        for key, item in value.items():
+            if key and key.strip() == key and "." not in key and "," not in key:
+                paths += [prefix + key, *paths_in(item, f"{prefix}{key}.", depth - 1)]
+    elif isinstance(value, list):
+        for item in value:
+            paths += paths_in(item, prefix, depth)
+    return paths
+
+
+@settings(SANE)
+@given(schema_and_datum(record=True), st.data())
+def test_generated_schemas_projected_by_fields(case: tuple, data: st.DataObject) -> None:
+    definition, datum = case
+    steps = st.tuples(st.sampled_from([*paths_in(datum), "nosuch"]), st.booleans())
+    chosen = data.draw(st.lists(steps, min_size=1, max_size=4))
+    # a path of the datum, or one step past it: into a string, a null, a record lacking it
+    fields = ",".join(path + (".deeper" if deeper else "") for path, deeper in chosen)
+    schema = Schema(definition)
+    bare = SchemaStore()
+    bare.default = schema
+    for framing, store in (("ocf", SchemaStore()), ("schemaless", bare)):
+        python, natively = both_paths_projected(encoder_for(framing)(datum, schema), store,
+                                                fields, framing)
+        assert natively == python
 
 
 TREE = {"type": "record", "name": "Tree", "namespace": "kcp.test", "fields": [
@@ -344,6 +387,21 @@ def test_recursive_schemas(tree: dict) -> None:
     assert_same_in_every_framing(stamped(tree), Schema(TREE))
 
 
+@pytest.mark.parametrize("fields", ["value,next.value,next.next.next", "children.children.stamp",
+                                    "named.a.value,named.b,children.named.a.next.value"])
+def test_recursive_schemas_projected_by_fields(fields: str) -> None:
+    def tree(value: Any, children: list, named: dict, next_: dict | None = None) -> dict:
+        return {"value": value, "stamp": 1, "children": children, "named": named, "next": next_}
+
+    leaf = tree(1.5, [], {})
+    datum = tree("top", [tree(None, [leaf, leaf], {"a": leaf}), leaf],
+                 {"a": tree(-0.5, [], {}, tree(2.5, [], {})), "b": leaf, "c": leaf},
+                 tree("x", [leaf], {}, tree("y", [], {}, leaf)))
+    python, natively = both_paths_projected(encoder_for("ocf")(datum, Schema(TREE)),
+                                            SchemaStore(), fields)
+    assert natively == python and python[0] != b"{}"
+
+
 @pytest.mark.parametrize("value", [float("nan"), -float("nan"), float("inf"), -float("inf"),
                                    0.0, -0.0, 1e16, 1e-7, 5e-324, 0.1])
 def test_non_finite_and_edge_floats(value: float) -> None:
@@ -371,8 +429,9 @@ GOOD = write_body({"id": 1, "name": "x", "history": [{"mag": 1.5}] * 3, "nothing
                    "cutout": b"\x00" * 10}, ALERTISH)
 
 
-def native_error(body: bytes) -> str:
-    transcoder = NativeJson("base64", DatumReader(SchemaStore()), Limits())
+def native_error(body: bytes, fields: str | None = None) -> str:
+    transcoder = NativeJson("base64", DatumReader(SchemaStore()), Limits(),
+                            field_tree(fields) if fields else None)
     with pytest.raises(BadInput) as caught:
         transcoder.exactly(body, ALERTISH)
     return str(caught.value)
@@ -381,6 +440,22 @@ def native_error(body: bytes) -> str:
 @pytest.mark.parametrize("cut", range(len(GOOD)))
 def test_every_truncation_is_an_error_with_its_position(cut: int) -> None:
     assert "at byte" in native_error(GOOD[:cut])
+    # with --fields, in the fields skipped too
+    assert "at byte" in native_error(GOOD[:cut], "id,history.mag")
+
+
+def test_skipped_fields_are_read_within_the_same_bounds() -> None:
+    # history, skipped: an array block declaring 2**40 records in a few bytes
+    body = b"\x02\x02x" + b"\x02" + fastavro_long(2**40) + b"\x00" * 8
+    assert "at byte 4 of the body: block declares" in native_error(body, "id")
+    # cutout, skipped: bytes longer than the body
+    body = b"\x02\x02x\x00\x00\x02" + fastavro_long(10**9)
+    assert "truncated Avro datum at byte 11" in native_error(body, "name")
+    # name, skipped: not UTF-8, which the Python path refuses too
+    assert "invalid UTF-8" in native_error(b"\x02\x02\xff\x00\x00\x00", "id")
+    # an array of nulls, skipped: its count has its ceiling
+    body = b"\x02\x02x\x00" + fastavro_long(2**40) + b"\x00\x00"
+    assert "takes no bytes" in native_error(body, "id")
 
 
 def test_declared_counts_are_checked_against_the_bytes_left() -> None:
@@ -406,9 +481,11 @@ def test_nesting_depth_is_bounded() -> None:
 
 
 @settings(SANE, max_examples=300)
-@given(st.binary(max_size=200))
-def test_random_bodies_never_crash(body: bytes) -> None:
-    program = NativeJson("base64", DatumReader(SchemaStore()), Limits()).program(ALERTISH)
+@given(st.binary(max_size=200), st.sampled_from([None, "name", "id,history.mag.x,cutout"]))
+def test_random_bodies_never_crash(body: bytes, fields: str | None) -> None:
+    projection = field_tree(fields) if fields else None
+    program = NativeJson("base64", DatumReader(SchemaStore()), Limits(),
+                         projection).program(ALERTISH)
     texts, end, problem = program.transcode(body, 1)
     assert 0 <= end <= len(body)
     if problem is None:
@@ -444,3 +521,16 @@ def test_consume_a_file_writes_the_same_bytes_on_both_paths(tmp_path: Path) -> N
                               env={**os.environ, "KCP_NATIVE": flag}).stdout
                for flag in ("1", "0")]
     assert outputs[0] == outputs[1] and outputs[0].count(b"\n") == 5
+
+
+def test_consume_a_file_with_fields_writes_the_same_bytes_on_both_paths(tmp_path: Path) -> None:
+    path = tmp_path / "night.avro"
+    with path.open("wb") as out:
+        fastavro.writer(out, Schema(load_ztf_like_schema()).parsed, list(iter_alerts(5, seed=3)))
+    command = (f"{KCP} convert --fields objectId,candidate.ra,prv_candidates.magpsf,nosuch "
+               f"< {path.name} | cat")
+    outputs = [subprocess.run(command, shell=True, cwd=tmp_path, capture_output=True,
+                              check=True, env={**os.environ, "KCP_NATIVE": flag}).stdout
+               for flag in ("1", "0")]
+    assert outputs[0] == outputs[1] and outputs[0].count(b"\n") == 5
+    assert outputs[0].startswith(b'{"objectId":"ZTF')
