@@ -109,19 +109,23 @@ def file_documents(path: Path, documents: bool, pretty: bool = False, fields: st
     return lines, None
 
 
-def projected(records: Iterable[tuple[Any, Schema]], fields: str) -> list[bytes]:
+def projected(records: Iterable[tuple[Any, Schema]], fields: str, bytes_mode: str = "base64"
+              ) -> list[bytes]:
     """What `--fields FIELDS` writes of decoded records: its stage, then the JSON writer."""
-    stage, writer = project_stage(fields), FORMATS["json"].writer(Options())
+    stage = project_stage(fields)
+    writer = FORMATS["json"].writer(Options(bytes_mode=bytes_mode))
     return [writer.encode(stage(Message(datum=datum, schema=schema)))
             for datum, schema in records]
 
 
 def both_paths_projected(payload: bytes, store: SchemaStore, fields: str,
-                         framing: str | None = None) -> tuple[list[bytes], list[bytes]]:
+                         framing: str | None = None, bytes_mode: str = "base64"
+                         ) -> tuple[list[bytes], list[bytes]]:
     """(Python's JSON, the native JSON) of what `--fields FIELDS` keeps of one payload."""
-    python = projected(decode_payload(payload, store, framing), fields)
-    transcoder = NativeJson("base64", DatumReader(store), store.limits, field_tree(fields))
-    return python, projected(decode_payload(payload, store, framing, transcoder), fields)
+    python = projected(decode_payload(payload, store, framing), fields, bytes_mode)
+    transcoder = NativeJson(bytes_mode, DatumReader(store), store.limits, field_tree(fields))
+    natively = decode_payload(payload, store, framing, transcoder)
+    return python, projected(natively, fields, bytes_mode)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -332,8 +336,9 @@ def paths_in(value: Any, prefix: str = "", depth: int = 4) -> list[str]:
 
 
 @settings(SANE)
-@given(schema_and_datum(record=True), st.data())
-def test_generated_schemas_projected_by_fields(case: tuple, data: st.DataObject) -> None:
+@given(schema_and_datum(record=True), st.sampled_from(BYTES_MODES), st.data())
+def test_generated_schemas_projected_by_fields(case: tuple, bytes_mode: str,
+                                               data: st.DataObject) -> None:
     definition, datum = case
     steps = st.tuples(st.sampled_from([*paths_in(datum), "nosuch"]), st.booleans())
     chosen = data.draw(st.lists(steps, min_size=1, max_size=4))
@@ -344,7 +349,7 @@ def test_generated_schemas_projected_by_fields(case: tuple, data: st.DataObject)
     bare.default = schema
     for framing, store in (("ocf", SchemaStore()), ("schemaless", bare)):
         python, natively = both_paths_projected(encoder_for(framing)(datum, schema), store,
-                                                fields, framing)
+                                                fields, framing, bytes_mode)
         assert natively == python
 
 

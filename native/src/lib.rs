@@ -8,6 +8,9 @@
 //! map holding a key twice, a timestamp out of `datetime`'s range, ...), the program stops with
 //! "unsupported" and the caller runs the Python path on that body instead.
 //!
+//! With `--fields`, the program also holds what `kcp.stages.project_stage` keeps of each datum (a
+//! `Projection`): it writes those fields, and reads past the others without writing them (`skip`).
+//!
 //! Every read is bounds-checked: a malformed body is an error with its byte position, never a
 //! panic; a panic all the same is caught at the boundary and reported as an error.
 
