@@ -290,8 +290,8 @@ FILTER = [
     click.option("--where", "where", multiple=True, metavar="EXPR",
                  help="Keep records for which EXPR is true, e.g. "
                       "'candidate.rb > 0.5 and candidate.magpsf < 19' (docs/filtering.md). "
-                      "Records are then decoded by the Python codec, as with --map, "
-                      "--pipe-through and --fields (docs/performance.md)."),
+                      "Records are then decoded by the Python codec, as with --map and "
+                      "--pipe-through (docs/performance.md)."),
     click.option("--map", "map_", multiple=True, metavar="TARGET",
                  help="Run each record through a function: MODULE:FUNCTION, "
                       "FILE.py:FUNCTION or an installed plugin (kcp plugins). It returns "
@@ -306,7 +306,8 @@ FILTER = [
                  metavar="SECONDS", help="How long --pipe-through may take per record."),
     click.option("--fields", metavar="PATH,...",
                  help="Keep only these dotted fields, e.g. objectId,candidate.ra,candidate.dec "
-                      "(the output is then plain JSON, not Avro)."),
+                      "(the output is then plain JSON, not Avro; the native codec reads past "
+                      "the others)."),
     click.option("--since", metavar="TIME",
                  help="Only records from TIME on: ISO-8601, epoch ms, or relative "
                       "(-10m, -2h)."),

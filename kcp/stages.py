@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
+from .codec.native import JsonDocument
 from .errors import BadInput, UsageError
 from .message import Message
 from .times import parse_time
@@ -25,7 +26,7 @@ def where_stage(text: str) -> Stage:
     return lambda message: message if predicate(message.datum) else None
 
 
-def _field_tree(spec: str) -> dict[str, Any]:
+def field_tree(spec: str) -> dict[str, Any]:
     """``a.b,a.c,d`` -> ``{"a": {"b": None, "c": None}, "d": None}`` (None: keep it whole)."""
     tree: dict[str, Any] = {}
     for item in spec.split(","):
@@ -57,9 +58,12 @@ def project_stage(spec: str) -> Stage:
     """The ``--fields`` stage: keeps only the listed dotted paths of each record, nested as
     they were.  The result no longer fits the record's schema, so the schema is dropped: JSON
     output is plain JSON, and Avro output needs ``--schema``."""
-    tree = _field_tree(spec)
+    tree = field_tree(spec)
 
     def project(message: Message) -> Message:
+        if type(message.datum) is JsonDocument:  # projected as it was read (kcp.codec.native)
+            message.schema = None
+            return message
         if not isinstance(message.datum, dict):
             raise BadInput(f"--fields selects fields of records, not of {kind_of(message.datum)}")
         message.datum = _project(message.datum, tree)

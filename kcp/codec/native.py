@@ -7,6 +7,10 @@ the Python path caches its converters.  A body the program cannot write exactly 
 (see native/src/lib.rs) and a schema it does not know go through the Python path, so the output
 never depends on which path ran.
 
+With ``--fields`` the program also does the projection of ``kcp.stages.project_stage`` in the
+same pass: it writes the fields named and reads past the others without writing them.  Records
+it hands back to the Python path are then left as datums, for that stage to project.
+
 The extension is optional: without a Rust toolchain kcp installs without it, and
 ``KCP_NATIVE=0`` turns it off (the test suite runs once that way).
 """
@@ -44,14 +48,16 @@ _PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "st
 Op = tuple[str, list[int], list[str]]
 
 
-def json_transcoder(options: Any) -> NativeJson | None:
+def json_transcoder(options: Any, projection: dict[str, Any] | None) -> NativeJson | None:
     """The native transcoder when it is built, enabled, and the run only needs kcp-style JSON
-    documents of the records as written (``options.json_documents``, no ``--reader-schema``)."""
+    documents of the records as written (``options.json_documents``, no ``--reader-schema``),
+    or of what ``projection`` (the tree of ``--fields``, ``kcp.stages.field_tree``) keeps."""
     if not (ENABLED and options.json_documents and options.json_style == "kcp"
             and options.schemas.reader is None):
         return None
     store = options.schemas
-    return NativeJson(options.bytes_mode or "base64", DatumReader(store), store.limits)
+    return NativeJson(options.bytes_mode or "base64", DatumReader(store), store.limits,
+                      projection)
 
 
 def codec_name() -> str:
@@ -121,6 +127,47 @@ def compile_ops(parsed: Any) -> list[Op]:
     return ops
 
 
+# What a "record" projection op does with each field: skip it, write it whole, or project it.
+_SKIP, _WHOLE, _DESCEND = 0, 1, 2
+
+
+def compile_projection(ops: list[Op], tree: dict[str, Any]) -> list[Op]:
+    """The ops of what ``--fields`` keeps of the values of ``ops`` (``tree``: each name with
+    the tree below it, or None for all of it; ``kcp.stages.field_tree``), the root's first.
+    Children are projections by index, or nodes of ``ops``: those written whole or skipped."""
+    projection: list[Op] = []
+    done: dict[tuple[int, int], int] = {}
+
+    def project(node: int, tree: dict[str, Any]) -> int:
+        if (node, id(tree)) in done:  # a recursive type
+            return done[node, id(tree)]
+        index = done[node, id(tree)] = len(projection)
+        projection.append(("absent", [node], []))  # what any value but those below gets
+        kind, children, names = ops[node]
+        if kind == "record":
+            actions: list[int] = []
+            for name, child in zip(names, children, strict=True):
+                if name not in tree:
+                    actions += [_SKIP, child]
+                elif tree[name] is None:
+                    actions += [_WHOLE, child]
+                else:
+                    actions += [_DESCEND, project(child, tree[name])]
+            projection[index] = ("record", actions, names)
+        elif kind == "map":
+            values = children[0]
+            kept = [-1 if below is None else project(values, below) for below in tree.values()]
+            projection[index] = ("map", [values, *kept], list(tree))
+        elif kind == "array":
+            projection[index] = ("array", [children[0], project(children[0], tree)], [])
+        elif kind == "union":
+            projection[index] = ("union", [project(branch, tree) for branch in children], [])
+        return index
+
+    project(0, tree)
+    return projection
+
+
 class JsonDocument:
     """A record already written as its JSON document (by :class:`NativeJson`)."""
 
@@ -132,27 +179,39 @@ class JsonDocument:
 
 class NativeJson:
     """Reads Avro bodies into :class:`JsonDocument` records, natively where it can (a
-    :class:`kcp.codec.framing.BodyReader`); ``datums`` is the Python path it falls back on."""
+    :class:`kcp.codec.framing.BodyReader`); ``datums`` is the Python path it falls back on.
+    With a ``projection`` (the tree of ``--fields``) the documents hold what it keeps, and
+    records read by the Python path stay datums, for the ``--fields`` stage to project."""
 
-    def __init__(self, bytes_mode: str, datums: BodyReader, limits: Limits) -> None:
+    def __init__(self, bytes_mode: str, datums: BodyReader, limits: Limits,
+                 projection: dict[str, Any] | None = None) -> None:
         self.bytes_mode = bytes_mode
         self.datums = datums
         self.limits = limits
+        self.projection = projection
         self.to_json = AvroToJson(bytes_mode, "kcp")
+        # The program of each schema, for this reader's one projection.
         self._programs: dict[Schema, Any] = {}
 
     def program(self, schema: Schema) -> Any:
         """The compiled program of ``schema``, or None for a schema only Python writes."""
         if schema not in self._programs:
             try:
-                program = compiled.Program(compile_ops(schema.parsed), self.bytes_mode,
-                                           self.limits.max_depth, self.limits.max_items)
+                ops = compile_ops(schema.parsed)
+                projection = [] if self.projection is None else compile_projection(
+                    ops, self.projection)
+                program = compiled.Program(ops, self.bytes_mode, self.limits.max_depth,
+                                           self.limits.max_items, projection)
             except (_Unsupported, ValueError, KeyError, TypeError):
                 program = None
             self._programs[schema] = program
         return self._programs[schema]
 
-    def _documents(self, datums: Iterable[Any], writer: Schema) -> Iterator[JsonDocument]:
+    def _python_path(self, datums: Iterable[Any], writer: Schema) -> Iterator[Any]:
+        """The records of the Python path: datums to project, or JSON documents."""
+        if self.projection is not None:
+            yield from datums
+            return
         for datum in datums:
             yield JsonDocument(self.to_json(datum, writer))
 
@@ -173,10 +232,10 @@ class NativeJson:
         return ([JsonDocument(t) for t in texts], end,
                 BadInput(f"{what} Avro datum at byte {at} of the body: {text}"))
 
-    def block(self, data: bytes, count: int, writer: Schema) -> list[JsonDocument]:
+    def block(self, data: bytes, count: int, writer: Schema) -> list[Any]:
         done = self.transcode(data, count, writer)
         if done is None:
-            return list(self._documents(self.datums.block(data, count, writer), writer))
+            return list(self._python_path(self.datums.block(data, count, writer), writer))
         documents, end, error = done
         if error is not None:
             raise error
@@ -184,10 +243,10 @@ class NativeJson:
             raise BadInput("OCF block holds bytes past its declared records")
         return documents
 
-    def exactly(self, body: bytes, writer: Schema) -> list[JsonDocument]:
+    def exactly(self, body: bytes, writer: Schema) -> list[Any]:
         done = self.transcode(body, 1, writer)
         if done is None:
-            return list(self._documents(self.datums.exactly(body, writer), writer))
+            return list(self._python_path(self.datums.exactly(body, writer), writer))
         documents, end, error = done
         if error is not None:
             raise error
@@ -196,11 +255,11 @@ class NativeJson:
         return documents
 
     def file_block(self, data: bytes, count: int, writer: Schema,
-                   reader_block: Callable[[], Iterable[Any]]) -> Iterator[JsonDocument]:
+                   reader_block: Callable[[], Iterable[Any]]) -> Iterator[Any]:
         """The documents of one block of an OCF file.  A block the program stops in is read
         again by the Python path (``reader_block``), so that a file's records before an error,
         and the error's words, are those of the Python path."""
         done = self.transcode(data, count, writer)
         if done is None or done[2] is not None:
-            return self._documents(reader_block(), writer)
+            return self._python_path(reader_block(), writer)
         return iter(done[0])

@@ -28,6 +28,7 @@ from ..codec.native import json_transcoder
 from ..errors import BadInput, UsageError
 from ..message import Message
 from ..options import Options
+from ..stages import field_tree
 from .lines import read_whole
 
 
@@ -54,8 +55,10 @@ class AvroReader:
     def __init__(self, options: Options) -> None:
         self.schemas = options.schemas
         self.keep_payloads = options.keep_payloads
-        # Finished JSON documents when that is all the run needs (kcp.codec.native), else datums.
-        self.documents = json_transcoder(options)
+        # Finished JSON documents when that is all the run needs (kcp.codec.native), else datums;
+        # with --fields, documents of what it keeps.
+        self.documents = json_transcoder(
+            options, field_tree(options.fields) if options.fields else None)
         self.read_bodies = self.documents or DatumReader(self.schemas)
 
     def decode(self, message: Message) -> list[Message]:

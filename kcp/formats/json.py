@@ -239,12 +239,12 @@ def documents_suffice(options: Options, sink: object) -> bool:
     """Whether records may reach ``sink`` as finished JSON documents (kcp.codec.native): it
     writes JSON Lines to a stream (stdout, a file), or JSON payloads to Kafka (``--to json``),
     in the kcp style, and no stage reads record values (--where, --map, --pipe-through,
-    --fields, --bytes file:DIR, --pace: the alerts' own times) or reshapes them
-    (--reader-schema).  --since/--until read only Kafka timestamps."""
+    --bytes file:DIR, --pace: the alerts' own times) or reshapes them (--reader-schema).
+    --since/--until read only Kafka timestamps; --fields is done by the transcoder itself."""
     traits = getattr(sink, "traits", None)
     writes_json = (isinstance(getattr(sink, "format_writer", None), JsonWriter)
                    or (traits is not None and traits.payloads and options.write_format == "json"))
     return (writes_json
-            and options.json_style == "kcp" and not options.steps and not options.fields
+            and options.json_style == "kcp" and not options.steps
             and not (options.bytes_mode or "").startswith(FILES_MODE)
             and options.schemas.reader is None and not options.pace)

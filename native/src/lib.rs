@@ -8,6 +8,9 @@
 //! map holding a key twice, a timestamp out of `datetime`'s range, ...), the program stops with
 //! "unsupported" and the caller runs the Python path on that body instead.
 //!
+//! With `--fields`, the program also holds what `kcp.stages.project_stage` keeps of each datum (a
+//! `Projection`): it writes those fields, and reads past the others without writing them (`skip`).
+//!
 //! Every read is bounds-checked: a malformed body is an error with its byte position, never a
 //! panic; a panic all the same is caught at the boundary and reported as an error.
 
@@ -43,10 +46,34 @@ enum Node {
     Union(Vec<usize>),
     Timestamp { micros_per_unit: i64, utc: bool },
     Date,
-    TimeMillis,
-    TimeMicros,
+    Time { micros_per_unit: i64 },
     Decimal { precision: usize, scale: u32, fixed: Option<usize> },
     Uuid,
+}
+
+/// What `--fields` keeps of a value, as `kcp.stages.project_stage` keeps it: fields of records
+/// (and entries of maps) it names, nested as they are; through arrays, that field of every item.
+/// Children are other projections, or the value nodes written whole or skipped.
+enum Projection {
+    Record(Vec<Selected>),
+    /// The map's values, and each key `--fields` names with the projection of its value (None:
+    /// written whole); any other entry is skipped.
+    Map { values: usize, keys: Vec<(Vec<u8>, Option<usize>)> },
+    /// The array's items, and the projection of each.
+    Array { items: usize, each: usize },
+    Union(Vec<usize>),
+    /// A value `--fields` names a field of, but that is no record, map or array: skipped. Python
+    /// drops its key in a record or map, and writes null for it in an array.
+    Absent(usize),
+}
+
+enum Selected {
+    Skip(usize),
+    /// `"name":` and the value node, written whole.
+    Whole(Vec<u8>, usize),
+    /// `"name":` and the projection of the value: kept only when the value is a record, map or
+    /// array.
+    Descend(Vec<u8>, usize),
 }
 
 #[derive(Clone, Copy)]
@@ -119,6 +146,69 @@ impl<'a> Cursor<'a> {
         self.take(size as usize, what)
     }
 
+    /// A string's bytes, checked to be UTF-8 (fastavro refuses them otherwise).
+    fn text(&mut self, what: &str) -> Result<&'a [u8], Stop> {
+        let start = self.pos;
+        let text = self.sized(what)?;
+        if std::str::from_utf8(text).is_err() {
+            return Err(Stop::Bad(format!("invalid UTF-8 in a {what}"), start));
+        }
+        Ok(text)
+    }
+
+    /// Microseconds from the epoch of a timestamp in `datetime`'s range.
+    fn timestamp(&mut self, micros_per_unit: i64) -> Result<i64, Stop> {
+        let start = self.pos;
+        self.long()?
+            .checked_mul(micros_per_unit)
+            .filter(|m| (MIN_MICROS..=MAX_MICROS).contains(m))
+            .ok_or(Stop::Unsupported("a timestamp outside years 1-9999", start))
+    }
+
+    /// Days from the epoch of a date in `date`'s range.
+    fn date(&mut self) -> Result<i64, Stop> {
+        let start = self.pos;
+        let days = self.long()?;
+        if !(1..=MAX_ORDINAL).contains(&days.saturating_add(DAYS_BEFORE_EPOCH)) {
+            return Err(Stop::Unsupported("a date outside years 1-9999", start));
+        }
+        Ok(days)
+    }
+
+    /// Microseconds from midnight of a time of day.
+    fn time_of_day(&mut self, micros_per_unit: i64) -> Result<i64, Stop> {
+        let start = self.pos;
+        let micros = self.long()?.saturating_mul(micros_per_unit);
+        if !(0..86_400_000_000).contains(&micros) {
+            return Err(Stop::Unsupported("a time of day outside 0-24 h", start));
+        }
+        Ok(micros)
+    }
+
+    /// A decimal's sign and digits, when Python writes it unrounded.
+    fn decimal(&mut self, precision: usize, scale: u32, fixed: Option<usize>) -> Result<(bool, Vec<u8>), Stop> {
+        let start = self.pos;
+        let data = match fixed {
+            Some(size) => self.take(size, "decimal")?,
+            None => self.sized("decimal")?,
+        };
+        let (negative, digits) = decimal_digits(data);
+        if digits.len() > precision || scale > MAX_DECIMAL_SCALE {
+            return Err(Stop::Unsupported("a decimal that Python would round", start));
+        }
+        Ok((negative, digits))
+    }
+
+    /// A uuid's text, in the canonical form Python writes back as it is read.
+    fn uuid(&mut self) -> Result<&'a [u8], Stop> {
+        let start = self.pos;
+        let text = self.sized("uuid")?;
+        if !is_canonical_uuid(text) {
+            return Err(Stop::Unsupported("a uuid not in its canonical form", start));
+        }
+        Ok(text)
+    }
+
     /// An array or map block's item count (a negative count is followed by the block's size).
     fn block_count(&mut self) -> Result<u64, Stop> {
         let start = self.pos;
@@ -185,6 +275,14 @@ fn write_float(out: &mut Vec<u8>, value: f64) {
     } else {
         out.extend_from_slice(b"\"-Infinity\"");
     }
+}
+
+/// `"name":` of an object whose `{` ends at `empty`, after a comma unless it is the first key.
+fn write_key(out: &mut Vec<u8>, empty: usize, key: &[u8]) {
+    if out.len() > empty {
+        out.push(b',');
+    }
+    out.extend_from_slice(key);
 }
 
 fn write_int(out: &mut Vec<u8>, value: i64) {
@@ -327,6 +425,8 @@ fn is_canonical_uuid(text: &[u8]) -> bool {
 #[pyclass(frozen, module = "kcp.codec.compiled")]
 struct Program {
     nodes: Vec<Node>,
+    /// With `--fields`, what it keeps of the root (the first) and below; empty without it.
+    projections: Vec<Projection>,
     min_size: Vec<u64>, // the fewest bytes a value of each node takes
     bytes_mode: BytesMode,
     max_depth: u32,
@@ -363,14 +463,7 @@ impl Program {
                 let data = cur.take(*size, "fixed")?;
                 self.write_bytes(out, data);
             }
-            Node::Str => {
-                let start = cur.pos;
-                let text = cur.sized("string")?;
-                if std::str::from_utf8(text).is_err() {
-                    return Err(Stop::Bad("invalid UTF-8 in a string".into(), start));
-                }
-                write_string(out, text);
-            }
+            Node::Str => write_string(out, cur.text("string")?),
             Node::Enum(symbols) => {
                 let start = cur.pos;
                 let index = cur.long()?;
@@ -409,10 +502,7 @@ impl Program {
                 let entry_size = self.min_size[*values].saturating_add(1); // a key takes a byte
                 self.items(cur, entry_size, |cur, first| {
                     let at = cur.pos;
-                    let key = cur.sized("map key")?;
-                    if std::str::from_utf8(key).is_err() {
-                        return Err(Stop::Bad("invalid UTF-8 in a map key".into(), at));
-                    }
+                    let key = cur.text("map key")?;
                     if !keys.insert(key) {
                         // A Python dict keeps the last value at the first key's place.
                         return Err(Stop::Unsupported("a map holds a key twice", at));
@@ -427,12 +517,7 @@ impl Program {
                 out.push(b'}');
             }
             Node::Timestamp { micros_per_unit, utc } => {
-                let start = cur.pos;
-                let micros = cur
-                    .long()?
-                    .checked_mul(*micros_per_unit)
-                    .filter(|m| (MIN_MICROS..=MAX_MICROS).contains(m))
-                    .ok_or(Stop::Unsupported("a timestamp outside years 1-9999", start))?;
+                let micros = cur.timestamp(*micros_per_unit)?;
                 out.push(b'"');
                 write_date(out, micros.div_euclid(86_400_000_000));
                 out.push(b'T');
@@ -443,51 +528,221 @@ impl Program {
                 out.push(b'"');
             }
             Node::Date => {
-                let start = cur.pos;
-                let days = cur.long()?;
-                if !(1..=MAX_ORDINAL).contains(&days.saturating_add(DAYS_BEFORE_EPOCH)) {
-                    return Err(Stop::Unsupported("a date outside years 1-9999", start));
-                }
+                let days = cur.date()?;
                 out.push(b'"');
                 write_date(out, days);
                 out.push(b'"');
             }
-            Node::TimeMillis | Node::TimeMicros => {
-                let start = cur.pos;
-                let value = cur.long()?;
-                let per_unit = if matches!(self.nodes[node], Node::TimeMillis) { 1000 } else { 1 };
-                let micros = value.saturating_mul(per_unit);
-                if !(0..86_400_000_000).contains(&micros) {
-                    return Err(Stop::Unsupported("a time of day outside 0-24 h", start));
-                }
+            Node::Time { micros_per_unit } => {
+                let micros = cur.time_of_day(*micros_per_unit)?;
                 out.push(b'"');
                 write_time(out, micros);
                 out.push(b'"');
             }
             Node::Decimal { precision, scale, fixed } => {
-                let start = cur.pos;
-                let data = match fixed {
-                    Some(size) => cur.take(*size, "decimal")?,
-                    None => cur.sized("decimal")?,
-                };
-                let (negative, digits) = decimal_digits(data);
-                if digits.len() > *precision || *scale > MAX_DECIMAL_SCALE {
-                    return Err(Stop::Unsupported("a decimal that Python would round", start));
-                }
+                let (negative, digits) = cur.decimal(*precision, *scale, *fixed)?;
                 write_decimal(out, negative, &digits, *scale);
             }
             Node::Uuid => {
-                let start = cur.pos;
-                let text = cur.sized("uuid")?;
-                if !is_canonical_uuid(text) {
-                    return Err(Stop::Unsupported("a uuid not in its canonical form", start));
-                }
+                let text = cur.uuid()?;
                 out.push(b'"');
                 out.extend(text.iter().map(u8::to_ascii_lowercase));
                 out.push(b'"');
             }
         }
         Ok(())
+    }
+
+    /// Reads past a value `--fields` leaves out, writing nothing, with every check `value`
+    /// makes: what the Python path would refuse, or read otherwise, stops the program here too.
+    /// Items are skipped one by one even in blocks that give their byte size, as fastavro reads
+    /// them: a jump would pass over bytes it refuses (invalid UTF-8, a branch out of range).
+    fn skip(&self, node: usize, cur: &mut Cursor, depth: u32) -> Step {
+        match &self.nodes[node] {
+            Node::Null => {}
+            Node::Boolean => {
+                cur.take(1, "boolean")?;
+            }
+            Node::Long => {
+                cur.long()?;
+            }
+            Node::Float => {
+                cur.take(4, "float")?;
+            }
+            Node::Double => {
+                cur.take(8, "double")?;
+            }
+            Node::Bytes => {
+                cur.sized("bytes")?;
+            }
+            Node::Fixed(size) => {
+                cur.take(*size, "fixed")?;
+            }
+            Node::Str => {
+                cur.text("string")?;
+            }
+            Node::Enum(symbols) => {
+                let start = cur.pos;
+                let index = cur.long()?;
+                self.pick(symbols, index, start, "enum symbol")?;
+            }
+            Node::Union(branches) => {
+                let start = cur.pos;
+                let index = cur.long()?;
+                self.skip(*self.pick(branches, index, start, "union branch")?, cur, depth)?;
+            }
+            Node::Record(fields) => {
+                let depth = self.deeper(depth, cur)?;
+                for (_, field) in fields {
+                    self.skip(*field, cur, depth)?;
+                }
+            }
+            Node::Array(item) => {
+                let depth = self.deeper(depth, cur)?;
+                self.items(cur, self.min_size[*item], |cur, _| self.skip(*item, cur, depth))?;
+            }
+            Node::Map(values) => {
+                let depth = self.deeper(depth, cur)?;
+                let entry_size = self.min_size[*values].saturating_add(1);
+                self.items(cur, entry_size, |cur, _| {
+                    cur.text("map key")?;
+                    self.skip(*values, cur, depth)
+                })?;
+            }
+            Node::Timestamp { micros_per_unit, .. } => {
+                cur.timestamp(*micros_per_unit)?;
+            }
+            Node::Date => {
+                cur.date()?;
+            }
+            Node::Time { micros_per_unit } => {
+                cur.time_of_day(*micros_per_unit)?;
+            }
+            Node::Decimal { precision, scale, fixed } => {
+                cur.decimal(*precision, *scale, *fixed)?;
+            }
+            Node::Uuid => {
+                cur.uuid()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The projection `projection` of the value at `cur` (`--fields`), written.
+    fn projected(&self, projection: usize, cur: &mut Cursor, out: &mut Vec<u8>, depth: u32) -> Step {
+        match &self.projections[projection] {
+            Projection::Record(fields) => {
+                let depth = self.deeper(depth, cur)?;
+                out.push(b'{');
+                let empty = out.len();
+                for field in fields {
+                    match field {
+                        Selected::Skip(node) => self.skip(*node, cur, depth)?,
+                        Selected::Whole(key, node) => {
+                            write_key(out, empty, key);
+                            self.value(*node, cur, out, depth)?;
+                        }
+                        Selected::Descend(key, projection) => {
+                            if let Some(container) = self.container(*projection, cur, depth)? {
+                                write_key(out, empty, key);
+                                self.projected(container, cur, out, depth)?;
+                            }
+                        }
+                    }
+                }
+                out.push(b'}');
+            }
+            Projection::Map { values, keys } => {
+                let depth = self.deeper(depth, cur)?;
+                out.push(b'{');
+                let empty = out.len();
+                let mut kept: Vec<&[u8]> = Vec::new();
+                let entry_size = self.min_size[*values].saturating_add(1);
+                self.items(cur, entry_size, |cur, _| {
+                    let at = cur.pos;
+                    let key = cur.text("map key")?;
+                    let Some((_, projection)) = keys.iter().find(|(name, _)| name == key) else {
+                        return self.skip(*values, cur, depth);
+                    };
+                    if kept.contains(&key) {
+                        return Err(Stop::Unsupported("a map holds a key twice", at));
+                    }
+                    kept.push(key);
+                    let mut json_key = Vec::with_capacity(key.len() + 3);
+                    write_string(&mut json_key, key);
+                    json_key.push(b':');
+                    match projection {
+                        None => {
+                            write_key(out, empty, &json_key);
+                            self.value(*values, cur, out, depth)
+                        }
+                        Some(projection) => match self.container(*projection, cur, depth)? {
+                            Some(container) => {
+                                write_key(out, empty, &json_key);
+                                self.projected(container, cur, out, depth)
+                            }
+                            None => Ok(()),
+                        },
+                    }
+                })?;
+                out.push(b'}');
+            }
+            Projection::Array { items, each } => {
+                let depth = self.deeper(depth, cur)?;
+                out.push(b'[');
+                self.items(cur, self.min_size[*items], |cur, first| {
+                    if !first {
+                        out.push(b',');
+                    }
+                    self.projected(*each, cur, out, depth)
+                })?;
+                out.push(b']');
+            }
+            Projection::Union(branches) => {
+                let start = cur.pos;
+                let index = cur.long()?;
+                self.projected(*self.pick(branches, index, start, "union branch")?, cur, out, depth)?;
+            }
+            Projection::Absent(node) => {
+                self.skip(*node, cur, depth)?;
+                out.extend_from_slice(b"null");
+            }
+        }
+        Ok(())
+    }
+
+    /// The projection that writes the value at `cur`, its union branches read, when it is a
+    /// record, map or array; None, the value skipped, when it is not (its key is then left out).
+    fn container(&self, mut projection: usize, cur: &mut Cursor, depth: u32) -> Result<Option<usize>, Stop> {
+        loop {
+            match &self.projections[projection] {
+                Projection::Union(branches) => {
+                    let start = cur.pos;
+                    let index = cur.long()?;
+                    projection = *self.pick(branches, index, start, "union branch")?;
+                }
+                Projection::Absent(node) => {
+                    self.skip(*node, cur, depth)?;
+                    return Ok(None);
+                }
+                _ => return Ok(Some(projection)),
+            }
+        }
+    }
+
+    /// One datum: its JSON, or with `--fields` the projection of a record (or map) datum.
+    fn datum(&self, cur: &mut Cursor, out: &mut Vec<u8>) -> Step {
+        if self.projections.is_empty() {
+            return self.value(0, cur, out, 0);
+        }
+        let start = cur.pos;
+        match self.container(0, cur, 0)? {
+            Some(root) if !matches!(self.projections[root], Projection::Array { .. }) => {
+                self.projected(root, cur, out, 0)
+            }
+            // The --fields stage refuses it, in words of its own.
+            _ => Err(Stop::Unsupported("--fields of a datum that is not a record", start)),
+        }
     }
 
     /// Each item of an array's or map's blocks, handed to `item` with whether it is the first;
@@ -592,7 +847,7 @@ impl Program {
             return (0, Some(stop));
         }
         for _ in 0..count {
-            if let Err(stop) = self.value(0, &mut cur, out, 0) {
+            if let Err(stop) = self.datum(&mut cur, out) {
                 return (cur.pos, Some(stop));
             }
             ends.push(out.len());
@@ -632,15 +887,81 @@ fn compute_min_sizes(nodes: &[Node]) -> Vec<u64> {
     sizes
 }
 
+/// `numbers[i]` as the index of one of `count` nodes.
+fn index_below(numbers: &[i64], i: usize, count: usize) -> PyResult<usize> {
+    numbers
+        .get(i)
+        .copied()
+        .filter(|n| *n >= 0 && (*n as usize) < count)
+        .map(|n| n as usize)
+        .ok_or_else(|| PyValueError::new_err("op refers to no node"))
+}
+
+/// The projections of `Program::new`'s `projection` ops, over `nodes` value nodes.
+fn compile_projections(ops: &[(String, Vec<i64>, Vec<String>)], nodes: usize) -> PyResult<Vec<Projection>> {
+    let count = ops.len();
+    let node = |numbers: &[i64], i: usize| index_below(numbers, i, nodes);
+    let projection = |numbers: &[i64], i: usize| index_below(numbers, i, count);
+    let key = |name: &str| {
+        let mut json = Vec::with_capacity(name.len() + 3);
+        write_string(&mut json, name.as_bytes());
+        json.push(b':');
+        json
+    };
+    let mut projections = Vec::with_capacity(count);
+    for (kind, numbers, names) in ops {
+        projections.push(match kind.as_str() {
+            "record" => {
+                if numbers.len() != 2 * names.len() {
+                    return Err(PyValueError::new_err("record projection: fields and actions differ"));
+                }
+                let mut fields = Vec::with_capacity(names.len());
+                for (i, name) in names.iter().enumerate() {
+                    fields.push(match numbers[2 * i] {
+                        0 => Selected::Skip(node(numbers, 2 * i + 1)?),
+                        1 => Selected::Whole(key(name), node(numbers, 2 * i + 1)?),
+                        2 => Selected::Descend(key(name), projection(numbers, 2 * i + 1)?),
+                        _ => return Err(PyValueError::new_err("record projection: unknown action")),
+                    });
+                }
+                Projection::Record(fields)
+            }
+            "map" => {
+                if numbers.len() != names.len() + 1 {
+                    return Err(PyValueError::new_err("map projection: keys and projections differ"));
+                }
+                let mut keys = Vec::with_capacity(names.len());
+                for (i, name) in names.iter().enumerate() {
+                    let kept = if numbers[i + 1] == -1 { None } else { Some(projection(numbers, i + 1)?) };
+                    keys.push((name.as_bytes().to_vec(), kept));
+                }
+                Projection::Map { values: node(numbers, 0)?, keys }
+            }
+            "array" => Projection::Array { items: node(numbers, 0)?, each: projection(numbers, 1)? },
+            "union" => Projection::Union((0..numbers.len()).map(|i| projection(numbers, i)).collect::<PyResult<_>>()?),
+            "absent" => Projection::Absent(node(numbers, 0)?),
+            other => return Err(PyValueError::new_err(format!("unknown projection {other}"))),
+        });
+    }
+    Ok(projections)
+}
+
 #[pymethods]
 impl Program {
     /// `ops`: (kind, numbers, names) for each node, the root first; children by index.
+    /// `projection`: with `--fields`, the ops of what it keeps, the root's first (see
+    /// `projections`): "record" (numbers: 0 skip, 1 whole or 2 descend, and the node or
+    /// projection, for each field named), "map" (the values' node, then for each key named its
+    /// projection or -1 for whole), "array" (the items' node and their projection), "union"
+    /// (each branch's projection), "absent" (the node skipped).
     #[new]
+    #[pyo3(signature = (ops, bytes_mode, max_depth, max_empty_items, projection = Vec::new()))]
     fn new(
         ops: Vec<(String, Vec<i64>, Vec<String>)>,
         bytes_mode: &str,
         max_depth: u32,
         max_empty_items: u64,
+        projection: Vec<(String, Vec<i64>, Vec<String>)>,
     ) -> PyResult<Self> {
         let bytes_mode = match bytes_mode {
             "base64" => BytesMode::Base64,
@@ -650,14 +971,7 @@ impl Program {
             other => return Err(PyValueError::new_err(format!("unknown bytes mode {other}"))),
         };
         let count = ops.len();
-        let child = |numbers: &[i64], i: usize| -> PyResult<usize> {
-            numbers
-                .get(i)
-                .copied()
-                .filter(|n| *n >= 0 && (*n as usize) < count)
-                .map(|n| n as usize)
-                .ok_or_else(|| PyValueError::new_err("op refers to no node"))
-        };
+        let child = |numbers: &[i64], i: usize| index_below(numbers, i, count);
         let mut nodes = Vec::with_capacity(count);
         for (kind, numbers, names) in &ops {
             nodes.push(match kind.as_str() {
@@ -705,8 +1019,8 @@ impl Program {
                     }
                 }
                 "date" => Node::Date,
-                "time-millis" => Node::TimeMillis,
-                "time-micros" => Node::TimeMicros,
+                "time-millis" => Node::Time { micros_per_unit: 1000 },
+                "time-micros" => Node::Time { micros_per_unit: 1 },
                 "decimal" => {
                     let number = |i: usize| numbers.get(i).copied().unwrap_or(-1);
                     let (precision, scale, size) = (number(0), number(1), number(2));
@@ -727,7 +1041,8 @@ impl Program {
             return Err(PyValueError::new_err("an empty program"));
         }
         let min_size = compute_min_sizes(&nodes);
-        Ok(Program { nodes, min_size, bytes_mode, max_depth, max_empty_items })
+        let projections = compile_projections(&projection, count)?;
+        Ok(Program { nodes, projections, min_size, bytes_mode, max_depth, max_empty_items })
     }
 
     /// (documents, end, problem): the JSON of each datum read from `body` (at most `count`),
