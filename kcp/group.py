@@ -27,19 +27,20 @@ from __future__ import annotations
 import bisect
 import contextlib
 import dataclasses
-import io
+import itertools
 import multiprocessing
 import os
+import select
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Any, BinaryIO
+from typing import Any
 
 from .contracts import Reader, SinkTraits, Source
 from .errors import BadInput, KcpError, TransportError, UsageError
-from .formats.lines import write_all
 from .message import Message
 from .options import Options
 from .pacing import pacer_in
@@ -55,6 +56,8 @@ STOP_SECONDS = 15.0
 # How long the main process waits for a child to finish writing a chunk before it stops them
 # all; longer means the output's reader is not reading (a paused pager, a stuck pipe).
 WRITE_SECONDS = 2.0
+# The most pieces one writev takes.
+_IOV_MAX = os.sysconf("SC_IOV_MAX")
 # A child's failure is raised again in the main process as the same kind (its exit status).
 _ERRORS = {kind.status: kind for kind in (KcpError, UsageError, BadInput, TransportError)}
 
@@ -105,17 +108,14 @@ class _Output:
         self.lock = context.Lock()
         self.remaining = context.Value("q", (1 << 62) if limit is None else limit, lock=False)
         self.descriptor = sink.stream.fileno()
-        self.stream: BinaryIO | None = None  # a child's own unbuffered writer of the descriptor
 
-    def write(self, data: memoryview, ends: list[int]) -> int:
-        """Write the records of ``data`` (ending at ``ends``) that may still be written, in one
-        piece; how many that was."""
-        if self.stream is None:
-            self.stream = open(self.descriptor, "wb", buffering=0, closefd=False)
+    def write(self, pieces: list[memoryview], ends: list[int]) -> int:
+        """Write the records of ``pieces`` (ending at ``ends``) that may still be written, in
+        one piece; how many that was."""
         with self.lock:
             records = min(len(ends), self.remaining.value)
             if records:
-                write_all(self.stream, data[:ends[records - 1]])
+                _write_pieces(self.descriptor, pieces[:ends[records - 1]])
                 self.remaining.value -= records
         return records
 
@@ -126,6 +126,48 @@ class _Output:
         self.remaining.value = 0
         self.lock.release()
         return True
+
+
+def _write_pieces(descriptor: int, pieces: list[memoryview]) -> None:
+    """Write every piece, in order, with as few system calls as the kernel takes."""
+    pending = deque(pieces)
+    while pending:
+        try:
+            written = os.writev(descriptor, list(itertools.islice(pending, _IOV_MAX)))
+        except BlockingIOError:  # a non-blocking output that is full: as a blocking one would
+            select.select([], [descriptor], [])
+            continue
+        while written:
+            first = pending[0]
+            if written < len(first):
+                pending[0] = first[written:]
+                break
+            written -= len(first)
+            pending.popleft()
+
+
+class _Pieces:
+    """The stream a child's format writer writes into: what it is given, kept as it is (bytes
+    are not copied) for one ``writev``."""
+
+    def __init__(self) -> None:
+        self.pieces: list[memoryview] = []
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> int:
+        piece = memoryview(data)
+        if not isinstance(piece.obj, bytes):  # a buffer its writer may change or reuse
+            piece = memoryview(bytes(piece))
+        if piece.nbytes:
+            self.pieces.append(piece.cast("B"))
+            self.size += piece.nbytes
+        return piece.nbytes
+
+    def flush(self) -> None:
+        pass
+
+    def clear(self) -> None:
+        self.pieces, self.size = [], 0
 
 
 @dataclass
@@ -282,8 +324,8 @@ class _ChunkSink:
     def __init__(self, conn: Connection, output: _Output, source: Any) -> None:
         self.conn = conn
         self.output = output
-        self.buffer = io.BytesIO()
-        self.writer = output.sink.format_writer.open_stream(self.buffer)
+        self.buffer = _Pieces()
+        self.writer = output.sink.format_writer.open_stream(self.buffer)  # type: ignore[arg-type]
         self.source = source  # the KafkaSource
         self.ends: list[int] = []
         self.counts: list[int] = []  # records in the buffer up to and including each message
@@ -295,7 +337,7 @@ class _ChunkSink:
 
     def write(self, message: Message) -> None:
         self.writer.write(message)
-        self.ends.append(self.buffer.tell())
+        self.ends.append(len(self.buffer.pieces))
 
     def handled(self, message: Message) -> None:
         """``message`` is done (written, filtered out, skipped): its position is acknowledged
@@ -306,7 +348,7 @@ class _ChunkSink:
         if message.value is not None:
             self.bytes_in += len(message.value)
         self.last_timestamp = message.timestamp
-        if len(self.positions) >= CHUNK_MESSAGES or self.buffer.tell() >= CHUNK_BYTES:
+        if len(self.positions) >= CHUNK_MESSAGES or self.buffer.size >= CHUNK_BYTES:
             self.send()
 
     def send(self) -> None:
@@ -315,8 +357,7 @@ class _ChunkSink:
         if not self.positions and self.skipped == self.skipped_sent:
             return
         try:
-            with self.buffer.getbuffer() as view:  # the bytes themselves: not copied
-                records = self.output.write(view, self.ends)
+            records = self.output.write(self.buffer.pieces, self.ends)
         except OSError as error:
             self.output_error = error
             raise
@@ -326,7 +367,7 @@ class _ChunkSink:
                         self.last_timestamp))
         cut = records < len(self.ends)
         self.skipped_sent = self.skipped
-        self.buffer.seek(0)  # the buffer is written over, never shrunk: no allocation per chunk
+        self.buffer.clear()
         self.ends, self.counts, self.positions, self.bytes_in = [], [], [], 0
         if cut:
             raise _Stopped()

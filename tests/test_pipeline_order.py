@@ -170,3 +170,29 @@ def test_what_consumer_processes_wrote_is_counted_until_the_count_then_their_wri
                                                                      ("counted", 2)]
     # nothing is written into the output once it is closed
     assert journal.index(("stop writing",)) == journal.index(("close sink", True)) - 1
+
+
+def test_a_chunk_is_written_whole_into_a_full_non_blocking_pipe():
+    """-j consumer processes write a chunk with writev, which the kernel may cut anywhere."""
+    import os
+    import threading
+
+    from kcp.group import _write_pieces
+
+    pieces = [memoryview(bytes([i % 251]) * (50 + i)) for i in range(1500)]  # > IOV_MAX
+    reading, writing = os.pipe()
+    os.set_blocking(writing, False)
+    received = bytearray()
+
+    def read() -> None:
+        while chunk := os.read(reading, 1 << 14):
+            received.extend(chunk)
+            time.sleep(0.0005)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    _write_pieces(writing, pieces)
+    os.close(writing)
+    reader.join()
+    os.close(reading)
+    assert bytes(received) == b"".join(pieces)

@@ -16,6 +16,7 @@
 
 use std::collections::HashSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Mutex;
 
 use base64::Engine;
 use pyo3::exceptions::PyValueError;
@@ -433,7 +434,14 @@ struct Program {
     /// Items of a type that takes no bytes (null, an empty record) one array or body may hold:
     /// such counts cannot be checked against the bytes left, and each still writes output.
     max_empty_items: u64,
+    /// The output buffer, kept from one call to the next: a new one for each alert costs a
+    /// page fault for every 4 kB written (a Rubin alert's JSON is about 2 MB), more than the
+    /// copy out of it.
+    scratch: Mutex<Vec<u8>>,
 }
+
+/// The largest output buffer kept between calls (a bigger one is given back).
+const SCRATCH_KEPT: usize = 64 << 20;
 
 impl Program {
     fn value(&self, node: usize, cur: &mut Cursor, out: &mut Vec<u8>, depth: u32) -> Step {
@@ -1042,7 +1050,15 @@ impl Program {
         }
         let min_size = compute_min_sizes(&nodes);
         let projections = compile_projections(&projection, count)?;
-        Ok(Program { nodes, projections, min_size, bytes_mode, max_depth, max_empty_items })
+        Ok(Program {
+            nodes,
+            projections,
+            min_size,
+            bytes_mode,
+            max_depth,
+            max_empty_items,
+            scratch: Mutex::new(Vec::new()),
+        })
     }
 
     /// (documents, end, problem): the JSON of each datum read from `body` (at most `count`),
@@ -1056,10 +1072,14 @@ impl Program {
         body: &[u8],
         count: u64,
     ) -> (Vec<Bound<'py, PyBytes>>, usize, Option<(&'static str, String, usize)>) {
-        let (out, ends, end, stop) = py.allow_threads(|| {
-            catch_unwind(AssertUnwindSafe(|| {
+        // Another thread using the buffer (never kcp's own): this call makes its own.
+        let out = self.scratch.try_lock().map(|mut kept| std::mem::take(&mut *kept));
+        let out = out.unwrap_or_default();
+        let (mut out, ends, end, stop) = py.allow_threads(move || {
+            catch_unwind(AssertUnwindSafe(move || {
+                let mut out = out;
                 // JSON of alerts runs 1.4x (cutouts) to 6x (float histories) the Avro size.
-                let mut out = Vec::with_capacity(body.len() * 4 + 1024);
+                out.reserve(body.len() * 4 + 1024);
                 let mut ends = Vec::new();
                 let (end, stop) = self.run(body, count, &mut out, &mut ends);
                 (out, ends, end, stop)
@@ -1074,6 +1094,12 @@ impl Program {
         for stop_at in ends {
             documents.push(PyBytes::new(py, &out[start..stop_at]));
             start = stop_at;
+        }
+        if out.capacity() <= SCRATCH_KEPT {
+            out.clear();
+            if let Ok(mut kept) = self.scratch.try_lock() {
+                *kept = out;
+            }
         }
         let problem = stop.map(|s| match s {
             Stop::Bad(message, at) => ("bad", message, at),
