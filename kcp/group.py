@@ -109,13 +109,19 @@ class _Output:
         self.remaining = context.Value("q", (1 << 62) if limit is None else limit, lock=False)
         self.descriptor = sink.stream.fileno()
 
-    def write(self, pieces: list[memoryview], ends: list[int]) -> int:
-        """Write the records of ``pieces`` (ending at ``ends``) that may still be written, in
-        one piece; how many that was."""
+    def write(self, pieces: list[memoryview], ends: list[int]) -> int | None:
+        """Write the records of ``pieces`` (ending at ``ends``) that may still be written, with
+        no other chunk in between; how many that was, or None when no more may be written."""
         with self.lock:
+            if self.remaining.value <= 0:
+                return None
             records = min(len(ends), self.remaining.value)
             if records:
-                _write_pieces(self.descriptor, pieces[:ends[records - 1]])
+                try:
+                    _write_pieces(self.descriptor, pieces[:ends[records - 1]])
+                except BaseException:  # bytes of a record may be out: nothing goes after them
+                    self.remaining.value = 0
+                    raise
                 self.remaining.value -= records
         return records
 
@@ -175,7 +181,6 @@ class _Child:
     index: int
     process: Any
     conn: Connection
-    ended: bool = False
 
 
 class ConsumerGroup:
@@ -203,6 +208,17 @@ class ConsumerGroup:
             options, offset=None, tail_count=None)
         context = multiprocessing.get_context("fork")
         self.children: list[_Child] = []
+        try:
+            self._fork(jobs, context, open_source, options, child_options, decoder, stages,
+                       start, grouped)
+        except BaseException:  # they would go on writing the output
+            self.close()
+            raise
+
+    def _fork(self, jobs: int, context: Any, open_source: Callable[[Options], Source],
+              options: Options, child_options: Options, decoder: Reader | None,
+              stages: list[Stage], start: Callable[[Options], None] | None,
+              grouped: bool) -> None:
         for index in range(jobs):
             mine, theirs = context.Pipe()
             others = [child.conn for child in self.children] + [mine]
@@ -225,7 +241,6 @@ class ConsumerGroup:
         except (EOFError, OSError):
             report = ("error", KcpError.status, "-j: the first consumer process died", None)
         if report[0] == "error":
-            self.close()
             _, status, message, where = report
             raise _ERRORS.get(status, KcpError)(message, where=where)
 
@@ -244,7 +259,6 @@ class ConsumerGroup:
                 if kind == "wrote":
                     yield Written(*report[1:])
                 elif kind == "end":
-                    child.ended = True
                     del live[conn]  # type: ignore[arg-type]
                 elif kind == "output-error":  # as this process would have failed writing
                     _, number, reason = report
@@ -262,7 +276,7 @@ class ConsumerGroup:
                            f"{child.process.exitcode}); run it without -j to find out why"
                            ) from None
 
-    def ack(self, message: Any) -> None:
+    def ack(self, written: Written) -> None:  # type: ignore[override]
         pass
 
     def checkpoint(self) -> None:
@@ -281,9 +295,17 @@ class ConsumerGroup:
         """No child writes after this (the output is closed next).  A child that cannot finish
         its chunk (nobody reads the output) is killed: what it had not committed is read again
         next time."""
-        if not self.output.stop():
-            for child in self.children:
-                child.process.kill()
+        try:
+            stopped = self.output.stop()
+        except BaseException:  # a second Ctrl-C while waiting
+            stopped = False
+            raise
+        finally:
+            if not stopped:
+                for child in self.children:
+                    child.process.kill()
+                for child in self.children:
+                    child.process.join(1)
 
     def close(self) -> None:
         """Stop the children: each commits what it wrote and leaves the group."""
@@ -327,13 +349,14 @@ class _ChunkSink:
         self.buffer = _Pieces()
         self.writer = output.sink.format_writer.open_stream(self.buffer)  # type: ignore[arg-type]
         self.source = source  # the KafkaSource
-        self.ends: list[int] = []
+        self.ends: list[int] = []  # how many pieces the buffer holds at the end of each record
         self.counts: list[int] = []  # records in the buffer up to and including each message
         self.positions: list[Message] = []
         self.bytes_in = 0
         self.last_timestamp: int | None = None
         self.skipped = self.skipped_sent = 0  # the child's run's count, and how much was sent
         self.output_error: OSError | None = None
+        self.stopped = False
 
     def write(self, message: Message) -> None:
         self.writer.write(message)
@@ -348,12 +371,16 @@ class _ChunkSink:
         if message.value is not None:
             self.bytes_in += len(message.value)
         self.last_timestamp = message.timestamp
-        if len(self.positions) >= CHUNK_MESSAGES or self.buffer.size >= CHUNK_BYTES:
+        if (self.stopped or len(self.positions) >= CHUNK_MESSAGES
+                or self.buffer.size >= CHUNK_BYTES):
             self.send()
 
     def send(self) -> None:
-        """Write the chunk, acknowledge its messages, report it to the main process."""
+        """Write the chunk, acknowledge its messages, report it to the main process; raises
+        _Stopped once nothing more may be written (--count, or the main process said so)."""
         self.listen()
+        if self.stopped:
+            raise _Stopped()
         if not self.positions and self.skipped == self.skipped_sent:
             return
         try:
@@ -361,27 +388,44 @@ class _ChunkSink:
         except OSError as error:
             self.output_error = error
             raise
-        for position in self.positions[:bisect.bisect_right(self.counts, records)]:
+        if records is None:
+            self.stopped = True
+            raise _Stopped()
+        # Cut at --count: the messages up to the one holding the last record written, as
+        # -j 1 acknowledges them; otherwise all of them (some may have had no record).
+        cut = records < len(self.ends)  # then records > 0: some were left to write
+        done = bisect.bisect_left(self.counts, records) + 1 if cut else len(self.positions)
+        for position in self.positions[:done]:
             self.source.ack(position)
         self.conn.send(("wrote", records, self.bytes_in, self.skipped - self.skipped_sent,
                         self.last_timestamp))
-        cut = records < len(self.ends)
         self.skipped_sent = self.skipped
         self.buffer.clear()
         self.ends, self.counts, self.positions, self.bytes_in = [], [], [], 0
         if cut:
+            self.stopped = True
             raise _Stopped()
 
     def listen(self) -> None:
         """Take the main process's word: stop."""
         if self.conn.poll(0) and self.conn.recv()[0] == "stop":
-            raise _Stopped()
+            self.stopped = True
+
+    def make_durable(self) -> None:
+        """What was written reaches the disk (a file's fsync) before positions are committed."""
+        try:
+            self.output.sink.flush()
+        except OSError as error:
+            self.output_error = error
+            raise
 
     def sync(self) -> None:
         """Write what is pending and make the output durable (before a commit: a rebalance,
-        a checkpoint, the end)."""
-        self.send()
-        self.output.sink.flush()
+        a checkpoint, the end).  A stop found on the way is raised at the next record, not
+        here: a rebalance's commit must still follow."""
+        with contextlib.suppress(_Stopped):
+            self.send()
+        self.make_durable()
 
     def idle(self) -> None:
         self.send()
@@ -393,10 +437,12 @@ class _ChunkSink:
         pass
 
     def close(self, complete: bool = True) -> None:
+        if self.output_error is not None:  # nothing is committed after a failed write
+            raise self.output_error
         if complete:
-            with contextlib.suppress(_Stopped):  # stopped meanwhile: what was written is kept
-                self.send()
-            self.output.sink.flush()
+            self.sync()
+        else:  # stopped: what was written is still committed, so it is made durable first
+            self.make_durable()
 
 
 class _ChildSource:
@@ -462,7 +508,10 @@ def _child_main(conn: Connection, inherited: list[Connection],
     except OSError as error:
         if sink is not None and error is sink.output_error:
             _send(conn, ("output-error", error.errno, error.strerror))
-        return  # otherwise the main process is gone
+        else:  # unless the main process is gone, which _send tolerates
+            _send(conn, ("error", KcpError.status, f"-j consumer process failed: {error}",
+                         None))
+        return
     except KcpError as error:
         _send(conn, ("error", error.status, error.message, error.where))
         return

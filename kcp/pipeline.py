@@ -380,14 +380,14 @@ def close_stages(stages: Iterable[Stage]) -> None:
 def run(source: Source, sink: Sink, options: Options, decoder: Reader | None = None,
         stages: Iterable[Stage] = (), progress: Callable[[Summary], None] | None = None,
         workers: Workers | None = None, summary: Summary | None = None,
-        chunks: bool = False) -> Summary:
+        consumer_processes: bool = False) -> Summary:
     """Move every record of ``source`` to ``sink``; ``decoder`` decodes raw payloads if given.
 
     A source may yield ``None`` to say it is idle: buffered output is pushed out then.
     ``workers`` (kcp.parallel.Workers) decode, filter and encode in other processes.
     ``summary`` is counted into (the caller's, to say what a stopped run wrote).
-    ``chunks``: the source is ``-j``'s consumer processes (kcp.group), which write to the sink
-    themselves; it yields what they wrote.
+    ``consumer_processes``: the source is ``-j``'s consumer processes (kcp.group), which write
+    to the sink themselves; it yields what they wrote.
     """
     stages = list(stages)
     policy = ErrorPolicy(options.on_error)
@@ -403,8 +403,8 @@ def run(source: Source, sink: Sink, options: Options, decoder: Reader | None = N
         summary.night_clock = pacer.night_clock
     with guard:
         try:
-            if chunks:
-                completed = _chunk_loop(source, sink, summary, limit, progress, guard)
+            if consumer_processes:
+                completed = _reports_loop(source, sink, summary, limit, progress, guard)
             elif workers is not None:
                 completed = _parallel_loop(source, sink, workers, policy, summary, limit,
                                            progress, guard)
@@ -567,8 +567,8 @@ def _parallel_loop(source: Source, sink: Sink, workers: Workers, policy: ErrorPo
         workers.close()
 
 
-def _chunk_loop(source: Any, sink: Any, summary: Summary, limit: int | None,
-                progress: Callable[[Summary], None] | None, guard: SignalGuard) -> bool:
+def _reports_loop(source: Any, sink: Any, summary: Summary, limit: int | None,
+                  progress: Callable[[Summary], None] | None, guard: SignalGuard) -> bool:
     """The loop of ``_loop`` for ``-j`` consumer processes (kcp.group), which write the output
     and commit themselves: what they report is counted, until --count."""
     rhythm = _Rhythm(source, sink, progress, summary)

@@ -81,11 +81,11 @@ class Run:
         Stopped by Ctrl-C, it raises KeyboardInterrupt saying how many records were written."""
         summary = Summary()
         try:
-            chunks = isinstance(self.source, ConsumerGroup)  # the children run the stages
+            children = isinstance(self.source, ConsumerGroup)  # they run the stages
             run(self.source, self.sink, self.options, decoder=self.decoder,
-                stages=() if chunks else self.stages,
+                stages=() if children else self.stages,
                 progress=self.observers if self.observers.observers else None,
-                workers=self.workers, summary=summary, chunks=chunks)
+                workers=self.workers, summary=summary, consumer_processes=children)
         except KeyboardInterrupt:
             raise KeyboardInterrupt(f"{summary.count()} written") from None
         finally:

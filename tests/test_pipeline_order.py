@@ -159,11 +159,11 @@ class ConsumerProcesses(FakeSource):
 def test_what_consumer_processes_wrote_is_counted_until_the_count_then_their_writing_stops():
     from kcp.group import Written
 
-    # the processes cut their own chunks at the count: the third report never comes
+    # the processes cut their own chunks at the count: the last report is never read
     reports = [Written(4, 100, 0, 5), None, Written(2, 60, 1, 7), Written(3, 90, 0, 9)]
     journal = Journal()
     summary = pipeline.run(ConsumerProcesses(journal, reports), FakeSink(journal),
-                           Options(count=6), chunks=True)
+                           Options(count=6), consumer_processes=True)
     assert (summary.records, summary.bytes_in, summary.skipped) == (6, 160, 1)
     assert summary.last_timestamp == 7
     assert [entry for entry in journal if entry[0] == "counted"] == [("counted", 4),
@@ -196,3 +196,54 @@ def test_a_chunk_is_written_whole_into_a_full_non_blocking_pipe():
     reader.join()
     os.close(reading)
     assert bytes(received) == b"".join(pieces)
+
+
+class LinesWriter:
+    """A format writer whose records are their values, one per line."""
+
+    def open_stream(self, stream):
+        from kcp.formats.lines import LineStreamWriter
+
+        return LineStreamWriter(stream, lambda message: message.value)
+
+
+def test_a_consumer_process_acknowledges_what_it_wrote_and_stops_at_the_shared_count(tmp_path):
+    """kcp.group: records reach the output before their messages are acknowledged; --count is
+    shared (the records left, taken under the lock); once it is reached nothing more is written
+    or acknowledged; the main process's stop ends all writing."""
+    import multiprocessing
+
+    from kcp.group import _ChunkSink, _Output, _Stopped
+    from kcp.transports.stream import StreamSink
+
+    path = tmp_path / "out.jsonl"
+    output = _Output(StreamSink(open(path, "wb"), LinesWriter(), str(path)), limit=3)
+    journal = Journal()
+    source = FakeSource(journal, [])
+    mine, theirs = multiprocessing.Pipe()
+    sink = _ChunkSink(theirs, output, source)
+
+    def message(offset: int, *values: bytes) -> None:
+        for value in values:
+            sink.write(Message(value=value))
+            journal.append(("written", path.read_bytes().count(b"\n")))
+        sink.handled(Message(value=b"x", offset=offset))
+
+    message(0, b"a", b"b")
+    message(1)  # filtered out: no record
+    message(2, b"c", b"d")  # only c fits in the count
+    assert journal[-1] == ("written", 0)  # still in the chunk
+    with pytest.raises(_Stopped):
+        sink.send()
+    assert path.read_bytes() == b"a\nb\nc\n"
+    # the message cut by --count is acknowledged, as -j 1 does, and nothing after it
+    assert [entry for entry in journal if entry[0] == "ack"] == [("ack", 0), ("ack", 1), ("ack", 2)]
+    assert mine.recv() == ("wrote", 3, 3, 0, None)
+
+    other = _ChunkSink(theirs, output, FakeSource(journal, []))
+    other.write(Message(value=b"e"))
+    other.handled(Message(value=b"x", offset=3))
+    with pytest.raises(_Stopped):
+        other.send()
+    assert path.read_bytes() == b"a\nb\nc\n" and ("ack", 3) not in journal
+    assert output.stop() and output.write([memoryview(b"f\n")], [1]) is None

@@ -776,7 +776,9 @@ class FitsWriter:
 class FitsStreamWriter:
     """A .fits file: exactly one alert."""
 
-    encodes_alone = True
+    # Whether an alert was written already is known only where the file is written, so records
+    # are written by one process (-j consumer processes would each write "the" alert).
+    encodes_alone = False
 
     def __init__(self, stream: BinaryIO, owner: FitsWriter) -> None:
         self.stream = stream

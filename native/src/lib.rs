@@ -441,7 +441,7 @@ struct Program {
 }
 
 /// The largest output buffer kept between calls (a bigger one is given back).
-const SCRATCH_KEPT: usize = 64 << 20;
+const SCRATCH_KEPT: usize = 16 << 20;
 
 impl Program {
     fn value(&self, node: usize, cur: &mut Cursor, out: &mut Vec<u8>, depth: u32) -> Step {
