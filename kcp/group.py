@@ -295,12 +295,10 @@ class ConsumerGroup:
         """No child writes after this (the output is closed next).  A child that cannot finish
         its chunk (nobody reads the output) is killed: what it had not committed is read again
         next time."""
+        stopped = False
         try:
             stopped = self.output.stop()
-        except BaseException:  # a second Ctrl-C while waiting
-            stopped = False
-            raise
-        finally:
+        finally:  # also when a second Ctrl-C ends the wait
             if not stopped:
                 for child in self.children:
                     child.process.kill()

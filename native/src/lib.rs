@@ -493,15 +493,7 @@ impl Program {
                 out.push(b'}');
             }
             Node::Array(item) => {
-                let depth = self.deeper(depth, cur)?;
-                out.push(b'[');
-                self.items(cur, self.min_size[*item], |cur, first| {
-                    if !first {
-                        out.push(b',');
-                    }
-                    self.value(*item, cur, out, depth)
-                })?;
-                out.push(b']');
+                self.array(cur, *item, out, depth, |cur, out, depth| self.value(*item, cur, out, depth))?;
             }
             Node::Map(values) => {
                 let depth = self.deeper(depth, cur)?;
@@ -696,15 +688,7 @@ impl Program {
                 out.push(b'}');
             }
             Projection::Array { items, each } => {
-                let depth = self.deeper(depth, cur)?;
-                out.push(b'[');
-                self.items(cur, self.min_size[*items], |cur, first| {
-                    if !first {
-                        out.push(b',');
-                    }
-                    self.projected(*each, cur, out, depth)
-                })?;
-                out.push(b']');
+                self.array(cur, *items, out, depth, |cur, out, depth| self.projected(*each, cur, out, depth))?;
             }
             Projection::Union(branches) => {
                 let start = cur.pos;
@@ -755,6 +739,27 @@ impl Program {
 
     /// Each item of an array's or map's blocks, handed to `item` with whether it is the first;
     /// every block's count is checked against the bytes left first.
+    /// A JSON array of an Avro array's items (of node `items`), each written by `item`.
+    fn array<'a>(
+        &self,
+        cur: &mut Cursor<'a>,
+        items: usize,
+        out: &mut Vec<u8>,
+        depth: u32,
+        mut item: impl FnMut(&mut Cursor<'a>, &mut Vec<u8>, u32) -> Step,
+    ) -> Step {
+        let depth = self.deeper(depth, cur)?;
+        out.push(b'[');
+        self.items(cur, self.min_size[items], |cur, first| {
+            if !first {
+                out.push(b',');
+            }
+            item(cur, out, depth)
+        })?;
+        out.push(b']');
+        Ok(())
+    }
+
     fn items<'a>(
         &self,
         cur: &mut Cursor<'a>,
