@@ -273,7 +273,10 @@ def _json_distinct(branches: list[Branch]) -> bool:
 
 def _decimals(precision: int, scale: int) -> st.SearchStrategy:
     bound = 10 ** precision - 1
-    return st.integers(-bound, bound).map(lambda n: decimal.Decimal(n).scaleb(-scale))
+    # Exact in the schema's precision: the default context (28 digits) would round 10**29 - 1
+    # up to 10**29, a value with more digits than its schema allows.
+    exact = decimal.Context(prec=precision)
+    return st.integers(-bound, bound).map(lambda n: decimal.Decimal(n).scaleb(-scale, exact))
 
 
 @st.composite
