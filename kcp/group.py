@@ -46,7 +46,7 @@ from .options import Options
 from .pacing import pacer_in
 from .pipeline import Stage, Summary, run
 from .plugins import PipeStage
-from .transports.stream import StreamSink
+from .transports.stream import QuietSource, StreamSink
 
 # A child writes what it has after this many messages or bytes (or when its source is idle).
 CHUNK_MESSAGES = 500
@@ -183,13 +183,10 @@ class _Child:
     conn: Connection
 
 
-class ConsumerGroup:
+class ConsumerGroup(QuietSource):
     """The main process's side: a Source whose iteration yields what the children report they
     wrote (:class:`Written`, or None while they have nothing new).  The children commit, each
     after its own writes, so this source has nothing to commit."""
-
-    commits = False
-    bytes_read = 0
 
     def __init__(self, jobs: int, open_source: Callable[[Options], Source], options: Options,
                  decoder: Reader | None, stages: list[Stage], sink: StreamSink,
@@ -275,21 +272,6 @@ class ConsumerGroup:
             raise KcpError(f"-j: consumer process {child.index + 1} died (exit status "
                            f"{child.process.exitcode}); run it without -j to find out why"
                            ) from None
-
-    def ack(self, written: Written) -> None:  # type: ignore[override]
-        pass
-
-    def checkpoint(self) -> None:
-        pass
-
-    def flush_before_commit(self, flush: Callable[[], None] | None) -> None:
-        pass
-
-    def partition_count(self, topic: str) -> int | None:
-        return None
-
-    def done_fraction(self) -> float | None:
-        return None
 
     def stop_writing(self) -> None:
         """No child writes after this (the output is closed next).  A child that cannot finish

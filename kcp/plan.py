@@ -146,7 +146,7 @@ def plan(sources: Sequence[str | Address], destination: str | Address | Sink,
         sink = given_sink or _sink_transport(sink_address, options).open_sink(
             sink_address, options, config)
         if consumers and not writes_alone(sink):
-            consumers = False  # an Avro container or Parquet file: -j workers
+            consumers = False  # Avro, Parquet, FITS, a stream without a descriptor: workers
             opened = [_open_source(address, options, config) for address in source_addresses]
         source: Source | None = (None if consumers else opened[0] if len(opened) == 1
                                  else Sources(opened))
